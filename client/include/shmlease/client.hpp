@@ -1,0 +1,179 @@
+// libshmlease: the C++ client of shmleased.
+//
+// Ownership: a Client owns one connection to the daemon; every Lease shares ownership of that
+// connection and of the mapping it reads through, so a Lease stays safe to read after its Client is
+// gone (its release is then a no-op: the daemon released everything when the connection closed).
+// Each segment is mapped once per connection and per access mode and reused by later leases; the
+// mapping is unmapped once the daemon has freed the segment and no Lease of this process uses it.
+//
+// Thread safety: one Client may be used from many threads at once; requests are multiplexed on the
+// one connection, and a thread waiting for an exclusive lease does not block the others. A Lease is
+// not synchronised: share it between threads only with your own locking.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+#include <vector>
+
+#include "shmlease/errc.hpp"
+#include "shmlease/protocol.hpp"
+
+namespace shmlease {
+
+// Every failure of the library: a std::system_error whose code() is in ErrorCategory() (an Errc),
+// with the daemon's message when it gave one.
+class Error : public std::system_error {
+ public:
+  Error(Errc code, const std::string& what) : std::system_error(make_error_code(code), what) {}
+  Errc errc() const noexcept { return static_cast<Errc>(code().value()); }
+};
+
+using SegmentInfo = proto::SegmentInfo;
+
+enum class Mode : uint8_t { kRead = 1, kWrite = 2 };
+
+// Waits for a lease without limit (the default).
+inline constexpr std::chrono::milliseconds kWaitForever{-1};
+
+struct CreateOptions {
+  uint64_t size = 0;             // bytes; 0 derives it from format and shape
+  std::string format;            // one native struct item ("f", "B", "q", ...); "" = raw bytes
+  std::vector<uint64_t> shape;   // up to 8 dimensions; product x itemsize must equal size
+  bool exist_ok = false;         // return the existing segment instead of kAlreadyExists
+};
+
+struct LeaseOptions {
+  bool exclusive = false;  // granted only when no other lease exists on the segment
+  // How long to wait for the lease: 0 fails at once with kTimeout if it cannot be granted now.
+  std::chrono::milliseconds timeout = kWaitForever;
+};
+
+namespace detail {
+class Connection;
+struct Mapping;
+}  // namespace detail
+
+// A granted lease: a view of the segment's shared memory, held until Release() or destruction.
+class Lease {
+ public:
+  Lease() = default;  // an empty lease (valid() == false)
+  ~Lease();
+  Lease(Lease&& other) noexcept;
+  Lease& operator=(Lease&& other) noexcept;
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+  // Gives the lease back to the daemon (one-way: no round trip is waited for). Afterwards the
+  // Lease is empty. Releasing an empty Lease does nothing. Never throws.
+  void Release() noexcept;
+
+  bool valid() const noexcept { return mapping_ != nullptr; }
+  explicit operator bool() const noexcept { return valid(); }
+
+  uint64_t id() const noexcept { return id_; }
+  Mode mode() const noexcept { return mode_; }
+  bool writable() const noexcept { return mode_ == Mode::kWrite; }
+  bool exclusive() const noexcept { return exclusive_; }
+  // The segment as it was when the lease was granted (name, size, format, shape, ...).
+  const SegmentInfo& info() const noexcept { return info_; }
+  size_t size() const noexcept { return static_cast<size_t>(info_.size); }
+
+  // The bytes of the segment. Read leases map read-only: writing through data() of a read lease
+  // faults (SIGSEGV), by the kernel's enforcement.
+  std::span<const std::byte> data() const noexcept;
+  // The bytes, writable. Throws Error(kPermissionDenied) on a read lease.
+  std::span<std::byte> writable_data() const;
+
+  // Typed views: T must match the segment's item size (and its format letter when one is set).
+  // Throws Error(kInvalidArgument) otherwise.
+  template <typename T>
+  std::span<const T> as() const {
+    CheckType(sizeof(T), FormatLetter<std::remove_cv_t<T>>());
+    auto bytes = data();
+    return {reinterpret_cast<const T*>(bytes.data()), bytes.size() / sizeof(T)};
+  }
+  template <typename T>
+  std::span<T> as_writable() const {
+    CheckType(sizeof(T), FormatLetter<T>());
+    auto bytes = writable_data();
+    return {reinterpret_cast<T*>(bytes.data()), bytes.size() / sizeof(T)};
+  }
+
+ private:
+  friend class Client;
+  template <typename T>
+  static constexpr char FormatLetter() {
+    if constexpr (std::is_same_v<T, float>) return 'f';
+    if constexpr (std::is_same_v<T, double>) return 'd';
+    if constexpr (std::is_same_v<T, bool>) return '?';
+    if constexpr (std::is_integral_v<T> && std::is_signed_v<T> && sizeof(T) == 1) return 'b';
+    if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T> && sizeof(T) == 1) return 'B';
+    return 0;  // no single letter: only the item size is checked
+  }
+  void CheckType(size_t size, char letter) const;
+
+  std::shared_ptr<detail::Connection> connection_;
+  std::shared_ptr<detail::Mapping> mapping_;
+  uint64_t id_ = 0;
+  Mode mode_ = Mode::kRead;
+  bool exclusive_ = false;
+  SegmentInfo info_;
+};
+
+// A connection to shmleased.
+class Client {
+ public:
+  // Connects to the daemon at ResolveSocketPath(socket) and exchanges hellos.
+  // Throws Error(kDaemonUnavailable) naming the path when nobody answers there.
+  explicit Client(std::string_view socket = {});
+  ~Client();
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // The error_code form of the constructor: returns nullopt and sets `ec` on failure.
+  static std::optional<Client> Connect(std::string_view socket, std::error_code& ec) noexcept;
+
+  const std::string& socket_path() const noexcept;
+  // The daemon's pid, from its hello.
+  uint32_t server_pid() const noexcept;
+
+  void Ping();
+  SegmentInfo Create(std::string_view name, const CreateOptions& options);
+  SegmentInfo Create(std::string_view name, uint64_t size) { return Create(name, {.size = size}); }
+  // Leases the segment `name` in `mode`; waits as LeaseOptions says.
+  Lease Acquire(std::string_view name, Mode mode, const LeaseOptions& options = {});
+  // Takes the name away now; the memory is freed when its last lease is released.
+  void Remove(std::string_view name);
+  SegmentInfo Stat(std::string_view name);
+  std::vector<SegmentInfo> List();
+
+  // error_code overloads: never throw; on failure set `ec` and return an empty value.
+  void Ping(std::error_code& ec) noexcept;
+  SegmentInfo Create(std::string_view name, const CreateOptions& options,
+                     std::error_code& ec) noexcept;
+  Lease Acquire(std::string_view name, Mode mode, const LeaseOptions& options,
+                std::error_code& ec) noexcept;
+  void Remove(std::string_view name, std::error_code& ec) noexcept;
+  SegmentInfo Stat(std::string_view name, std::error_code& ec) noexcept;
+  std::vector<SegmentInfo> List(std::error_code& ec) noexcept;
+
+  // Closes the connection: the daemon releases every lease it held. Leases already handed out
+  // keep their mappings (reading them stays safe) and their Release() becomes a no-op.
+  void Close() noexcept;
+
+ private:
+  Client() = default;
+  std::shared_ptr<detail::Connection> connection_;
+};
+
+}  // namespace shmlease

@@ -1,0 +1,185 @@
+// The shmlease wire protocol: every message, limit and constant, defined once.
+// docs/PROTOCOL.md describes the same bytes in prose; keep the two in step.
+//
+// A message is a 16-byte header followed by `body_length` bytes of body, all little-endian:
+//   u32 magic ("SHML"), u32 body_length, u16 type, u16 flags, u32 request_id.
+// Replies carry the request's id and its type with the high bit set (kReplyBit); an Error reply
+// (kError) can answer any request. Strings are u16 length + bytes; shapes are u8 count + u64 each.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "shmlease/errc.hpp"
+
+namespace shmlease::proto {
+
+inline constexpr uint32_t kMagic = 0x4C4D4853;  // "SHML" as little-endian bytes
+inline constexpr uint32_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 16;
+// A daemon never accepts a body above its configured max message size; this is the default and
+// the ceiling a client accepts for replies (a List of many segments can be large).
+inline constexpr uint32_t kDefaultMaxMessage = 64 * 1024;
+inline constexpr uint32_t kClientMaxReply = 64 * 1024 * 1024;
+inline constexpr size_t kMaxString = 1024;   // any string field
+inline constexpr size_t kMaxErrorText = 4096;  // an Error reply's message
+
+inline constexpr uint16_t kReplyBit = 0x8000;
+
+// Requests and their replies, paired: a reply is its request's value | kReplyBit.
+enum class MsgType : uint16_t {
+  kHello = 0x0001,
+  kHelloOk = 0x8001,
+  kPing = 0x0002,
+  kPong = 0x8002,
+  kCreate = 0x0003,
+  kCreateOk = 0x8003,
+  kAcquire = 0x0004,
+  kAcquireOk = 0x8004,
+  kRelease = 0x0005,
+  kReleaseOk = 0x8005,
+  kRemove = 0x0006,
+  kRemoveOk = 0x8006,
+  kStat = 0x0007,
+  kStatOk = 0x8007,
+  kList = 0x0008,
+  kListOk = 0x8008,
+  // Unsolicited, request_id 0: the daemon freed a segment this connection was sent a descriptor
+  // for; the client may unmap it once no lease of its own uses it.
+  kSegmentGone = 0x8100,
+  kError = 0xFFFF,
+};
+
+// Header flags.
+inline constexpr uint16_t kFlagFd = 0x0001;       // server -> client: a descriptor rides with this message
+inline constexpr uint16_t kFlagNoReply = 0x0002;  // client -> server: answer only on failure
+inline constexpr uint16_t kKnownFlags = kFlagFd | kFlagNoReply;
+
+struct Header {
+  uint32_t body_length = 0;
+  MsgType type = MsgType::kPing;
+  uint16_t flags = 0;
+  uint32_t request_id = 0;
+};
+
+enum class LeaseMode : uint8_t { kRead = 1, kWrite = 2 };
+
+// Everything a client may learn about one segment.
+struct SegmentInfo {
+  uint64_t id = 0;  // unique for the daemon's lifetime, never reused
+  std::string name;
+  uint64_t size = 0;
+  std::string format;  // "" = raw bytes
+  std::vector<uint64_t> shape;
+  int64_t created_unix_ns = 0;
+  uint32_t creator_pid = 0;
+  uint32_t creator_uid = 0;
+  uint32_t readers = 0;  // read leases held
+  uint32_t writers = 0;  // write leases held
+  uint8_t exclusive = 0;  // 1 while an exclusive lease is held
+  uint32_t waiting = 0;  // lease requests queued
+  uint8_t removed = 0;  // 1 once removed; freed with its last lease
+  uint32_t page_size = 0;  // backing page size in bytes
+
+  bool operator==(const SegmentInfo&) const = default;
+};
+
+// --- Requests (client -> daemon) ---
+struct Hello {
+  uint32_t version = kVersion;
+  std::string client_name;
+  bool operator==(const Hello&) const = default;
+};
+struct Ping {
+  bool operator==(const Ping&) const = default;
+};
+inline constexpr uint8_t kCreateExistOk = 0x01;
+struct Create {
+  std::string name;
+  uint64_t size = 0;  // 0: derive from format and shape
+  std::string format;
+  std::vector<uint64_t> shape;
+  uint8_t flags = 0;
+  bool operator==(const Create&) const = default;
+};
+inline constexpr int64_t kWaitForever = -1;
+struct Acquire {
+  std::string name;
+  LeaseMode mode = LeaseMode::kRead;
+  uint8_t exclusive = 0;
+  int64_t timeout_ms = 0;  // 0: fail at once if not grantable; kWaitForever: no limit
+  bool operator==(const Acquire&) const = default;
+};
+struct Release {
+  uint64_t lease_id = 0;
+  bool operator==(const Release&) const = default;
+};
+struct Remove {
+  std::string name;
+  bool operator==(const Remove&) const = default;
+};
+struct Stat {
+  std::string name;
+  bool operator==(const Stat&) const = default;
+};
+struct List {
+  bool operator==(const List&) const = default;
+};
+
+// --- Replies (daemon -> client) ---
+struct HelloOk {
+  uint32_t version = kVersion;
+  uint32_t server_pid = 0;
+  uint32_t max_message = kDefaultMaxMessage;
+  std::string server_version;
+  bool operator==(const HelloOk&) const = default;
+};
+struct Pong {
+  bool operator==(const Pong&) const = default;
+};
+struct CreateOk {
+  SegmentInfo info;
+  bool operator==(const CreateOk&) const = default;
+};
+// When the header carries kFlagFd, one descriptor for segment info.id rides with this message:
+// read-only for a read lease, read-write for a write lease. The daemon sends each (segment, mode)
+// descriptor once per connection; later leases reuse the client's mapping.
+struct AcquireOk {
+  uint64_t lease_id = 0;
+  LeaseMode mode = LeaseMode::kRead;
+  uint8_t exclusive = 0;
+  SegmentInfo info;
+  bool operator==(const AcquireOk&) const = default;
+};
+struct ReleaseOk {
+  bool operator==(const ReleaseOk&) const = default;
+};
+struct RemoveOk {
+  bool operator==(const RemoveOk&) const = default;
+};
+struct StatOk {
+  SegmentInfo info;
+  bool operator==(const StatOk&) const = default;
+};
+struct ListOk {
+  std::vector<SegmentInfo> segments;
+  bool operator==(const ListOk&) const = default;
+};
+struct SegmentGone {
+  uint64_t segment_id = 0;
+  bool operator==(const SegmentGone&) const = default;
+};
+struct ErrorReply {
+  Errc code = Errc::kInternal;
+  std::string message;
+  bool operator==(const ErrorReply&) const = default;
+};
+
+using Request = std::variant<Hello, Ping, Create, Acquire, Release, Remove, Stat, List>;
+using Reply = std::variant<HelloOk, Pong, CreateOk, AcquireOk, ReleaseOk, RemoveOk, StatOk, ListOk,
+                           SegmentGone, ErrorReply>;
+
+}  // namespace shmlease::proto

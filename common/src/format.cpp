@@ -1,0 +1,150 @@
+#include "shmlease/format.hpp"
+
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+namespace shmlease {
+namespace {
+
+bool IsNameHead(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
+bool IsNameTail(char c) { return IsNameHead(c) || c == '.' || c == '_' || c == '-'; }
+
+bool EqualsNoCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool IsValidName(std::string_view name) noexcept {
+  if (name.empty() || name.size() > kMaxNameLength || !IsNameHead(name[0])) return false;
+  for (char c : name.substr(1)) {
+    if (!IsNameTail(c)) return false;
+  }
+  return true;
+}
+
+std::optional<size_t> FormatItemSize(std::string_view format) noexcept {
+  if (format.empty()) return 1;
+  if (format.size() != 1) return std::nullopt;
+  switch (format[0]) {
+    case 'b':
+    case 'B':
+    case '?':
+      return 1;
+    case 'h':
+    case 'H':
+    case 'e':
+      return 2;
+    case 'i':
+    case 'I':
+    case 'f':
+      return 4;
+    case 'l':
+    case 'L':
+      return sizeof(long);
+    case 'q':
+    case 'Q':
+    case 'd':
+      return 8;
+    default:
+      return std::nullopt;
+  }
+}
+
+std::optional<uint64_t> ShapeBytes(const std::vector<uint64_t>& shape, size_t itemsize) noexcept {
+  if (shape.empty() || shape.size() > kMaxDims || itemsize == 0) return std::nullopt;
+  uint64_t total = itemsize;
+  for (uint64_t dim : shape) {
+    if (dim == 0 || total > std::numeric_limits<uint64_t>::max() / dim) return std::nullopt;
+    total *= dim;
+  }
+  return total;
+}
+
+std::optional<uint64_t> ParseSize(std::string_view text) noexcept {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
+    ++i;
+  }
+  std::string_view number = text.substr(0, i);
+  std::string_view suffix = text.substr(i);
+  while (!suffix.empty() && suffix.front() == ' ') suffix.remove_prefix(1);
+  if (number.empty() || number.find('.') != number.rfind('.') || number == ".") return std::nullopt;
+
+  struct Unit {
+    std::string_view name;
+    double factor;
+  };
+  static constexpr Unit kUnits[] = {
+      {"", 1.0},          {"b", 1.0},          {"k", 1024.0},       {"kib", 1024.0},
+      {"kb", 1e3},        {"m", 1048576.0},    {"mib", 1048576.0},  {"mb", 1e6},
+      {"g", 1073741824.0}, {"gib", 1073741824.0}, {"gb", 1e9},
+      {"t", 1099511627776.0}, {"tib", 1099511627776.0}, {"tb", 1e12},
+  };
+  double factor = -1;
+  for (const auto& unit : kUnits) {
+    if (EqualsNoCase(suffix, unit.name)) factor = unit.factor;
+  }
+  if (factor < 0) return std::nullopt;
+
+  double value = 0;
+  if (std::sscanf(std::string(number).c_str(), "%lf", &value) != 1) return std::nullopt;
+  double bytes = std::floor(value * factor);
+  // 2^64 is exactly representable; anything at or above it does not fit.
+  if (!std::isfinite(bytes) || bytes < 0 || bytes >= 18446744073709551616.0) return std::nullopt;
+  // A fractional byte count ("0.5" bytes) is meaningless.
+  if (factor == 1.0 && number.find('.') != std::string_view::npos) return std::nullopt;
+  return static_cast<uint64_t>(bytes);
+}
+
+std::optional<std::vector<uint64_t>> ParseShape(std::string_view text) noexcept {
+  std::vector<uint64_t> dims;
+  uint64_t current = 0;
+  bool have_digit = false;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    char c = i < text.size() ? text[i] : ',';
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      uint64_t digit = static_cast<uint64_t>(c - '0');
+      if (current > (std::numeric_limits<uint64_t>::max() - digit) / 10) return std::nullopt;
+      current = current * 10 + digit;
+      have_digit = true;
+    } else if (c == ',' || c == 'x' || c == 'X') {
+      if (!have_digit) return std::nullopt;
+      dims.push_back(current);
+      current = 0;
+      have_digit = false;
+    } else if (c != ' ' && c != '(' && c != ')') {
+      return std::nullopt;
+    }
+  }
+  if (dims.empty() || dims.size() > kMaxDims) return std::nullopt;
+  return dims;
+}
+
+std::string FormatSize(uint64_t bytes) {
+  static constexpr const char* kNames[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double value = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (value >= 1024.0 && unit + 1 < std::size(kNames)) {
+    value /= 1024.0;
+    ++unit;
+  }
+  char out[32];
+  if (unit == 0) {
+    std::snprintf(out, sizeof(out), "%llu B", static_cast<unsigned long long>(bytes));
+  } else {
+    std::snprintf(out, sizeof(out), "%.1f %s", value, kNames[unit]);
+  }
+  return out;
+}
+
+}  // namespace shmlease
