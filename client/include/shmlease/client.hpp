@@ -92,33 +92,38 @@ class Lease {
   // The bytes, writable. Throws Error(kPermissionDenied) on a read lease.
   std::span<std::byte> writable_data() const;
 
-  // Typed views: T must match the segment's item size (and its format letter when one is set).
-  // Throws Error(kInvalidArgument) otherwise.
+  // Shares ownership of the mapped memory: it stays mapped while the returned pointer lives, even
+  // after Release(). For exporters that must outlive the lease (the Python buffer protocol).
+  std::shared_ptr<const void> mapping_owner() const noexcept;
+
+  // Typed views: T must match the segment's item size and kind (float, signed, unsigned, bool;
+  // a segment without a format holds unsigned bytes). Throws Error(kInvalidArgument) otherwise.
   template <typename T>
   std::span<const T> as() const {
-    CheckType(sizeof(T), FormatLetter<std::remove_cv_t<T>>());
+    CheckType(sizeof(T), KindOf<std::remove_cv_t<T>>());
     auto bytes = data();
     return {reinterpret_cast<const T*>(bytes.data()), bytes.size() / sizeof(T)};
   }
   template <typename T>
   std::span<T> as_writable() const {
-    CheckType(sizeof(T), FormatLetter<T>());
+    CheckType(sizeof(T), KindOf<T>());
     auto bytes = writable_data();
     return {reinterpret_cast<T*>(bytes.data()), bytes.size() / sizeof(T)};
   }
 
  private:
   friend class Client;
+  // The kind of a C++ element type: 'f' floating, 'i' signed, 'u' unsigned, '?' bool, 0 other
+  // (std::byte and other types: only the item size is checked).
   template <typename T>
-  static constexpr char FormatLetter() {
-    if constexpr (std::is_same_v<T, float>) return 'f';
-    if constexpr (std::is_same_v<T, double>) return 'd';
+  static constexpr char KindOf() {
     if constexpr (std::is_same_v<T, bool>) return '?';
-    if constexpr (std::is_integral_v<T> && std::is_signed_v<T> && sizeof(T) == 1) return 'b';
-    if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T> && sizeof(T) == 1) return 'B';
-    return 0;  // no single letter: only the item size is checked
+    if constexpr (std::is_floating_point_v<T>) return 'f';
+    if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) return 'i';
+    if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) return 'u';
+    return 0;
   }
-  void CheckType(size_t size, char letter) const;
+  void CheckType(size_t item_size, char kind) const;
 
   std::shared_ptr<detail::Connection> connection_;
   std::shared_ptr<detail::Mapping> mapping_;
@@ -172,7 +177,9 @@ class Client {
   void Close() noexcept;
 
  private:
-  Client() = default;
+  explicit Client(std::shared_ptr<detail::Connection> connection)
+      : connection_(std::move(connection)) {}
+  detail::Connection& connection() const;  // throws kConnectionLost after Close()
   std::shared_ptr<detail::Connection> connection_;
 };
 

@@ -1,0 +1,206 @@
+#include "shmlease/client.hpp"
+
+#include <utility>
+
+#include "connection.hpp"
+#include "shmlease/format.hpp"
+#include "shmlease/socket_path.hpp"
+
+namespace shmlease {
+namespace {
+
+// Returns the reply of type T, or throws the daemon's error.
+template <typename T>
+T Expect(detail::Response&& response) {
+  if (auto* err = std::get_if<proto::ErrorReply>(&response.reply)) {
+    throw Error(err->code, err->message);
+  }
+  if (auto* ok = std::get_if<T>(&response.reply)) return std::move(*ok);
+  throw Error(Errc::kBadMessage, "shmleased answered with an unexpected message type");
+}
+
+// Runs `f`, turning any Error into `ec` (and any other exception into kInternal).
+template <typename F>
+auto Capture(std::error_code& ec, F&& f) noexcept -> decltype(f()) {
+  ec.clear();
+  try {
+    return f();
+  } catch (const Error& e) {
+    ec = e.code();
+  } catch (...) {
+    ec = make_error_code(Errc::kInternal);
+  }
+  return {};
+}
+
+}  // namespace
+
+// --- Lease ---
+
+Lease::~Lease() { Release(); }
+
+Lease::Lease(Lease&& other) noexcept { *this = std::move(other); }
+
+Lease& Lease::operator=(Lease&& other) noexcept {
+  if (this != &other) {
+    Release();
+    connection_ = std::move(other.connection_);
+    mapping_ = std::move(other.mapping_);
+    id_ = std::exchange(other.id_, 0);
+    mode_ = other.mode_;
+    exclusive_ = other.exclusive_;
+    info_ = std::move(other.info_);
+  }
+  return *this;
+}
+
+void Lease::Release() noexcept {
+  if (!mapping_) return;
+  if (connection_) connection_->SendOneWay(proto::Release{id_});
+  mapping_.reset();
+  connection_.reset();
+}
+
+std::span<const std::byte> Lease::data() const noexcept {
+  if (!mapping_) return {};
+  return {static_cast<const std::byte*>(mapping_->address), size()};
+}
+
+std::span<std::byte> Lease::writable_data() const {
+  if (!mapping_) throw Error(Errc::kInvalidArgument, "the lease was released");
+  if (!writable()) {
+    throw Error(Errc::kPermissionDenied, "lease on '" + info_.name + "' is read-only");
+  }
+  return {static_cast<std::byte*>(mapping_->address), size()};
+}
+
+std::shared_ptr<const void> Lease::mapping_owner() const noexcept {
+  if (!mapping_) return nullptr;
+  return std::shared_ptr<const void>(mapping_, mapping_->address);
+}
+
+void Lease::CheckType(size_t item_size, char kind) const {
+  const std::string& format = info_.format.empty() ? std::string("B") : info_.format;
+  char format_kind = 0;
+  switch (format[0]) {
+    case 'b': case 'h': case 'i': case 'l': case 'q': format_kind = 'i'; break;
+    case 'B': case 'H': case 'I': case 'L': case 'Q': format_kind = 'u'; break;
+    case 'e': case 'f': case 'd': format_kind = 'f'; break;
+    case '?': format_kind = '?'; break;
+  }
+  if (item_size != FormatItemSize(format).value_or(0) || (kind != 0 && kind != format_kind)) {
+    throw Error(Errc::kInvalidArgument, "segment '" + info_.name + "' holds items of format '" +
+                                            format + "', not the requested type");
+  }
+}
+
+// --- Client ---
+
+Client::Client(std::string_view socket)
+    : connection_(detail::Connection::Open(ResolveSocketPath(socket))) {}
+
+Client::~Client() = default;
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&&) noexcept = default;
+
+std::optional<Client> Client::Connect(std::string_view socket, std::error_code& ec) noexcept {
+  return Capture(ec, [&]() -> std::optional<Client> {
+    return Client(detail::Connection::Open(ResolveSocketPath(socket)));
+  });
+}
+
+const std::string& Client::socket_path() const noexcept {
+  static const std::string kNone;
+  return connection_ ? connection_->socket_path() : kNone;
+}
+
+uint32_t Client::server_pid() const noexcept { return connection_ ? connection_->server_pid() : 0; }
+
+detail::Connection& Client::connection() const {
+  if (!connection_) throw Error(Errc::kConnectionLost, "this client was closed");
+  return *connection_;
+}
+
+void Client::Ping() { Expect<proto::Pong>(connection().Call(proto::Ping{})); }
+
+SegmentInfo Client::Create(std::string_view name, const CreateOptions& options) {
+  // The wire carries at most kMaxDims dimensions: say what is wrong instead of a bad message.
+  if (options.shape.size() > kMaxDims) {
+    throw Error(Errc::kInvalidArgument, "shape has " + std::to_string(options.shape.size()) +
+                                            " dimensions; at most " + std::to_string(kMaxDims) +
+                                            " are allowed");
+  }
+  proto::Create request{std::string(name), options.size, options.format, options.shape,
+                        static_cast<uint8_t>(options.exist_ok ? proto::kCreateExistOk : 0)};
+  return Expect<proto::CreateOk>(connection().Call(request)).info;
+}
+
+Lease Client::Acquire(std::string_view name, Mode mode, const LeaseOptions& options) {
+  int64_t timeout = options.timeout.count() < 0 ? proto::kWaitForever : options.timeout.count();
+  proto::Acquire request{std::string(name), static_cast<proto::LeaseMode>(mode),
+                         static_cast<uint8_t>(options.exclusive ? 1 : 0), timeout};
+  detail::Response response = connection().Call(request);
+  auto mapping = std::move(response.mapping);
+  Errc map_error = response.map_error;
+  std::string map_message = std::move(response.map_message);
+  proto::AcquireOk ok = Expect<proto::AcquireOk>(std::move(response));
+  if (!mapping) {
+    connection_->SendOneWay(proto::Release{ok.lease_id});
+    throw Error(map_error == Errc::kOk ? Errc::kMapFailed : map_error, map_message);
+  }
+  Lease lease;
+  lease.connection_ = connection_;
+  lease.mapping_ = std::move(mapping);
+  lease.id_ = ok.lease_id;
+  lease.mode_ = mode;
+  lease.exclusive_ = ok.exclusive != 0;
+  lease.info_ = std::move(ok.info);
+  return lease;
+}
+
+void Client::Remove(std::string_view name) {
+  Expect<proto::RemoveOk>(connection().Call(proto::Remove{std::string(name)}));
+}
+
+SegmentInfo Client::Stat(std::string_view name) {
+  return Expect<proto::StatOk>(connection().Call(proto::Stat{std::string(name)})).info;
+}
+
+std::vector<SegmentInfo> Client::List() {
+  return Expect<proto::ListOk>(connection().Call(proto::List{})).segments;
+}
+
+void Client::Ping(std::error_code& ec) noexcept {
+  Capture(ec, [&] {
+    Ping();
+    return 0;
+  });
+}
+SegmentInfo Client::Create(std::string_view name, const CreateOptions& options,
+                           std::error_code& ec) noexcept {
+  return Capture(ec, [&] { return Create(name, options); });
+}
+Lease Client::Acquire(std::string_view name, Mode mode, const LeaseOptions& options,
+                      std::error_code& ec) noexcept {
+  return Capture(ec, [&] { return Acquire(name, mode, options); });
+}
+void Client::Remove(std::string_view name, std::error_code& ec) noexcept {
+  Capture(ec, [&] {
+    Remove(name);
+    return 0;
+  });
+}
+SegmentInfo Client::Stat(std::string_view name, std::error_code& ec) noexcept {
+  return Capture(ec, [&] { return Stat(name); });
+}
+std::vector<SegmentInfo> Client::List(std::error_code& ec) noexcept {
+  return Capture(ec, [&] { return List(); });
+}
+
+void Client::Close() noexcept {
+  if (connection_) connection_->Shutdown();
+  connection_.reset();
+}
+
+}  // namespace shmlease
+

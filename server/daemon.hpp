@@ -1,0 +1,49 @@
+// shmleased's top level: the io_context, the listening socket, signals, and the components.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <string>
+
+#include "config.hpp"
+#include "request_handler.hpp"
+#include "segment_registry.hpp"
+#include "session.hpp"
+
+namespace shmlease::server {
+
+class Daemon {
+ public:
+  explicit Daemon(Config config);
+  ~Daemon();
+
+  // Binds the socket (refusing if another daemon answers there); false with `error` set.
+  bool Listen(std::string& error);
+  // Serves until SIGTERM/SIGINT or Stop(); returns the process exit code.
+  int Run();
+  // Stops accepting, closes every client, and lets Run() return. Safe from the loop only.
+  void Stop();
+
+  const Config& config() const { return config_; }
+
+ private:
+  void Accept();
+  void OnAccept(const boost::system::error_code& ec,
+                boost::asio::local::stream_protocol::socket socket);
+
+  Config config_;
+  boost::asio::io_context io_;
+  boost::asio::signal_set signals_;
+  boost::asio::local::stream_protocol::acceptor acceptor_;
+  boost::asio::steady_timer accept_retry_;
+  SessionManager sessions_;
+  SegmentRegistry registry_;
+  RequestHandler handler_;
+  uint64_t next_conn_id_ = 1;
+  bool listening_ = false;
+  bool stopping_ = false;
+};
+
+}  // namespace shmlease::server

@@ -1,0 +1,172 @@
+#include "lease_table.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+namespace shmlease::server {
+namespace {
+
+// A broken invariant is a bug in the daemon: say so loudly and stop, never limp on.
+[[noreturn]] void InvariantBroken(const char* what) {
+  spdlog::critical("lease table invariant broken: {}", what);
+  std::abort();
+}
+
+}  // namespace
+
+bool LeaseTable::Grantable(const SegmentState& s, bool exclusive) const {
+  return exclusive ? s.holders.empty() : !s.exclusive_held;
+}
+
+LeaseRecord LeaseTable::Add(uint64_t segment_id, uint64_t conn_id, LeaseMode mode,
+                            bool exclusive) {
+  LeaseRecord rec{next_lease_++, segment_id, conn_id, mode, exclusive};
+  SegmentState& s = segments_[segment_id];
+  s.holders.insert(rec.lease_id);
+  (mode == LeaseMode::kWrite ? s.writers : s.readers)++;
+  if (exclusive) s.exclusive_held = true;
+  leases_.emplace(rec.lease_id, rec);
+  by_conn_[conn_id].insert(rec.lease_id);
+  return rec;
+}
+
+LeaseTable::RequestResult LeaseTable::Request(uint64_t segment_id, uint64_t conn_id,
+                                              LeaseMode mode, bool exclusive, bool may_wait) {
+  SegmentState& s = segments_[segment_id];
+  RequestResult result;
+  if (s.queue.empty() && Grantable(s, exclusive)) {
+    result.outcome = Outcome::kGranted;
+    result.lease = Add(segment_id, conn_id, mode, exclusive);
+    return result;
+  }
+  if (!may_wait) {
+    DropIfIdle(segment_id);
+    result.outcome = Outcome::kWouldBlock;
+    return result;
+  }
+  result.outcome = Outcome::kQueued;
+  result.ticket = next_ticket_++;
+  s.queue.push_back(Waiter{result.ticket, conn_id, mode, exclusive});
+  ticket_segment_.emplace(result.ticket, segment_id);
+  return result;
+}
+
+std::optional<LeaseRecord> LeaseTable::Release(uint64_t lease_id, uint64_t conn_id) {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end() || it->second.conn_id != conn_id) return std::nullopt;
+  LeaseRecord rec = it->second;
+  leases_.erase(it);
+  auto conn = by_conn_.find(conn_id);
+  if (conn == by_conn_.end() || conn->second.erase(lease_id) != 1) InvariantBroken("lease not in its connection's set");
+  if (conn->second.empty()) by_conn_.erase(conn);
+
+  auto seg = segments_.find(rec.segment_id);
+  if (seg == segments_.end() || seg->second.holders.erase(lease_id) != 1) InvariantBroken("lease not in its segment's holders");
+  uint32_t& count = rec.mode == LeaseMode::kWrite ? seg->second.writers : seg->second.readers;
+  if (count == 0) InvariantBroken("negative lease count");
+  --count;
+  if (rec.exclusive) seg->second.exclusive_held = false;
+  DropIfIdle(rec.segment_id);
+  return rec;
+}
+
+std::vector<Grant> LeaseTable::Promote(uint64_t segment_id) {
+  std::vector<Grant> grants;
+  auto seg = segments_.find(segment_id);
+  if (seg == segments_.end()) return grants;
+  auto& queue = seg->second.queue;
+  while (!queue.empty() && Grantable(seg->second, queue.front().exclusive)) {
+    Waiter w = queue.front();
+    queue.pop_front();
+    ticket_segment_.erase(w.ticket);
+    grants.push_back(Grant{w.ticket, Add(segment_id, w.conn_id, w.mode, w.exclusive)});
+  }
+  return grants;
+}
+
+bool LeaseTable::Cancel(uint64_t ticket) {
+  auto t = ticket_segment_.find(ticket);
+  if (t == ticket_segment_.end()) return false;
+  uint64_t segment_id = t->second;
+  ticket_segment_.erase(t);
+  auto seg = segments_.find(segment_id);
+  if (seg == segments_.end()) InvariantBroken("ticket of an unknown segment");
+  auto& queue = seg->second.queue;
+  auto w = std::find_if(queue.begin(), queue.end(), [&](const Waiter& x) { return x.ticket == ticket; });
+  if (w == queue.end()) InvariantBroken("ticket missing from its queue");
+  queue.erase(w);
+  DropIfIdle(segment_id);
+  return true;
+}
+
+std::vector<uint64_t> LeaseTable::CancelAll(uint64_t segment_id) {
+  std::vector<uint64_t> tickets;
+  auto seg = segments_.find(segment_id);
+  if (seg == segments_.end()) return tickets;
+  for (const Waiter& w : seg->second.queue) {
+    tickets.push_back(w.ticket);
+    ticket_segment_.erase(w.ticket);
+  }
+  seg->second.queue.clear();
+  DropIfIdle(segment_id);
+  return tickets;
+}
+
+std::vector<uint64_t> LeaseTable::LeasesOf(uint64_t conn_id) const {
+  auto it = by_conn_.find(conn_id);
+  if (it == by_conn_.end()) return {};
+  std::vector<uint64_t> ids(it->second.begin(), it->second.end());
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+std::vector<uint64_t> LeaseTable::TicketsOf(uint64_t conn_id) const {
+  std::vector<uint64_t> tickets;
+  for (const auto& [segment_id, s] : segments_) {
+    for (const Waiter& w : s.queue) {
+      if (w.conn_id == conn_id) tickets.push_back(w.ticket);
+    }
+  }
+  std::sort(tickets.begin(), tickets.end());
+  return tickets;
+}
+
+SegmentCounts LeaseTable::Counts(uint64_t segment_id) const {
+  auto seg = segments_.find(segment_id);
+  if (seg == segments_.end()) return {};
+  return SegmentCounts{seg->second.readers, seg->second.writers, seg->second.exclusive_held,
+                       static_cast<uint32_t>(seg->second.queue.size())};
+}
+
+size_t LeaseTable::LeaseCount(uint64_t segment_id) const {
+  auto seg = segments_.find(segment_id);
+  return seg == segments_.end() ? 0 : seg->second.holders.size();
+}
+
+size_t LeaseTable::ConnLeaseCount(uint64_t conn_id) const {
+  auto it = by_conn_.find(conn_id);
+  return it == by_conn_.end() ? 0 : it->second.size();
+}
+
+std::optional<LeaseRecord> LeaseTable::Find(uint64_t lease_id) const {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<uint64_t> LeaseTable::SegmentOfTicket(uint64_t ticket) const {
+  auto it = ticket_segment_.find(ticket);
+  if (it == ticket_segment_.end()) return std::nullopt;
+  return it->second;
+}
+
+void LeaseTable::DropIfIdle(uint64_t segment_id) {
+  auto seg = segments_.find(segment_id);
+  if (seg != segments_.end() && seg->second.holders.empty() && seg->second.queue.empty()) {
+    segments_.erase(seg);
+  }
+}
+
+}  // namespace shmlease::server

@@ -1,0 +1,273 @@
+#include "request_handler.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include "shmlease/format.hpp"
+
+namespace shmlease::server {
+
+RequestHandler::RequestHandler(boost::asio::io_context& io, const Config& config,
+                               SegmentRegistry& registry, SessionManager& sessions)
+    : io_(io), config_(config), registry_(registry), sessions_(sessions) {}
+
+void RequestHandler::Handle(const SessionPtr& s, const proto::Header& header,
+                            proto::Request&& request) {
+  uint32_t id = header.request_id;
+  if (!s->helloed() && !std::holds_alternative<proto::Hello>(request)) {
+    s->FailAndClose(Errc::kNotHelloed, "the first message must be hello", id);
+    return;
+  }
+  std::visit(
+      [&](auto& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, proto::Hello>) OnHello(s, id, m);
+        if constexpr (std::is_same_v<T, proto::Ping>) s->Send(proto::Pong{}, id);
+        if constexpr (std::is_same_v<T, proto::Create>) OnCreate(s, id, m);
+        if constexpr (std::is_same_v<T, proto::Acquire>) OnAcquire(s, id, m);
+        if constexpr (std::is_same_v<T, proto::Release>) OnRelease(s, header, m);
+        if constexpr (std::is_same_v<T, proto::Remove>) OnRemove(s, id, m);
+        if constexpr (std::is_same_v<T, proto::Stat>) OnStat(s, id, m);
+        if constexpr (std::is_same_v<T, proto::List>) OnList(s, id);
+      },
+      request);
+}
+
+void RequestHandler::OnHello(const SessionPtr& s, uint32_t id, const proto::Hello& m) {
+  if (m.version != proto::kVersion) {
+    s->FailAndClose(Errc::kVersionMismatch,
+                    "client speaks protocol version " + std::to_string(m.version) +
+                        ", shmleased speaks " + std::to_string(proto::kVersion),
+                    id);
+    return;
+  }
+  if (s->helloed()) {
+    s->Send(proto::ErrorReply{Errc::kBadMessage, "hello was already exchanged"}, id);
+    return;
+  }
+  s->set_helloed();
+  s->Send(proto::HelloOk{proto::kVersion, static_cast<uint32_t>(::getpid()),
+                         static_cast<uint32_t>(config_.max_message_size), SHMLEASE_VERSION},
+          id);
+}
+
+void RequestHandler::OnCreate(const SessionPtr& s, uint32_t id, const proto::Create& m) {
+  if ((m.flags & proto::kCreateExistOk) != 0) {
+    if (Segment* existing = registry_.FindByName(m.name)) {
+      s->Send(proto::CreateOk{Info(*existing)}, id);
+      return;
+    }
+  }
+  Errc error = Errc::kOk;
+  std::string message;
+  Segment* segment =
+      registry_.Create(m, Creator{static_cast<uint32_t>(s->peer().pid), s->peer().uid}, error,
+                       message);
+  if (segment == nullptr) {
+    spdlog::info("create '{}' by pid {} refused: {}", m.name, s->peer().pid, message);
+    s->Send(proto::ErrorReply{error, message}, id);
+    return;
+  }
+  spdlog::info("created '{}' ({}, format '{}') for pid {} as {}", segment->name,
+               FormatSize(segment->size), segment->format, s->peer().pid, segment->shm->name());
+  s->Send(proto::CreateOk{Info(*segment)}, id);
+}
+
+void RequestHandler::OnAcquire(const SessionPtr& s, uint32_t id, const proto::Acquire& m) {
+  Segment* segment = registry_.FindByName(m.name);
+  if (segment == nullptr) {
+    s->Send(proto::ErrorReply{Errc::kNotFound, "no segment named '" + m.name + "'"}, id);
+    return;
+  }
+  if (m.timeout_ms < proto::kWaitForever) {
+    s->Send(proto::ErrorReply{Errc::kInvalidArgument, "timeout must be -1 (forever) or >= 0 ms"},
+            id);
+    return;
+  }
+  if (table_.ConnLeaseCount(s->id()) + table_.TicketsOf(s->id()).size() >=
+      config_.max_leases_per_connection) {
+    s->Send(proto::ErrorReply{Errc::kLimitLeases,
+                              "this connection holds its limit of " +
+                                  std::to_string(config_.max_leases_per_connection) + " leases"},
+            id);
+    return;
+  }
+  auto result = table_.Request(segment->id, s->id(), m.mode, m.exclusive != 0, m.timeout_ms != 0);
+  switch (result.outcome) {
+    case LeaseTable::Outcome::kGranted:
+      SendGrant(*s, id, result.lease);
+      return;
+    case LeaseTable::Outcome::kWouldBlock:
+      s->Send(proto::ErrorReply{Errc::kTimeout, "segment '" + m.name + "' is leased " +
+                                                    (m.exclusive ? "by others" : "exclusively") +
+                                                    " and timeout is 0"},
+              id);
+      return;
+    case LeaseTable::Outcome::kQueued: {
+      Wait wait{s, id, nullptr};
+      if (m.timeout_ms > 0) {
+        wait.timer = std::make_unique<boost::asio::steady_timer>(
+            io_, std::chrono::milliseconds(m.timeout_ms));
+        uint64_t ticket = result.ticket;
+        wait.timer->async_wait([this, ticket](const boost::system::error_code& ec) {
+          if (!ec) OnWaitExpired(ticket);
+        });
+      }
+      waits_.emplace(result.ticket, std::move(wait));
+      spdlog::debug("client {}: lease on '{}' waits (ticket {})", s->id(), m.name, result.ticket);
+      return;
+    }
+  }
+}
+
+void RequestHandler::SendGrant(Session& session, uint32_t request_id, const LeaseRecord& lease) {
+  Segment* segment = registry_.FindById(lease.segment_id);
+  bool writable = lease.mode == proto::LeaseMode::kWrite;
+  int fd = -1;
+  if (!session.HasFd(segment->id, writable)) {
+    fd = writable ? segment->shm->rw_fd() : segment->shm->ro_fd();
+    session.MarkFdSent(segment->id, writable);
+  }
+  proto::AcquireOk ok{lease.lease_id, lease.mode, static_cast<uint8_t>(lease.exclusive),
+                      Info(*segment)};
+  session.Send(ok, request_id, fd);
+}
+
+void RequestHandler::OnWaitExpired(uint64_t ticket) {
+  auto it = waits_.find(ticket);
+  if (it == waits_.end()) return;
+  auto segment_id = table_.SegmentOfTicket(ticket);
+  table_.Cancel(ticket);
+  if (auto session = it->second.session.lock()) {
+    session->Send(proto::ErrorReply{Errc::kTimeout, "timed out waiting for the lease"},
+                  it->second.request_id);
+  }
+  waits_.erase(it);
+  // The expired request may have been the head of the queue, holding back others.
+  if (segment_id) PromoteWaiters(*segment_id);
+}
+
+void RequestHandler::PromoteWaiters(uint64_t segment_id) {
+  for (const Grant& grant : table_.Promote(segment_id)) {
+    auto it = waits_.find(grant.ticket);
+    std::shared_ptr<Session> session;
+    uint32_t request_id = 0;
+    if (it != waits_.end()) {
+      session = it->second.session.lock();
+      request_id = it->second.request_id;
+      waits_.erase(it);  // destroys the timer, cancelling it
+    }
+    if (!session || session->closed()) {
+      // Cannot happen while OnClose cancels a session's tickets; undo rather than leak.
+      spdlog::error("granted ticket {} has no live session; releasing", grant.ticket);
+      table_.Release(grant.lease.lease_id, grant.lease.conn_id);
+      continue;
+    }
+    SendGrant(*session, request_id, grant.lease);
+  }
+}
+
+void RequestHandler::OnRelease(const SessionPtr& s, const proto::Header& h,
+                               const proto::Release& m) {
+  auto released = table_.Release(m.lease_id, s->id());
+  if (!released) {
+    s->Send(proto::ErrorReply{Errc::kNotHeld, "lease " + std::to_string(m.lease_id) +
+                                                  " is not held by this connection"},
+            h.request_id);
+    return;
+  }
+  if ((h.flags & proto::kFlagNoReply) == 0) s->Send(proto::ReleaseOk{}, h.request_id);
+  PromoteWaiters(released->segment_id);
+  FreeIfUnused(released->segment_id);
+}
+
+void RequestHandler::OnRemove(const SessionPtr& s, uint32_t id, const proto::Remove& m) {
+  Segment* segment = registry_.Unname(m.name);
+  if (segment == nullptr) {
+    s->Send(proto::ErrorReply{Errc::kNotFound, "no segment named '" + m.name + "'"}, id);
+    return;
+  }
+  uint64_t segment_id = segment->id;
+  size_t leases = table_.LeaseCount(segment_id);
+  spdlog::info("removed '{}' for pid {}{}", m.name, s->peer().pid,
+               leases ? fmt::format(" (freed when its {} lease(s) are released)", leases) : "");
+  for (uint64_t ticket : table_.CancelAll(segment_id)) {
+    auto it = waits_.find(ticket);
+    if (it == waits_.end()) continue;
+    if (auto waiter = it->second.session.lock()) {
+      waiter->Send(proto::ErrorReply{Errc::kNotFound, "segment '" + m.name + "' was removed"},
+                   it->second.request_id);
+    }
+    waits_.erase(it);
+  }
+  s->Send(proto::RemoveOk{}, id);
+  FreeIfUnused(segment_id);
+}
+
+void RequestHandler::OnStat(const SessionPtr& s, uint32_t id, const proto::Stat& m) {
+  Segment* segment = registry_.FindByName(m.name);
+  if (segment == nullptr) {
+    s->Send(proto::ErrorReply{Errc::kNotFound, "no segment named '" + m.name + "'"}, id);
+    return;
+  }
+  s->Send(proto::StatOk{Info(*segment)}, id);
+}
+
+void RequestHandler::OnList(const SessionPtr& s, uint32_t id) {
+  proto::ListOk list;
+  for (const Segment* segment : registry_.Named()) list.segments.push_back(Info(*segment));
+  s->Send(list, id);
+}
+
+void RequestHandler::OnClose(Session& session) {
+  for (uint64_t ticket : table_.TicketsOf(session.id())) {
+    auto segment_id = table_.SegmentOfTicket(ticket);
+    table_.Cancel(ticket);
+    waits_.erase(ticket);
+    if (segment_id) PromoteWaiters(*segment_id);
+  }
+  std::vector<uint64_t> leases = table_.LeasesOf(session.id());
+  for (uint64_t lease_id : leases) {
+    auto released = table_.Release(lease_id, session.id());
+    if (!released) continue;
+    PromoteWaiters(released->segment_id);
+    FreeIfUnused(released->segment_id);
+  }
+  spdlog::info("client {} disconnected (pid {}, {}){}", session.id(), session.peer().pid,
+               session.peer().process,
+               leases.empty() ? "" : fmt::format(", released {} lease(s)", leases.size()));
+}
+
+void RequestHandler::FreeIfUnused(uint64_t segment_id) {
+  Segment* segment = registry_.FindById(segment_id);
+  if (segment == nullptr || !segment->removed || table_.LeaseCount(segment_id) != 0) return;
+  spdlog::info("freed removed segment '{}' ({})", segment->name, FormatSize(segment->size));
+  registry_.Destroy(segment_id);
+  sessions_.ForEach([&](Session& session) {
+    if (!session.closed() && session.ForgetSegment(segment_id)) {
+      session.Send(proto::SegmentGone{segment_id}, 0);
+    }
+  });
+}
+
+proto::SegmentInfo RequestHandler::Info(const Segment& segment) const {
+  SegmentCounts counts = table_.Counts(segment.id);
+  proto::SegmentInfo info;
+  info.id = segment.id;
+  info.name = segment.name;
+  info.size = segment.size;
+  info.format = segment.format;
+  info.shape = segment.shape;
+  info.created_unix_ns = segment.created_unix_ns;
+  info.creator_pid = segment.creator_pid;
+  info.creator_uid = segment.creator_uid;
+  info.readers = counts.readers;
+  info.writers = counts.writers;
+  info.exclusive = counts.exclusive ? 1 : 0;
+  info.waiting = counts.waiting;
+  info.removed = segment.removed ? 1 : 0;
+  info.page_size = static_cast<uint32_t>(::sysconf(_SC_PAGESIZE));
+  return info;
+}
+
+}  // namespace shmlease::server

@@ -1,0 +1,64 @@
+// Carries out each decoded request against the segment registry and the lease table, and keeps
+// the lease waits (with their timers). The only place where leases are granted and released, so
+// the daemon stays the single authority over who holds what.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+
+#include "config.hpp"
+#include "lease_table.hpp"
+#include "segment_registry.hpp"
+#include "session.hpp"
+
+namespace shmlease::server {
+
+class RequestHandler {
+ public:
+  RequestHandler(boost::asio::io_context& io, const Config& config, SegmentRegistry& registry,
+                 SessionManager& sessions);
+
+  void Handle(const std::shared_ptr<Session>& session, const proto::Header& header,
+              proto::Request&& request);
+  // Releases every lease and wait of a closing session.
+  void OnClose(Session& session);
+
+  const LeaseTable& table() const { return table_; }
+
+ private:
+  struct Wait {
+    std::weak_ptr<Session> session;
+    uint32_t request_id = 0;
+    std::unique_ptr<boost::asio::steady_timer> timer;
+  };
+  using SessionPtr = std::shared_ptr<Session>;
+
+  void OnHello(const SessionPtr& s, uint32_t id, const proto::Hello& m);
+  void OnCreate(const SessionPtr& s, uint32_t id, const proto::Create& m);
+  void OnAcquire(const SessionPtr& s, uint32_t id, const proto::Acquire& m);
+  void OnRelease(const SessionPtr& s, const proto::Header& h, const proto::Release& m);
+  void OnRemove(const SessionPtr& s, uint32_t id, const proto::Remove& m);
+  void OnStat(const SessionPtr& s, uint32_t id, const proto::Stat& m);
+  void OnList(const SessionPtr& s, uint32_t id);
+
+  // Sends AcquireOk for a granted lease, passing the descriptor if this connection lacks it.
+  void SendGrant(Session& session, uint32_t request_id, const LeaseRecord& lease);
+  void OnWaitExpired(uint64_t ticket);
+  // Replies to every queued request that can now be granted on `segment_id`.
+  void PromoteWaiters(uint64_t segment_id);
+  // Frees a removed segment whose last lease is gone, telling connections that mapped it.
+  void FreeIfUnused(uint64_t segment_id);
+  proto::SegmentInfo Info(const Segment& segment) const;
+
+  boost::asio::io_context& io_;
+  const Config& config_;
+  SegmentRegistry& registry_;
+  SessionManager& sessions_;
+  LeaseTable table_;
+  std::unordered_map<uint64_t, Wait> waits_;  // by ticket
+};
+
+}  // namespace shmlease::server

@@ -1,0 +1,148 @@
+#include "segment_registry.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "shmlease/format.hpp"
+
+namespace shmlease::server {
+namespace {
+
+bool Fail(Errc code, std::string text, Errc& error, std::string& message) {
+  error = code;
+  message = std::move(text);
+  return false;
+}
+
+// Fills `size` from format and shape when it is 0 and checks that they agree.
+bool CheckGeometry(proto::Create& c, Errc& error, std::string& message) {
+  auto itemsize = FormatItemSize(c.format);
+  if (!itemsize) {
+    return Fail(Errc::kInvalidArgument,
+                "format '" + c.format + "' is not one native item of bBhHiIlLqQefd?", error,
+                message);
+  }
+  if (c.shape.empty()) {
+    if (c.size == 0) return Fail(Errc::kInvalidArgument, "size must be at least 1 byte", error, message);
+    if (c.size % *itemsize != 0) {
+      return Fail(Errc::kInvalidArgument,
+                  "size " + std::to_string(c.size) + " is not a multiple of the item size " +
+                      std::to_string(*itemsize),
+                  error, message);
+    }
+    return true;
+  }
+  auto bytes = ShapeBytes(c.shape, *itemsize);
+  if (!bytes) {
+    return Fail(Errc::kInvalidArgument,
+                "shape must have 1 to 8 non-zero dimensions whose product fits in 64 bits", error,
+                message);
+  }
+  if (c.size != 0 && c.size != *bytes) {
+    return Fail(Errc::kInvalidArgument,
+                "size " + std::to_string(c.size) + " does not match shape x itemsize = " +
+                    std::to_string(*bytes),
+                error, message);
+  }
+  c.size = *bytes;
+  return true;
+}
+
+}  // namespace
+
+Segment* SegmentRegistry::Create(const proto::Create& request, Creator creator, Errc& error,
+                                 std::string& message) {
+  proto::Create c = request;
+  if (!IsValidName(c.name)) {
+    Fail(Errc::kInvalidName,
+         "segment name must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", error, message);
+    return nullptr;
+  }
+  if (by_name_.count(c.name) != 0) {
+    Fail(Errc::kAlreadyExists, "segment '" + c.name + "' already exists", error, message);
+    return nullptr;
+  }
+  if (!CheckGeometry(c, error, message)) return nullptr;
+  if (c.size > config_.max_segment_size) {
+    Fail(Errc::kLimitSegmentSize,
+         "size " + FormatSize(c.size) + " is above the segment size limit of " +
+             FormatSize(config_.max_segment_size),
+         error, message);
+    return nullptr;
+  }
+  if (by_id_.size() >= config_.max_segments) {
+    Fail(Errc::kLimitSegments,
+         "the daemon already holds its limit of " + std::to_string(config_.max_segments) +
+             " segments",
+         error, message);
+    return nullptr;
+  }
+  if (c.size > config_.max_total_bytes - std::min(total_bytes_, config_.max_total_bytes)) {
+    Fail(Errc::kLimitBytes,
+         "creating " + FormatSize(c.size) + " would pass the total limit of " +
+             FormatSize(config_.max_total_bytes) + " (" + FormatSize(total_bytes_) + " in use)",
+         error, message);
+    return nullptr;
+  }
+
+  uint64_t id = next_id_++;
+  std::string shm_name = config_.shm_prefix + "." + std::to_string(id);
+  auto shm = ShmObject::Create(shm_name, c.size, error, message);
+  if (!shm) return nullptr;
+
+  auto segment = std::make_unique<Segment>();
+  segment->id = id;
+  segment->name = c.name;
+  segment->size = c.size;
+  segment->format = c.format;
+  segment->shape = c.shape;
+  segment->created_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+  segment->creator_pid = creator.pid;
+  segment->creator_uid = creator.uid;
+  segment->shm = std::move(shm);
+  Segment* raw = segment.get();
+  by_id_.emplace(id, std::move(segment));
+  by_name_.emplace(raw->name, raw);
+  total_bytes_ += raw->size;
+  return raw;
+}
+
+Segment* SegmentRegistry::FindByName(const std::string& name) {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+
+Segment* SegmentRegistry::FindById(uint64_t id) {
+  auto it = by_id_.find(id);
+  return it == by_id_.end() ? nullptr : it->second.get();
+}
+
+Segment* SegmentRegistry::Unname(const std::string& name) {
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) return nullptr;
+  Segment* segment = it->second;
+  segment->removed = true;
+  by_name_.erase(it);
+  return segment;
+}
+
+void SegmentRegistry::Destroy(uint64_t id) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return;
+  Segment* segment = it->second.get();
+  if (!segment->removed) by_name_.erase(segment->name);
+  total_bytes_ -= segment->size;
+  by_id_.erase(it);
+}
+
+std::vector<const Segment*> SegmentRegistry::Named() const {
+  std::vector<const Segment*> out;
+  out.reserve(by_name_.size());
+  for (const auto& [name, segment] : by_name_) out.push_back(segment);
+  return out;
+}
+
+}  // namespace shmlease::server

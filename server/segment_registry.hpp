@@ -1,0 +1,68 @@
+// The daemon's segments: by name (while named) and by id (until freed), with the limits on their
+// number and bytes. Owns every ShmObject; a segment's memory is released when Destroy() drops it.
+// A removed segment keeps counting against the limits until it is destroyed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "config.hpp"
+#include "shm_backend.hpp"
+#include "shmlease/protocol.hpp"
+
+namespace shmlease::server {
+
+struct Segment {
+  uint64_t id = 0;
+  std::string name;
+  uint64_t size = 0;
+  std::string format;
+  std::vector<uint64_t> shape;
+  int64_t created_unix_ns = 0;
+  uint32_t creator_pid = 0;
+  uint32_t creator_uid = 0;
+  bool removed = false;
+  std::unique_ptr<ShmObject> shm;
+};
+
+struct Creator {
+  uint32_t pid = 0;
+  uint32_t uid = 0;
+};
+
+class SegmentRegistry {
+ public:
+  explicit SegmentRegistry(const Config& config) : config_(config) {}
+
+  // Validates name, size, format and shape, checks the limits, and creates the shm object.
+  // Returns nullptr with `error`/`message` set on failure.
+  Segment* Create(const proto::Create& request, Creator creator, Errc& error,
+                  std::string& message);
+
+  Segment* FindByName(const std::string& name);
+  Segment* FindById(uint64_t id);
+
+  // Takes the name away (a new segment may reuse it at once); the segment lives on, by id, until
+  // Destroy(). Returns nullptr if no segment has that name.
+  Segment* Unname(const std::string& name);
+  // Frees the segment's memory and forgets it.
+  void Destroy(uint64_t id);
+
+  // Named segments, in name order.
+  std::vector<const Segment*> Named() const;
+  size_t count() const { return by_id_.size(); }
+  uint64_t total_bytes() const { return total_bytes_; }
+
+ private:
+  const Config& config_;
+  std::unordered_map<uint64_t, std::unique_ptr<Segment>> by_id_;
+  std::map<std::string, Segment*> by_name_;
+  uint64_t total_bytes_ = 0;
+  uint64_t next_id_ = 1;
+};
+
+}  // namespace shmlease::server

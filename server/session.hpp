@@ -1,0 +1,122 @@
+// One client connection: reads and frames its requests, hands them to the RequestHandler, and
+// writes replies, passing descriptors with SCM_RIGHTS.
+// Owns: its socket, its input buffer, and the queued replies with the descriptor copies (dup'd when
+// queued, closed once sent or when the session closes). Kept alive by the SessionManager and by
+// its own pending asynchronous operations.
+#pragma once
+
+#include <sys/types.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "config.hpp"
+#include "shmlease/protocol.hpp"
+
+namespace shmlease::server {
+
+class RequestHandler;
+class SessionManager;
+
+// What the kernel says about the peer (SO_PEERCRED), never what the client says.
+struct Peer {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string process;  // /proc/PID/comm, for logs
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  using Socket = boost::asio::local::stream_protocol::socket;
+
+  Session(Socket socket, uint64_t conn_id, Peer peer, RequestHandler& handler,
+          SessionManager& manager, const Config& config);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  void Start();
+  // Queues a reply; `fd_to_pass` (if >= 0) is duplicated now and passed with it.
+  void Send(const proto::Reply& reply, uint32_t request_id, int fd_to_pass = -1);
+  // Sends an error reply, then closes once it is written (or at once if writing is stuck).
+  void FailAndClose(Errc code, const std::string& message, uint32_t request_id);
+  // Closes now: the handler releases everything this connection held.
+  void Close();
+
+  uint64_t id() const { return conn_id_; }
+  const Peer& peer() const { return peer_; }
+  bool helloed() const { return helloed_; }
+  void set_helloed() { helloed_ = true; }
+  bool closed() const { return closed_; }
+
+  // Descriptors already passed on this connection, by (segment, writable): each is sent once.
+  bool HasFd(uint64_t segment_id, bool writable) const {
+    return sent_fds_.count({segment_id, writable}) != 0;
+  }
+  void MarkFdSent(uint64_t segment_id, bool writable) { sent_fds_.insert({segment_id, writable}); }
+  // Forgets a freed segment; true if this connection had been sent a descriptor for it.
+  bool ForgetSegment(uint64_t segment_id);
+
+ private:
+  struct Outgoing {
+    std::vector<std::byte> bytes;
+    int fd = -1;  // owned copy, closed once sent
+    size_t offset = 0;
+  };
+
+  void Read();
+  void OnRead(const boost::system::error_code& ec, size_t n);
+  // Decodes and dispatches every complete frame in the buffer; false if the connection must end.
+  bool ProcessInput();
+  void Flush();
+
+  Socket socket_;
+  uint64_t conn_id_;
+  Peer peer_;
+  RequestHandler& handler_;
+  SessionManager& manager_;
+  const Config& config_;
+
+  std::vector<std::byte> in_;
+  size_t filled_ = 0;
+  std::deque<Outgoing> out_;
+  size_t pending_bytes_ = 0;
+  bool write_waiting_ = false;
+  bool close_after_flush_ = false;
+  bool helloed_ = false;
+  bool closed_ = false;
+  std::set<std::pair<uint64_t, bool>> sent_fds_;
+};
+
+// Every live session, for the connection limit, for shutdown and for SegmentGone notices.
+class SessionManager {
+ public:
+  void Add(const std::shared_ptr<Session>& session);
+  void Remove(uint64_t conn_id);
+  // Closes every session (shutdown).
+  void CloseAll();
+  size_t size() const { return sessions_.size(); }
+  // Calls f on each session; f may close sessions (the walk is over a snapshot).
+  template <typename F>
+  void ForEach(F&& f) {
+    std::vector<std::shared_ptr<Session>> snapshot;
+    snapshot.reserve(sessions_.size());
+    for (auto& [id, session] : sessions_) snapshot.push_back(session);
+    for (auto& session : snapshot) f(*session);
+  }
+
+ private:
+  std::map<uint64_t, std::shared_ptr<Session>> sessions_;
+};
+
+}  // namespace shmlease::server

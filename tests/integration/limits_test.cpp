@@ -1,0 +1,138 @@
+// Every limit refuses with its own error code, and the daemon keeps serving within the limits.
+#include "shmlease/client.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "daemon_process.hpp"
+#include "raw_socket.hpp"
+
+namespace shmlease {
+namespace {
+
+using testing::DaemonProcess;
+using testing::RawSocket;
+
+Errc CodeOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.errc();
+  }
+  return Errc::kOk;
+}
+
+class LimitsTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    int status = daemon_.Stop();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon_.log();
+    EXPECT_TRUE(daemon_.ShmObjects().empty());
+  }
+  DaemonProcess daemon_{{"--max-segments", "3", "--max-total-bytes", "1MiB", "--max-segment-size",
+                         "512KiB", "--max-connections", "4", "--max-leases-per-connection", "3",
+                         "--max-message-size", "1024"}};
+};
+
+TEST_F(LimitsTest, SegmentSizeAndTotalBytes) {
+  Client c(daemon_.socket_path());
+  EXPECT_EQ(CodeOf([&] { c.Create("big", (512 << 10) + 1); }), Errc::kLimitSegmentSize);
+  c.Create("a", 512 << 10);
+  c.Create("b", 500 << 10);
+  EXPECT_EQ(CodeOf([&] { c.Create("c", 100 << 10); }), Errc::kLimitBytes);
+  c.Create("c", 12 << 10);  // exactly up to 1 MiB
+  c.Remove("a");
+  c.Remove("b");
+  c.Remove("c");
+}
+
+TEST_F(LimitsTest, SegmentCountCountsRemovedButLeasedSegments) {
+  Client c(daemon_.socket_path());
+  c.Create("s1", 4096);
+  c.Create("s2", 4096);
+  c.Create("s3", 4096);
+  EXPECT_EQ(CodeOf([&] { c.Create("s4", 4096); }), Errc::kLimitSegments);
+  Lease held = c.Acquire("s1", Mode::kRead);
+  c.Remove("s1");
+  // s1's memory still exists until its lease goes, so it still counts.
+  EXPECT_EQ(CodeOf([&] { c.Create("s4", 4096); }), Errc::kLimitSegments);
+  held.Release();
+  // The release is one-way: the next request on the same connection is ordered after it.
+  c.Create("s4", 4096);
+  c.Remove("s2");
+  c.Remove("s3");
+  c.Remove("s4");
+}
+
+TEST_F(LimitsTest, LeasesPerConnection) {
+  Client c(daemon_.socket_path());
+  c.Create("l", 4096);
+  std::vector<Lease> leases;
+  for (int i = 0; i < 3; ++i) leases.push_back(c.Acquire("l", Mode::kRead));
+  EXPECT_EQ(CodeOf([&] { c.Acquire("l", Mode::kRead); }), Errc::kLimitLeases);
+  Client other(daemon_.socket_path());  // the limit is per connection
+  Lease fourth = other.Acquire("l", Mode::kRead);
+  EXPECT_TRUE(fourth.valid());
+  leases.pop_back();
+  leases.push_back(c.Acquire("l", Mode::kRead));
+  leases.clear();
+  fourth.Release();
+  c.Remove("l");
+}
+
+TEST_F(LimitsTest, Connections) {
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 4; ++i) clients.push_back(std::make_unique<Client>(daemon_.socket_path()));
+  EXPECT_EQ(CodeOf([&] { Client extra(daemon_.socket_path()); }), Errc::kLimitConnections);
+  clients.pop_back();
+  // The slot frees once the daemon has seen the close.
+  Errc code = Errc::kLimitConnections;
+  for (int i = 0; i < 100 && code == Errc::kLimitConnections; ++i) {
+    code = CodeOf([&] { Client extra(daemon_.socket_path()); });
+    if (code != Errc::kOk) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(code, Errc::kOk);
+}
+
+TEST_F(LimitsTest, MessageSize) {
+  RawSocket raw(daemon_.socket_path());
+  ASSERT_TRUE(raw.Hello());
+  std::vector<std::byte> frame;
+  proto::EncodeRequest(proto::Stat{std::string(1000, 'n')}, 2, 0, frame);  // body 1002 bytes: fine
+  raw.Send(frame);
+  auto reply = raw.ReadReply();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(std::get<proto::ErrorReply>(*reply).code, Errc::kNotFound);
+  frame.clear();
+  proto::EncodeRequest(proto::Create{std::string(1020, 'n'), 1, "", {}, 0}, 3, 0, frame);
+  raw.Send(frame);  // body above 1024 bytes
+  reply = raw.ReadReply();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(std::get<proto::ErrorReply>(*reply).code, Errc::kMessageTooLarge);
+  EXPECT_TRUE(raw.PeerClosed());
+}
+
+TEST(NoSpace, ReservationFailsCleanlyInsteadOfSigbusLater) {
+  // Limits high enough that only /dev/shm itself can refuse: a petabyte cannot be reserved.
+  DaemonProcess daemon({"--max-total-bytes", "4096TiB", "--max-segment-size", "4096TiB"});
+  Client c(daemon.socket_path());
+  try {
+    c.Create("huge", 1ull << 50);
+    FAIL() << "a 1 PiB segment was created";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.errc(), Errc::kNoSpace) << e.what();
+    EXPECT_NE(std::string(e.what()).find("/dev/shm"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(daemon.ShmObjects().empty());
+  c.Create("small", 4096);
+  c.Remove("small");
+  daemon.Stop();
+}
+
+}  // namespace
+}  // namespace shmlease

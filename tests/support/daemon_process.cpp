@@ -1,0 +1,135 @@
+#include "daemon_process.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace shmlease::testing {
+namespace {
+
+bool CanConnect(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string FromEnvOr(const char* name, const char* fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? value : fallback;
+}
+
+}  // namespace
+
+std::string DaemonProcess::DaemonBinary() { return FromEnvOr("SHMLEASE_DAEMON", SHMLEASE_DAEMON_PATH); }
+std::string DaemonProcess::CliBinary() { return FromEnvOr("SHMLEASE_CLI", SHMLEASE_CLI_PATH); }
+
+DaemonProcess::DaemonProcess(std::vector<std::string> extra_args) {
+  std::string tmpl = std::filesystem::temp_directory_path().string() + "/shmlease-test-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  dir_ = tmpl;
+  socket_path_ = dir_ + "/shmleased.sock";
+  shm_prefix_ = "shmlease-test-" + dir_.substr(dir_.size() - 6) + "-" + std::to_string(::getpid());
+  log_path_ = dir_ + "/shmleased.log";
+
+  std::vector<std::string> args = {DaemonBinary(), "--socket", socket_path_, "--shm-prefix",
+                                   shm_prefix_, "--log-level", "debug"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  // Later flags win in shmleased: follow an explicit --socket / --shm-prefix.
+  for (size_t i = 0; i + 1 < extra_args.size(); ++i) {
+    if (extra_args[i] == "--socket") socket_path_ = extra_args[i + 1];
+    if (extra_args[i] == "--shm-prefix") shm_prefix_ = extra_args[i + 1];
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (log >= 0) {
+      ::dup2(log, STDOUT_FILENO);
+      ::dup2(log, STDERR_FILENO);
+    }
+    ::execv(argv[0], argv.data());
+    std::perror("execv shmleased");
+    ::_exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!CanConnect(socket_path_)) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("shmleased exited during start-up:\n" + log());
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      Stop();
+      throw std::runtime_error("shmleased did not answer within 20 s:\n" + log());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+DaemonProcess::~DaemonProcess() {
+  Stop();
+  // Whatever a failed test left behind must not outlive it.
+  for (const auto& name : ShmObjects()) ::unlink(("/dev/shm/" + name).c_str());
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::string DaemonProcess::log() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int DaemonProcess::Stop(std::chrono::milliseconds grace) {
+  if (pid_ <= 0) return status_;
+  ::kill(pid_, SIGTERM);
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  for (;;) {
+    pid_t r = ::waitpid(pid_, &status_, WNOHANG);
+    if (r == pid_) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status_, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  pid_ = -1;
+  return status_;
+}
+
+std::vector<std::string> DaemonProcess::ShmObjects() const {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir("/dev/shm");
+  if (dir == nullptr) return names;
+  while (dirent* entry = ::readdir(dir)) {
+    std::string name = entry->d_name;
+    if (name.rfind(shm_prefix_, 0) == 0) names.push_back(name);
+  }
+  ::closedir(dir);
+  return names;
+}
+
+}  // namespace shmlease::testing
