@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
+
 #include "shmlease/format.hpp"
 
 namespace shmlease::server {
@@ -54,31 +56,73 @@ void RequestHandler::OnHello(const SessionPtr& s, uint32_t id, const proto::Hell
 void RequestHandler::OnCreate(const SessionPtr& s, uint32_t id, const proto::Create& m) {
   if ((m.flags & proto::kCreateExistOk) != 0) {
     if (Segment* existing = registry_.FindByName(m.name)) {
-      s->Send(proto::CreateOk{Info(*existing)}, id);
+      if (existing->creating) {
+        creating_[existing->id].push_back({s, id});
+      } else {
+        s->Send(proto::CreateOk{Info(*existing)}, id);
+      }
       return;
     }
   }
   Errc error = Errc::kOk;
   std::string message;
   Segment* segment =
-      registry_.Create(m, Creator{static_cast<uint32_t>(s->peer().pid), s->peer().uid}, error,
-                       message);
+      registry_.Reserve(m, Creator{static_cast<uint32_t>(s->peer().pid), s->peer().uid}, error,
+                        message);
   if (segment == nullptr) {
     spdlog::info("create '{}' by pid {} refused: {}", m.name, s->peer().pid, message);
     s->Send(proto::ErrorReply{error, message}, id);
     return;
   }
+  creating_[segment->id].push_back({s, id});
+  boost::asio::post(workers_, [this, segment_id = segment->id, name = segment->shm_name,
+                               size = segment->size] {
+    Errc e = Errc::kOk;
+    std::string text;
+    std::unique_ptr<ShmObject> shm = ShmObject::Create(name, size, e, text);
+    boost::asio::post(io_, [this, segment_id, shm = std::move(shm), e, text]() mutable {
+      OnCreated(segment_id, std::move(shm), e, text);
+    });
+  });
+}
+
+void RequestHandler::OnCreated(uint64_t segment_id, std::unique_ptr<ShmObject> shm, Errc error,
+                               const std::string& message) {
+  std::vector<CreateWaiter> waiters = std::move(creating_[segment_id]);
+  creating_.erase(segment_id);
+  Segment* segment = registry_.FindById(segment_id);
+  if (segment == nullptr) return;
+  if (!shm) {
+    spdlog::warn("create '{}' failed: {}", segment->name, message);
+    registry_.Abandon(segment_id);
+    for (auto& w : waiters) {
+      if (auto session = w.session.lock()) session->Send(proto::ErrorReply{error, message}, w.request_id);
+    }
+    return;
+  }
+  registry_.Complete(segment_id, std::move(shm));
+  Creator creator{segment->creator_pid, segment->creator_uid};
   spdlog::info("created '{}' ({}, format '{}') for pid {} as {}", segment->name,
-               FormatSize(segment->size), segment->format, s->peer().pid, segment->shm->name());
-  s->Send(proto::CreateOk{Info(*segment)}, id);
+               FormatSize(segment->size), segment->format, creator.pid, segment->shm_name);
+  for (auto& w : waiters) {
+    if (auto session = w.session.lock()) session->Send(proto::CreateOk{Info(*segment)}, w.request_id);
+  }
+}
+
+Segment* RequestHandler::FindReady(Session& s, uint32_t id, const std::string& name) {
+  Segment* segment = registry_.FindByName(name);
+  if (segment == nullptr || segment->creating) {
+    s.Send(proto::ErrorReply{Errc::kNotFound, segment ? "segment '" + name + "' is still being created"
+                                                      : "no segment named '" + name + "'"},
+           id);
+    return nullptr;
+  }
+  return segment;
 }
 
 void RequestHandler::OnAcquire(const SessionPtr& s, uint32_t id, const proto::Acquire& m) {
-  Segment* segment = registry_.FindByName(m.name);
-  if (segment == nullptr) {
-    s->Send(proto::ErrorReply{Errc::kNotFound, "no segment named '" + m.name + "'"}, id);
-    return;
-  }
+  Segment* segment = FindReady(*s, id, m.name);
+  if (segment == nullptr) return;
   if (m.timeout_ms < proto::kWaitForever) {
     s->Send(proto::ErrorReply{Errc::kInvalidArgument, "timeout must be -1 (forever) or >= 0 ms"},
             id);
@@ -182,11 +226,8 @@ void RequestHandler::OnRelease(const SessionPtr& s, const proto::Header& h,
 }
 
 void RequestHandler::OnRemove(const SessionPtr& s, uint32_t id, const proto::Remove& m) {
+  if (FindReady(*s, id, m.name) == nullptr) return;
   Segment* segment = registry_.Unname(m.name);
-  if (segment == nullptr) {
-    s->Send(proto::ErrorReply{Errc::kNotFound, "no segment named '" + m.name + "'"}, id);
-    return;
-  }
   uint64_t segment_id = segment->id;
   size_t leases = table_.LeaseCount(segment_id);
   spdlog::info("removed '{}' for pid {}{}", m.name, s->peer().pid,
@@ -205,11 +246,8 @@ void RequestHandler::OnRemove(const SessionPtr& s, uint32_t id, const proto::Rem
 }
 
 void RequestHandler::OnStat(const SessionPtr& s, uint32_t id, const proto::Stat& m) {
-  Segment* segment = registry_.FindByName(m.name);
-  if (segment == nullptr) {
-    s->Send(proto::ErrorReply{Errc::kNotFound, "no segment named '" + m.name + "'"}, id);
-    return;
-  }
+  Segment* segment = FindReady(*s, id, m.name);
+  if (segment == nullptr) return;
   s->Send(proto::StatOk{Info(*segment)}, id);
 }
 

@@ -5,6 +5,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
@@ -38,6 +39,11 @@ class RequestHandler {
 
   void OnHello(const SessionPtr& s, uint32_t id, const proto::Hello& m);
   void OnCreate(const SessionPtr& s, uint32_t id, const proto::Create& m);
+  // Back on the loop once the worker has reserved (or failed to reserve) a segment's memory.
+  void OnCreated(uint64_t segment_id, std::unique_ptr<ShmObject> shm, Errc error,
+                 const std::string& message);
+  // The named segment if it exists and is not still being created; else replies kNotFound.
+  Segment* FindReady(Session& s, uint32_t id, const std::string& name);
   void OnAcquire(const SessionPtr& s, uint32_t id, const proto::Acquire& m);
   void OnRelease(const SessionPtr& s, const proto::Header& h, const proto::Release& m);
   void OnRemove(const SessionPtr& s, uint32_t id, const proto::Remove& m);
@@ -59,6 +65,15 @@ class RequestHandler {
   SessionManager& sessions_;
   LeaseTable table_;
   std::unordered_map<uint64_t, Wait> waits_;  // by ticket
+  struct CreateWaiter {
+    std::weak_ptr<Session> session;
+    uint32_t request_id = 0;
+  };
+  // Creates in flight, by segment id: everyone waiting for the answer (exist_ok joins the first).
+  std::unordered_map<uint64_t, std::vector<CreateWaiter>> creating_;
+  // Reserving memory (posix_fallocate) takes ~90 ms per GiB: done here, never on the loop.
+  // Last member, so it is joined before anything a running job could touch is destroyed.
+  boost::asio::thread_pool workers_{1};
 };
 
 }  // namespace shmlease::server

@@ -51,8 +51,8 @@ bool CheckGeometry(proto::Create& c, Errc& error, std::string& message) {
 
 }  // namespace
 
-Segment* SegmentRegistry::Create(const proto::Create& request, Creator creator, Errc& error,
-                                 std::string& message) {
+Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator, Errc& error,
+                                  std::string& message) {
   proto::Create c = request;
   if (!IsValidName(c.name)) {
     Fail(Errc::kInvalidName,
@@ -87,10 +87,6 @@ Segment* SegmentRegistry::Create(const proto::Create& request, Creator creator, 
   }
 
   uint64_t id = next_id_++;
-  std::string shm_name = config_.shm_prefix + "." + std::to_string(id);
-  auto shm = ShmObject::Create(shm_name, c.size, error, message);
-  if (!shm) return nullptr;
-
   auto segment = std::make_unique<Segment>();
   segment->id = id;
   segment->name = c.name;
@@ -102,13 +98,23 @@ Segment* SegmentRegistry::Create(const proto::Create& request, Creator creator, 
                                  .count();
   segment->creator_pid = creator.pid;
   segment->creator_uid = creator.uid;
-  segment->shm = std::move(shm);
+  segment->creating = true;
+  segment->shm_name = config_.shm_prefix + "." + std::to_string(id);
   Segment* raw = segment.get();
   by_id_.emplace(id, std::move(segment));
   by_name_.emplace(raw->name, raw);
   total_bytes_ += raw->size;
   return raw;
 }
+
+void SegmentRegistry::Complete(uint64_t id, std::unique_ptr<ShmObject> shm) {
+  Segment* segment = FindById(id);
+  if (segment == nullptr) return;
+  segment->shm = std::move(shm);
+  segment->creating = false;
+}
+
+void SegmentRegistry::Abandon(uint64_t id) { Destroy(id); }
 
 Segment* SegmentRegistry::FindByName(const std::string& name) {
   auto it = by_name_.find(name);
@@ -141,7 +147,9 @@ void SegmentRegistry::Destroy(uint64_t id) {
 std::vector<const Segment*> SegmentRegistry::Named() const {
   std::vector<const Segment*> out;
   out.reserve(by_name_.size());
-  for (const auto& [name, segment] : by_name_) out.push_back(segment);
+  for (const auto& [name, segment] : by_name_) {
+    if (!segment->creating) out.push_back(segment);
+  }
   return out;
 }
 

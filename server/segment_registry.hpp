@@ -26,6 +26,10 @@ struct Segment {
   uint32_t creator_pid = 0;
   uint32_t creator_uid = 0;
   bool removed = false;
+  // True from Reserve() until Complete(): the name and bytes are taken, the memory is not there
+  // yet (it is being reserved off the event loop). Such a segment cannot be leased or removed.
+  bool creating = false;
+  std::string shm_name;
   std::unique_ptr<ShmObject> shm;
 };
 
@@ -38,10 +42,14 @@ class SegmentRegistry {
  public:
   explicit SegmentRegistry(const Config& config) : config_(config) {}
 
-  // Validates name, size, format and shape, checks the limits, and creates the shm object.
-  // Returns nullptr with `error`/`message` set on failure.
-  Segment* Create(const proto::Create& request, Creator creator, Errc& error,
-                  std::string& message);
+  // Validates name, size, format and shape, checks the limits, and takes the name and the bytes
+  // for a segment in the `creating` state. Returns nullptr with `error`/`message` set on failure.
+  // Its shm object is made by ShmObject::Create(segment->shm_name, size) and handed to Complete(),
+  // or the reservation is dropped with Abandon().
+  Segment* Reserve(const proto::Create& request, Creator creator, Errc& error,
+                   std::string& message);
+  void Complete(uint64_t id, std::unique_ptr<ShmObject> shm);
+  void Abandon(uint64_t id);
 
   Segment* FindByName(const std::string& name);
   Segment* FindById(uint64_t id);
@@ -52,7 +60,7 @@ class SegmentRegistry {
   // Frees the segment's memory and forgets it.
   void Destroy(uint64_t id);
 
-  // Named segments, in name order.
+  // Named segments that exist (not still being created), in name order.
   std::vector<const Segment*> Named() const;
   size_t count() const { return by_id_.size(); }
   uint64_t total_bytes() const { return total_bytes_; }

@@ -132,6 +132,51 @@ TEST_F(LeaseTest, CreateErrorsCarryTheirCodes) {
   c.Remove("a");
 }
 
+TEST_F(LeaseTest, BigCreateDoesNotStallOtherClients) {
+  Client creator = Connect();
+  Client other = Connect();
+  other.Create("small", 4096);
+  // Reserving 4 GiB takes a few hundred ms; the daemon does it off its event loop.
+  auto create = std::async(std::launch::async, [&] { return creator.Create("big", 4ull << 30); });
+  bool seen_creating = false;
+  for (int i = 0; i < 2000 && !seen_creating; ++i) {
+    try {
+      other.Stat("big");
+      break;  // already done: the machine was faster than expected
+    } catch (const Error& e) {
+      seen_creating = std::string(e.what()).find("being created") != std::string::npos;
+    }
+  }
+  if (seen_creating) {
+    // Answered while the big one is still being reserved.
+    other.Ping();
+    Lease lease = other.Acquire("small", Mode::kWrite, {.timeout = 0ms});
+    lease.Release();
+    EXPECT_EQ(create.wait_for(0s), std::future_status::timeout);
+  }
+  other.Remove("small");
+  EXPECT_TRUE(seen_creating) << "the create finished before anyone could look";
+  EXPECT_EQ(create.get().size, 4ull << 30);
+  EXPECT_EQ(other.Stat("big").size, 4ull << 30);
+  other.Remove("big");
+}
+
+TEST_F(LeaseTest, ConcurrentExistOkCreatesAgree) {
+  Client a = Connect();
+  Client b = Connect();
+  auto first = std::async(std::launch::async, [&] {
+    return a.Create("race", {.size = 1ull << 30, .exist_ok = true});
+  });
+  auto second = std::async(std::launch::async, [&] {
+    return b.Create("race", {.size = 1ull << 30, .exist_ok = true});
+  });
+  SegmentInfo x = first.get();
+  SegmentInfo y = second.get();
+  EXPECT_EQ(x.id, y.id);
+  EXPECT_EQ(daemon_.ShmObjects().size(), 1u);
+  a.Remove("race");
+}
+
 TEST_F(LeaseTest, TwoProcessesShareTheSamePages) {
   Client c = Connect();
   c.Create("shared", 1 << 20);

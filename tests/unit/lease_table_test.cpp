@@ -1,0 +1,147 @@
+#include "lease_table.hpp"
+
+#include <gtest/gtest.h>
+
+namespace shmlease::server {
+namespace {
+
+using Outcome = LeaseTable::Outcome;
+constexpr auto kR = LeaseMode::kRead;
+constexpr auto kW = LeaseMode::kWrite;
+
+TEST(LeaseTable, SharedLeasesCoexistAndAreCounted) {
+  LeaseTable t;
+  auto a = t.Request(1, 10, kR, false, false);
+  auto b = t.Request(1, 11, kW, false, false);
+  auto c = t.Request(1, 11, kR, false, false);
+  ASSERT_EQ(a.outcome, Outcome::kGranted);
+  ASSERT_EQ(b.outcome, Outcome::kGranted);
+  ASSERT_EQ(c.outcome, Outcome::kGranted);
+  EXPECT_NE(a.lease.lease_id, b.lease.lease_id);
+  SegmentCounts counts = t.Counts(1);
+  EXPECT_EQ(counts.readers, 2u);
+  EXPECT_EQ(counts.writers, 1u);
+  EXPECT_FALSE(counts.exclusive);
+  EXPECT_EQ(t.LeaseCount(1), 3u);
+  EXPECT_EQ(t.ConnLeaseCount(11), 2u);
+  EXPECT_EQ(t.LeasesOf(11), (std::vector<uint64_t>{b.lease.lease_id, c.lease.lease_id}));
+}
+
+TEST(LeaseTable, ReleaseOnlyByTheHoldingConnection) {
+  LeaseTable t;
+  auto a = t.Request(1, 10, kR, false, false);
+  EXPECT_FALSE(t.Release(a.lease.lease_id, 99).has_value());
+  EXPECT_FALSE(t.Release(12345, 10).has_value());
+  auto released = t.Release(a.lease.lease_id, 10);
+  ASSERT_TRUE(released.has_value());
+  EXPECT_EQ(released->segment_id, 1u);
+  EXPECT_FALSE(t.Release(a.lease.lease_id, 10).has_value());  // twice: not held any more
+  EXPECT_EQ(t.LeaseCount(1), 0u);
+  EXPECT_EQ(t.TotalLeases(), 0u);
+}
+
+TEST(LeaseTable, ExclusiveOnlyWhenAloneAndBlocksOthers) {
+  LeaseTable t;
+  auto shared = t.Request(1, 10, kR, false, false);
+  EXPECT_EQ(t.Request(1, 11, kW, true, false).outcome, Outcome::kWouldBlock);
+  EXPECT_EQ(t.Counts(1).waiting, 0u);  // a would-block request leaves no trace
+  t.Release(shared.lease.lease_id, 10);
+  auto excl = t.Request(1, 11, kW, true, false);
+  ASSERT_EQ(excl.outcome, Outcome::kGranted);
+  EXPECT_TRUE(t.Counts(1).exclusive);
+  EXPECT_EQ(t.Request(1, 10, kR, false, false).outcome, Outcome::kWouldBlock);
+  EXPECT_EQ(t.Request(1, 11, kR, false, false).outcome, Outcome::kWouldBlock);  // even its owner
+  EXPECT_EQ(t.Request(2, 10, kR, false, false).outcome, Outcome::kGranted);   // other segment
+  t.Release(excl.lease.lease_id, 11);
+  EXPECT_FALSE(t.Counts(1).exclusive);
+}
+
+TEST(LeaseTable, WaitersAreGrantedInArrivalOrder) {
+  LeaseTable t;
+  auto holder = t.Request(1, 10, kR, false, true);
+  auto x1 = t.Request(1, 11, kW, true, true);   // waits for the holder
+  auto r2 = t.Request(1, 12, kR, false, true);  // would be grantable, but queues behind x1
+  auto r3 = t.Request(1, 13, kR, false, true);
+  ASSERT_EQ(x1.outcome, Outcome::kQueued);
+  ASSERT_EQ(r2.outcome, Outcome::kQueued);
+  ASSERT_EQ(r3.outcome, Outcome::kQueued);
+  EXPECT_EQ(t.Counts(1).waiting, 3u);
+  EXPECT_TRUE(t.Promote(1).empty());  // nothing changed yet
+
+  t.Release(holder.lease.lease_id, 10);
+  auto grants = t.Promote(1);
+  ASSERT_EQ(grants.size(), 1u);  // the exclusive one, and it holds the rest back
+  EXPECT_EQ(grants[0].ticket, x1.ticket);
+  EXPECT_TRUE(grants[0].lease.exclusive);
+  EXPECT_EQ(grants[0].lease.conn_id, 11u);
+
+  t.Release(grants[0].lease.lease_id, 11);
+  grants = t.Promote(1);
+  ASSERT_EQ(grants.size(), 2u);  // both shared waiters at once, in order
+  EXPECT_EQ(grants[0].ticket, r2.ticket);
+  EXPECT_EQ(grants[1].ticket, r3.ticket);
+  EXPECT_EQ(t.Counts(1).readers, 2u);
+  EXPECT_EQ(t.Counts(1).waiting, 0u);
+}
+
+TEST(LeaseTable, CancelledHeadUnblocksTheQueue) {
+  LeaseTable t;
+  auto holder = t.Request(1, 10, kR, false, true);
+  auto x = t.Request(1, 11, kW, true, true);
+  auto r = t.Request(1, 12, kR, false, true);
+  ASSERT_EQ(r.outcome, Outcome::kQueued);
+  EXPECT_EQ(t.SegmentOfTicket(x.ticket), 1u);
+  EXPECT_TRUE(t.Cancel(x.ticket));   // the exclusive waiter timed out
+  EXPECT_FALSE(t.Cancel(x.ticket));  // once only
+  EXPECT_FALSE(t.SegmentOfTicket(x.ticket).has_value());
+  auto grants = t.Promote(1);
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0].ticket, r.ticket);
+  EXPECT_EQ(t.LeaseCount(1), 2u);
+  (void)holder;
+}
+
+TEST(LeaseTable, ConnectionCloseFindsAllItsLeasesAndTickets) {
+  LeaseTable t;
+  auto a = t.Request(1, 10, kW, true, true);
+  auto b = t.Request(2, 10, kR, false, true);
+  auto wait = t.Request(1, 10, kR, false, true);  // queued behind its own exclusive lease
+  auto other = t.Request(1, 20, kR, false, true);
+  ASSERT_EQ(wait.outcome, Outcome::kQueued);
+  EXPECT_EQ(t.TicketsOf(10), (std::vector<uint64_t>{wait.ticket}));
+  EXPECT_EQ(t.LeasesOf(10), (std::vector<uint64_t>{a.lease.lease_id, b.lease.lease_id}));
+  for (uint64_t ticket : t.TicketsOf(10)) EXPECT_TRUE(t.Cancel(ticket));
+  for (uint64_t id : t.LeasesOf(10)) EXPECT_TRUE(t.Release(id, 10).has_value());
+  auto grants = t.Promote(1);
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0].ticket, other.ticket);
+  EXPECT_EQ(t.ConnLeaseCount(10), 0u);
+  EXPECT_TRUE(t.LeasesOf(10).empty());
+}
+
+TEST(LeaseTable, CancelAllOnRemove) {
+  LeaseTable t;
+  auto holder = t.Request(1, 10, kW, true, true);
+  auto w1 = t.Request(1, 11, kR, false, true);
+  auto w2 = t.Request(1, 12, kR, true, true);
+  auto tickets = t.CancelAll(1);
+  EXPECT_EQ(tickets, (std::vector<uint64_t>{w1.ticket, w2.ticket}));
+  EXPECT_EQ(t.Counts(1).waiting, 0u);
+  EXPECT_EQ(t.LeaseCount(1), 1u);  // the holder keeps its lease
+  EXPECT_TRUE(t.Release(holder.lease.lease_id, 10).has_value());
+  EXPECT_TRUE(t.CancelAll(1).empty());
+}
+
+TEST(LeaseTable, FindReportsTheRecord) {
+  LeaseTable t;
+  auto a = t.Request(7, 3, kW, false, false);
+  auto found = t.Find(a.lease.lease_id);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->segment_id, 7u);
+  EXPECT_EQ(found->conn_id, 3u);
+  EXPECT_EQ(found->mode, kW);
+  EXPECT_FALSE(t.Find(a.lease.lease_id + 100).has_value());
+}
+
+}  // namespace
+}  // namespace shmlease::server
