@@ -356,6 +356,33 @@ TEST_F(LeaseTest, RemoveWhileLeasedDefersTheFree) {
   EXPECT_TRUE(daemon_.ShmObjects().empty());
 }
 
+// Lines of /proc/self/maps that map one of this daemon's shm objects.
+size_t MappingsOf(const std::string& prefix) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  size_t count = 0;
+  while (std::getline(maps, line)) {
+    if (line.find("/dev/shm/" + prefix) != std::string::npos) ++count;
+  }
+  return count;
+}
+
+TEST_F(LeaseTest, FreedSegmentIsUnmappedByTheClientToo) {
+  Client c = Connect();
+  c.Create("cached", 1 << 20);
+  Lease lease = c.Acquire("cached", Mode::kWrite);
+  lease.Release();
+  // Not removed: the mapping stays cached for the next lease.
+  EXPECT_EQ(MappingsOf(daemon_.shm_prefix()), 1u);
+  lease = c.Acquire("cached", Mode::kWrite);
+  c.Remove("cached");
+  lease.Release();
+  // The daemon frees it and says so; the client drops its mapping on its next read.
+  c.Ping();
+  EXPECT_EQ(MappingsOf(daemon_.shm_prefix()), 0u);
+  EXPECT_TRUE(daemon_.ShmObjects().empty());
+}
+
 TEST_F(LeaseTest, RemoveFailsWaitersWithNotFound) {
   Client c = Connect();
   Client holder = Connect();
