@@ -72,7 +72,9 @@ class Lease {
   Lease& operator=(const Lease&) = delete;
 
   // Gives the lease back to the daemon (one-way: no round trip is waited for). Afterwards the
-  // Lease is empty. Releasing an empty Lease does nothing. Never throws.
+  // Lease is empty. Releasing an empty Lease does nothing. Never throws. The daemon handles the
+  // release after every earlier request and before every later one on the same connection;
+  // another connection may still see the lease held for a moment.
   void Release() noexcept;
 
   bool valid() const noexcept { return mapping_ != nullptr; }
