@@ -220,9 +220,9 @@ void RequestHandler::OnRelease(const SessionPtr& s, const proto::Header& h,
             h.request_id);
     return;
   }
-  if ((h.flags & proto::kFlagNoReply) == 0) s->Send(proto::ReleaseOk{}, h.request_id);
   PromoteWaiters(released->segment_id);
   FreeIfUnused(released->segment_id);
+  if ((h.flags & proto::kFlagNoReply) == 0) s->Send(proto::ReleaseOk{}, h.request_id);
 }
 
 void RequestHandler::OnRemove(const SessionPtr& s, uint32_t id, const proto::Remove& m) {
@@ -241,8 +241,9 @@ void RequestHandler::OnRemove(const SessionPtr& s, uint32_t id, const proto::Rem
     }
     waits_.erase(it);
   }
-  s->Send(proto::RemoveOk{}, id);
+  // Free before answering: once remove() returns, an unleased segment's memory is gone.
   FreeIfUnused(segment_id);
+  s->Send(proto::RemoveOk{}, id);
 }
 
 void RequestHandler::OnStat(const SessionPtr& s, uint32_t id, const proto::Stat& m) {

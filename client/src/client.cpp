@@ -117,7 +117,7 @@ const std::string& Client::socket_path() const noexcept {
 uint32_t Client::server_pid() const noexcept { return connection_ ? connection_->server_pid() : 0; }
 
 detail::Connection& Client::connection() const {
-  if (!connection_) throw Error(Errc::kConnectionLost, "this client was closed");
+  if (!connection_) throw Error(Errc::kConnectionLost, "this client was moved from");
   return *connection_;
 }
 
@@ -198,8 +198,9 @@ std::vector<SegmentInfo> Client::List(std::error_code& ec) noexcept {
 }
 
 void Client::Close() noexcept {
+  // Only shut the socket down: other threads may be inside a call on this connection; they wake
+  // with kConnectionLost. The Connection object lives until the Client and its Leases are gone.
   if (connection_) connection_->Shutdown();
-  connection_.reset();
 }
 
 }  // namespace shmlease

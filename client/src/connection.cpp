@@ -1,6 +1,7 @@
 #include "connection.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -16,6 +17,15 @@ namespace shmlease::detail {
 namespace {
 
 constexpr size_t kMaxFdsPerRead = 32;
+
+// Counts forks in this process's lineage: a child sees a higher value than its parent had when it
+// made its connections. Cheaper than getpid() (a syscall) on every call.
+std::atomic<uint64_t> g_fork_generation{0};
+void OnFork() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+const bool kForkHandlerInstalled = [] {
+  ::pthread_atfork(nullptr, nullptr, OnFork);
+  return true;
+}();
 
 std::string SelfName() {
   std::ifstream comm("/proc/self/comm");
@@ -67,6 +77,17 @@ std::shared_ptr<Connection> Connection::Open(const std::string& socket_path) {
   return conn;
 }
 
+Connection::Connection(int fd, std::string socket_path)
+    : fd_(fd),
+      socket_path_(std::move(socket_path)),
+      fork_generation_(g_fork_generation.load(std::memory_order_relaxed)) {
+  (void)kForkHandlerInstalled;
+}
+
+bool Connection::OwnedByThisProcess() const noexcept {
+  return g_fork_generation.load(std::memory_order_relaxed) == fork_generation_;
+}
+
 Connection::~Connection() {
   ::close(fd_);
   for (int fd : fds_) ::close(fd);
@@ -92,6 +113,10 @@ Response Connection::Call(const proto::Request& request) {
   std::vector<std::byte> frame;
   proto::EncodeRequest(request, id, 0, frame);
 
+  if (!OwnedByThisProcess()) {
+    throw Error(Errc::kConnectionLost,
+                "this connection was made by the parent process before fork(); connect again");
+  }
   std::unique_lock<std::mutex> lock(mu_);
   if (dead_) throw Error(dead_code_, dead_reason_);
   waiting_[id] = true;
@@ -135,7 +160,7 @@ Response Connection::Call(const proto::Request& request) {
 }
 
 bool Connection::SendOneWay(const proto::Request& request) noexcept {
-  if (dead_) return false;
+  if (dead_ || !OwnedByThisProcess()) return false;
   try {
     std::vector<std::byte> frame;
     uint32_t id = next_request_.fetch_add(1);
@@ -148,6 +173,7 @@ bool Connection::SendOneWay(const proto::Request& request) noexcept {
 }
 
 void Connection::Shutdown() noexcept {
+  if (!OwnedByThisProcess()) return;
   ::shutdown(fd_, SHUT_RDWR);
   std::lock_guard<std::mutex> lock(mu_);
   MarkDead("connection to shmleased at " + socket_path_ + " was closed by this client");

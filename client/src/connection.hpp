@@ -65,7 +65,10 @@ class Connection {
   bool alive() const { return !dead_.load(); }
 
  private:
-  explicit Connection(int fd, std::string socket_path) : fd_(fd), socket_path_(std::move(socket_path)) {}
+  Connection(int fd, std::string socket_path);
+  // False in a child forked after the connection was made: the socket is the parent's, and a
+  // child must neither talk on it nor shut it down.
+  bool OwnedByThisProcess() const noexcept;
 
   bool SendFrame(const std::vector<std::byte>& frame);
   // Reads once from the socket and dispatches every whole frame; false when the connection ended.
@@ -75,6 +78,7 @@ class Connection {
 
   int fd_;
   std::string socket_path_;
+  uint64_t fork_generation_;
   uint32_t server_pid_ = 0;
   std::atomic<uint32_t> next_request_{1};
   std::atomic<bool> dead_{false};

@@ -98,6 +98,11 @@ class Reader {
   bool ok_ = true;
 };
 
+// The smallest encoded SegmentInfo: empty name and format, no dimensions.
+// id 8, name 2, size 8, format 2, dims 1, created 8, pid 4, uid 4, readers 4, writers 4,
+// exclusive 1, waiting 4, removed 1, page_size 4.
+constexpr size_t kMinSegmentInfoBytes = 55;
+
 void Put(Writer& w, const SegmentInfo& s) {
   w.Int(s.id);
   w.String(s.name, kMaxString);
@@ -213,9 +218,9 @@ void Put(Writer& w, const ListOk& m) {
 bool Get(Reader& r, ListOk& m) {
   uint32_t n = 0;
   if (!r.Int(n)) return false;
-  // Each SegmentInfo takes at least 60 bytes: a count beyond what the body can hold is a lie,
-  // refused before anything is allocated for it.
-  if (n > r.remaining() / 60) return false;
+  // Each SegmentInfo takes at least kMinSegmentInfoBytes: a count beyond what the body can hold
+  // is a lie, refused before anything is allocated for it.
+  if (n > r.remaining() / kMinSegmentInfoBytes) return false;
   m.segments.resize(n);
   for (auto& s : m.segments) {
     if (!Get(r, s)) return false;

@@ -1,14 +1,20 @@
 #include "shmlease/format.hpp"
 
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <system_error>
 
 namespace shmlease {
 namespace {
 
-bool IsNameHead(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
+// ASCII only, by value: std::isalnum depends on the process's locale (a Latin-1 locale would
+// let bytes like 0xE9 through).
+bool IsNameHead(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
 bool IsNameTail(char c) { return IsNameHead(c) || c == '.' || c == '_' || c == '-'; }
 
 bool EqualsNoCase(std::string_view a, std::string_view b) {
@@ -82,27 +88,40 @@ std::optional<uint64_t> ParseSize(std::string_view text) noexcept {
 
   struct Unit {
     std::string_view name;
-    double factor;
+    uint64_t factor;
   };
   static constexpr Unit kUnits[] = {
-      {"", 1.0},          {"b", 1.0},          {"k", 1024.0},       {"kib", 1024.0},
-      {"kb", 1e3},        {"m", 1048576.0},    {"mib", 1048576.0},  {"mb", 1e6},
-      {"g", 1073741824.0}, {"gib", 1073741824.0}, {"gb", 1e9},
-      {"t", 1099511627776.0}, {"tib", 1099511627776.0}, {"tb", 1e12},
+      {"", 1},           {"b", 1},           {"k", 1ull << 10},  {"kib", 1ull << 10},
+      {"kb", 1000},      {"m", 1ull << 20},  {"mib", 1ull << 20}, {"mb", 1000000},
+      {"g", 1ull << 30}, {"gib", 1ull << 30}, {"gb", 1000000000},
+      {"t", 1ull << 40}, {"tib", 1ull << 40}, {"tb", 1000000000000},
   };
-  double factor = -1;
+  uint64_t factor = 0;
   for (const auto& unit : kUnits) {
     if (EqualsNoCase(suffix, unit.name)) factor = unit.factor;
   }
-  if (factor < 0) return std::nullopt;
+  if (factor == 0) return std::nullopt;
 
+  // std::from_chars, not sscanf/strtod: those read the decimal point of the process's locale
+  // (a program that called setlocale(LC_ALL, "") in a German locale would read "1.5G" as 1G).
+  const char* first = number.data();
+  const char* last = number.data() + number.size();
+  if (number.find('.') == std::string_view::npos) {
+    // Whole numbers exactly, without a detour through double.
+    uint64_t value = 0;
+    auto [end, ec] = std::from_chars(first, last, value);
+    if (ec != std::errc() || end != last) return std::nullopt;
+    if (value > std::numeric_limits<uint64_t>::max() / factor) return std::nullopt;
+    return value * factor;
+  }
+  // A fractional byte count ("0.5" bytes) is meaningless.
+  if (factor == 1) return std::nullopt;
   double value = 0;
-  if (std::sscanf(std::string(number).c_str(), "%lf", &value) != 1) return std::nullopt;
-  double bytes = std::floor(value * factor);
+  auto [end, ec] = std::from_chars(first, last, value);
+  if (ec != std::errc() || end != last) return std::nullopt;
+  double bytes = std::floor(value * static_cast<double>(factor));
   // 2^64 is exactly representable; anything at or above it does not fit.
   if (!std::isfinite(bytes) || bytes < 0 || bytes >= 18446744073709551616.0) return std::nullopt;
-  // A fractional byte count ("0.5" bytes) is meaningless.
-  if (factor == 1.0 && number.find('.') != std::string_view::npos) return std::nullopt;
   return static_cast<uint64_t>(bytes);
 }
 
@@ -110,9 +129,11 @@ std::optional<std::vector<uint64_t>> ParseShape(std::string_view text) noexcept 
   std::vector<uint64_t> dims;
   uint64_t current = 0;
   bool have_digit = false;
+  bool number_ended = false;  // a space or parenthesis after digits: "1080 1920" is not 10801920
   for (size_t i = 0; i <= text.size(); ++i) {
     char c = i < text.size() ? text[i] : ',';
     if (std::isdigit(static_cast<unsigned char>(c))) {
+      if (number_ended) return std::nullopt;
       uint64_t digit = static_cast<uint64_t>(c - '0');
       if (current > (std::numeric_limits<uint64_t>::max() - digit) / 10) return std::nullopt;
       current = current * 10 + digit;
@@ -122,7 +143,10 @@ std::optional<std::vector<uint64_t>> ParseShape(std::string_view text) noexcept 
       dims.push_back(current);
       current = 0;
       have_digit = false;
-    } else if (c != ' ' && c != '(' && c != ')') {
+      number_ended = false;
+    } else if (c == ' ' || c == '(' || c == ')') {
+      number_ended = have_digit;
+    } else {
       return std::nullopt;
     }
   }

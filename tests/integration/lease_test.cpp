@@ -525,6 +525,55 @@ TEST_F(LeaseTest, CloseReleasesEverythingAndLeasesStayReadable) {
   watcher.Remove("closing");
 }
 
+TEST_F(LeaseTest, CloseFromAnotherThreadWakesAWaiter) {
+  Client c = Connect();
+  Client holder = Connect();
+  c.Create("blocked", 4096);
+  Lease held = holder.Acquire("blocked", Mode::kRead);
+  auto waiter = std::async(std::launch::async, [&] {
+    try {
+      c.Acquire("blocked", Mode::kWrite, {.exclusive = true});  // no timeout
+      return Errc::kOk;
+    } catch (const Error& e) {
+      return e.errc();
+    }
+  });
+  for (int i = 0; i < 200 && holder.Stat("blocked").waiting == 0; ++i) std::this_thread::sleep_for(5ms);
+  c.Close();
+  ASSERT_EQ(waiter.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(waiter.get(), Errc::kConnectionLost);
+  EXPECT_THROW(c.Ping(), Error);
+  held.Release();
+  holder.Remove("blocked");
+}
+
+TEST_F(LeaseTest, ForkedChildCannotDisturbTheParentsConnection) {
+  Client c = Connect();
+  c.Create("forked", 4096);
+  Lease lease = c.Acquire("forked", Mode::kWrite);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int code = 0;
+    try {
+      c.Ping();
+      code = 2;  // must not talk on the parent's socket
+    } catch (const Error& e) {
+      if (e.errc() != Errc::kConnectionLost) code = 3;
+    }
+    lease.Release();  // no-op in the child
+    c.Close();        // no-op in the child
+    std::exit(code);  // runs destructors: still nothing may reach the parent's connection
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  c.Ping();
+  EXPECT_EQ(c.Stat("forked").writers, 1u);  // the parent's lease is intact
+  lease.Release();
+  c.Remove("forked");
+}
+
 TEST(DaemonStartup, RefusesASecondDaemonAndReplacesAStaleSocket) {
   DaemonProcess first;
   // Same socket, live daemon: the second one refuses and exits non-zero.

@@ -6,6 +6,10 @@
 // Each segment is mapped once per connection and per access mode and reused by later leases; the
 // mapping is unmapped once the daemon has freed the segment and no Lease of this process uses it.
 //
+// fork(): a child process must connect anew. The parent's Client and Leases are inert in the child:
+// calls fail with kConnectionLost, and releases and Close() do nothing, so a child's exit never
+// disturbs the parent's connection.
+//
 // Thread safety: one Client may be used from many threads at once; requests are multiplexed on the
 // one connection, and a thread waiting for an exclusive lease does not block the others. A Lease is
 // not synchronised: share it between threads only with your own locking.
@@ -174,8 +178,9 @@ class Client {
   SegmentInfo Stat(std::string_view name, std::error_code& ec) noexcept;
   std::vector<SegmentInfo> List(std::error_code& ec) noexcept;
 
-  // Closes the connection: the daemon releases every lease it held. Leases already handed out
-  // keep their mappings (reading them stays safe) and their Release() becomes a no-op.
+  // Closes the connection: the daemon releases every lease it held. Calls waiting in other
+  // threads wake with kConnectionLost; later calls fail with it. Leases already handed out keep
+  // their mappings (reading them stays safe) and their Release() becomes a no-op.
   void Close() noexcept;
 
  private:

@@ -1,0 +1,181 @@
+"""Fixtures: a real shmleased per test session (and per test where a test needs its own).
+
+CTest passes the daemon binary in $SHMLEASE_DAEMON and puts the built package on PYTHONPATH.
+Every daemon gets its own socket in a fresh temporary directory and its own shm prefix starting
+with "shmlease-test-", and after it stops the fixture checks that it left nothing in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import shmlease
+
+SHM_DIR = Path("/dev/shm")
+_daemon_counter = itertools.count()
+_name_counter = itertools.count()
+
+
+def daemon_binary() -> str:
+    path = os.environ.get("SHMLEASE_DAEMON")
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail(
+            "set SHMLEASE_DAEMON to the shmleased binary (ctest does: "
+            "ctest --test-dir BUILD -R python)",
+            pytrace=False,
+        )
+    return path
+
+
+class Daemon:
+    """One shmleased process on a private socket and shm prefix."""
+
+    def __init__(self, *extra_args: str) -> None:
+        n = next(_daemon_counter)
+        self.dir = tempfile.mkdtemp(prefix="shmlease-py-")
+        self.socket = os.path.join(self.dir, "d.sock")
+        self.prefix = f"shmlease-test-py-{os.getpid()}-{n}"
+        self.log_path = os.path.join(self.dir, "daemon.log")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [daemon_binary(), "--socket", self.socket, "--shm-prefix", self.prefix,
+             "--log-level", "debug", *extra_args],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._wait_ready()
+
+    def _wait_ready(self, deadline_s: float = 10.0) -> None:
+        end = time.monotonic() + deadline_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"shmleased exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with shmlease.connect(self.socket) as c:
+                    c.ping()
+                return
+            except shmlease.DaemonUnavailableError:
+                if time.monotonic() > end:
+                    self.stop()
+                    raise RuntimeError(f"shmleased not ready after {deadline_s}s:\n{self.log()}")
+                time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace")
+
+    def shm_objects(self) -> list[str]:
+        return sorted(p.name for p in SHM_DIR.iterdir() if p.name.startswith(self.prefix))
+
+    def stop(self) -> int:
+        """SIGTERM, wait, and return the exit code (SIGKILL after 10 s)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def close_and_check(self) -> None:
+        code = self.stop()
+        left = self.shm_objects()
+        log = self.log()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        assert code == 0, f"shmleased exited with {code}:\n{log}"
+        assert left == [], f"shmleased left shared memory behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def daemon():
+    d = Daemon()
+    yield d
+    d.close_and_check()
+
+
+@pytest.fixture
+def own_daemon():
+    """A daemon for this test alone (for tests that stop it or change its limits)."""
+    daemons: list[Daemon] = []
+
+    def start(*extra_args: str) -> Daemon:
+        d = Daemon(*extra_args)
+        daemons.append(d)
+        return d
+
+    yield start
+    for d in daemons:
+        d.close_and_check()
+
+
+@pytest.fixture
+def client(daemon):
+    with shmlease.connect(daemon.socket) as c:
+        yield c
+
+
+@pytest.fixture
+def seg(request, daemon):
+    """A factory of segment names unique to this test; removes them all at teardown."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:60]
+    names: list[str] = []
+
+    def make(tag: str = "s") -> str:
+        name = f"{base}.{tag}.{next(_name_counter)}"
+        names.append(name)
+        return name
+
+    yield make
+    with shmlease.connect(daemon.socket) as c:
+        for name in names:
+            try:
+                c.remove(name)
+            except shmlease.NotFoundError:
+                pass
+
+
+def child_env(daemon: Daemon) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SHMLEASE_SOCKET"] = daemon.socket
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(shmlease.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def spawn_python(daemon: Daemon, code: str, **kwargs) -> subprocess.Popen:
+    """Starts a fresh interpreter (not a fork of this client) running `code`."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                            env=child_env(daemon), **kwargs)
+
+
+def run_python(daemon: Daemon, code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter; returns its result (stdout and stderr captured)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=child_env(daemon),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)

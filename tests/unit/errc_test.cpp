@@ -1,0 +1,139 @@
+#include "shmlease/errc.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <system_error>
+
+namespace shmlease {
+namespace {
+
+// Every code with the number it has on the wire. A number is never reused or changed: this table
+// is the test that catches a renumbering.
+struct Numbered {
+  Errc code;
+  uint32_t number;
+  const char* name;
+};
+constexpr Numbered kAll[] = {
+    {Errc::kOk, 0, "ok"},
+    {Errc::kBadMessage, 1, "bad_message"},
+    {Errc::kVersionMismatch, 2, "version_mismatch"},
+    {Errc::kUnknownType, 3, "unknown_type"},
+    {Errc::kInvalidName, 4, "invalid_name"},
+    {Errc::kInvalidArgument, 5, "invalid_argument"},
+    {Errc::kNotFound, 6, "not_found"},
+    {Errc::kAlreadyExists, 7, "already_exists"},
+    {Errc::kPermissionDenied, 8, "permission_denied"},
+    {Errc::kTimeout, 9, "timeout"},
+    {Errc::kNoSpace, 10, "no_space"},
+    {Errc::kLimitSegments, 11, "limit_segments"},
+    {Errc::kLimitBytes, 12, "limit_bytes"},
+    {Errc::kLimitSegmentSize, 13, "limit_segment_size"},
+    {Errc::kLimitConnections, 14, "limit_connections"},
+    {Errc::kLimitLeases, 15, "limit_leases"},
+    {Errc::kMessageTooLarge, 16, "message_too_large"},
+    {Errc::kNotHeld, 17, "not_held"},
+    {Errc::kInternal, 18, "internal"},
+    {Errc::kDaemonUnavailable, 19, "daemon_unavailable"},
+    {Errc::kConnectionLost, 20, "connection_lost"},
+    {Errc::kShuttingDown, 21, "shutting_down"},
+    {Errc::kNotHelloed, 22, "not_helloed"},
+    {Errc::kMapFailed, 23, "map_failed"},
+};
+
+TEST(Errc, NumbersAreFixed) {
+  for (const Numbered& n : kAll) EXPECT_EQ(static_cast<uint32_t>(n.code), n.number) << n.name;
+}
+
+TEST(Errc, NamesAreStableUniqueSnakeCase) {
+  std::set<std::string_view> names;
+  for (const Numbered& n : kAll) {
+    std::string_view name = ErrcName(n.code);
+    EXPECT_EQ(name, n.name);
+    EXPECT_TRUE(names.insert(name).second) << "duplicate name " << name;
+    ASSERT_FALSE(name.empty());
+    for (char c : name) {
+      EXPECT_TRUE(std::islower(static_cast<unsigned char>(c)) || c == '_') << name;
+    }
+  }
+  EXPECT_EQ(names.count("unknown"), 0u);
+  EXPECT_EQ(ErrcName(static_cast<Errc>(24)), "unknown");
+  EXPECT_EQ(ErrcName(static_cast<Errc>(0xFFFFFFFFu)), "unknown");
+}
+
+TEST(Errc, MessagesAreUniqueAndSayWhatHappened) {
+  std::set<std::string> messages;
+  for (const Numbered& n : kAll) {
+    std::string message = make_error_code(n.code).message();
+    EXPECT_FALSE(message.empty()) << n.name;
+    EXPECT_EQ(message.find("unknown shmlease error"), std::string::npos) << n.name;
+    EXPECT_TRUE(messages.insert(message).second) << "duplicate message " << message;
+  }
+  EXPECT_EQ(make_error_code(Errc::kNotFound).message(), "no such segment");
+  EXPECT_EQ(make_error_code(static_cast<Errc>(4242)).message(), "unknown shmlease error 4242");
+}
+
+TEST(Errc, KnownCodesAreExactlyTheTable) {
+  for (const Numbered& n : kAll) EXPECT_TRUE(IsKnownErrc(n.number)) << n.name;
+  uint32_t count = 0;
+  for (uint32_t v = 0; v < 1000; ++v) count += IsKnownErrc(v) ? 1 : 0;
+  EXPECT_EQ(count, std::size(kAll));
+  EXPECT_FALSE(IsKnownErrc(24));
+  EXPECT_FALSE(IsKnownErrc(0xFFFFFFFFu));
+  EXPECT_FALSE(IsKnownErrc(0x80000000u));
+}
+
+TEST(Errc, CategoryAndImplicitErrorCode) {
+  EXPECT_STREQ(ErrorCategory().name(), "shmlease");
+  EXPECT_EQ(&ErrorCategory(), &ErrorCategory());
+  std::error_code ec = Errc::kTimeout;  // is_error_code_enum
+  EXPECT_EQ(ec.category(), ErrorCategory());
+  EXPECT_EQ(ec.value(), 9);
+  EXPECT_EQ(ec, Errc::kTimeout);
+  EXPECT_NE(ec, Errc::kNotFound);
+  EXPECT_TRUE(static_cast<bool>(ec));
+  EXPECT_FALSE(static_cast<bool>(std::error_code(Errc::kOk)));
+  std::system_error error(Errc::kNotFound, "stat frames");
+  EXPECT_NE(std::string(error.what()).find("stat frames"), std::string::npos);
+  EXPECT_EQ(error.code(), Errc::kNotFound);
+}
+
+TEST(Errc, MatchesTheStandardConditions) {
+  EXPECT_EQ(make_error_code(Errc::kNotFound), std::errc::no_such_file_or_directory);
+  EXPECT_EQ(make_error_code(Errc::kAlreadyExists), std::errc::file_exists);
+  EXPECT_EQ(make_error_code(Errc::kPermissionDenied), std::errc::permission_denied);
+  EXPECT_EQ(make_error_code(Errc::kTimeout), std::errc::timed_out);
+  EXPECT_EQ(make_error_code(Errc::kNoSpace), std::errc::no_space_on_device);
+  EXPECT_EQ(make_error_code(Errc::kInvalidName), std::errc::invalid_argument);
+  EXPECT_EQ(make_error_code(Errc::kInvalidArgument), std::errc::invalid_argument);
+
+  // And nothing else.
+  EXPECT_NE(make_error_code(Errc::kNotFound), std::errc::file_exists);
+  EXPECT_NE(make_error_code(Errc::kAlreadyExists), std::errc::no_such_file_or_directory);
+  EXPECT_NE(make_error_code(Errc::kTimeout), std::errc::invalid_argument);
+  EXPECT_NE(make_error_code(Errc::kBadMessage), std::errc::invalid_argument);
+  EXPECT_NE(make_error_code(Errc::kInternal), std::errc::no_such_file_or_directory);
+  for (const Numbered& n : kAll) {
+    std::error_condition condition = make_error_code(n.code).default_error_condition();
+    bool standard = condition.category() == std::generic_category();
+    bool expected_standard = n.code == Errc::kNotFound || n.code == Errc::kAlreadyExists ||
+                             n.code == Errc::kPermissionDenied || n.code == Errc::kTimeout ||
+                             n.code == Errc::kNoSpace || n.code == Errc::kInvalidName ||
+                             n.code == Errc::kInvalidArgument;
+    EXPECT_EQ(standard, expected_standard) << n.name;
+    if (!standard) {
+      EXPECT_EQ(condition.category(), ErrorCategory()) << n.name;
+      EXPECT_EQ(condition.value(), static_cast<int>(n.number)) << n.name;
+    }
+  }
+  // A system errno of the same meaning compares equal through the condition.
+  EXPECT_EQ(std::error_code(ENOENT, std::generic_category()),
+            make_error_code(Errc::kNotFound).default_error_condition());
+}
+
+}  // namespace
+}  // namespace shmlease
