@@ -1,0 +1,131 @@
+"""Type stubs for the C extension shmlease._shmlease (re-exported by the shmlease package)."""
+
+import os
+from types import TracebackType
+from typing import Any, Literal, Sequence, SupportsIndex, TypedDict, final
+
+__version__: str
+
+class SegmentStat(TypedDict):
+    """What the daemon knows of one segment (Client.stat, Client.list, Lease.info)."""
+
+    id: int
+    name: str
+    size: int
+    format: str  # "" for raw bytes
+    shape: tuple[int, ...]  # () when created without a shape
+    created_unix_ns: int
+    creator_pid: int
+    creator_uid: int
+    readers: int
+    writers: int
+    exclusive: bool
+    waiting: int
+    removed: bool
+    page_size: int
+
+class Error(OSError):
+    """Base class of every shmlease failure."""
+
+    code: int
+    errc_name: str
+
+class NotFoundError(Error, FileNotFoundError): ...
+class ExistsError(Error, FileExistsError): ...
+class PermissionDeniedError(Error, PermissionError): ...
+class LeaseTimeoutError(Error, TimeoutError): ...
+class InvalidArgumentError(Error, ValueError): ...
+class DaemonUnavailableError(Error, ConnectionRefusedError): ...
+class ConnectionLostError(Error, ConnectionError): ...
+
+_Socket = str | os.PathLike[str] | bytes | None
+# A struct format character ("f", "d", "B", ...) or anything numpy.dtype() accepts.
+_DType = str | type | Any
+
+@final
+class Lease:
+    """A granted lease; exports the segment's memory through the buffer protocol."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def mode(self) -> Literal["r", "w"]: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def readonly(self) -> bool: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def itemsize(self) -> int: ...
+    @property
+    def ndim(self) -> int: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def strides(self) -> tuple[int, ...]: ...
+    @property
+    def exports(self) -> int: ...
+    @property
+    def released(self) -> bool: ...
+    @property
+    def exclusive(self) -> bool: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def info(self) -> SegmentStat: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> Lease: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> Literal[False]: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...  # PEP 688 (3.12+ typing only)
+
+@final
+class Client:
+    """A connection to the shmleased daemon."""
+
+    def __new__(cls, socket: _Socket = None) -> Client: ...
+    @property
+    def socket_path(self) -> str: ...
+    @property
+    def server_pid(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def ping(self) -> None: ...
+    def create(
+        self,
+        name: str,
+        size: SupportsIndex | None = None,
+        *,
+        shape: SupportsIndex | Sequence[SupportsIndex] | None = None,
+        dtype: _DType | None = None,
+        exist_ok: bool = False,
+    ) -> SegmentStat: ...
+    def lease(
+        self,
+        name: str,
+        mode: Literal["r", "w"] = "r",
+        *,
+        exclusive: bool = False,
+        timeout: float | None = None,
+    ) -> Lease: ...
+    def remove(self, name: str) -> None: ...
+    def stat(self, name: str) -> SegmentStat: ...
+    def list(self) -> list[SegmentStat]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Client: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> Literal[False]: ...
+
+def connect(socket: _Socket = None) -> Client: ...
+def resolve_socket_path(socket: _Socket = None) -> str: ...

@@ -1,0 +1,614 @@
+// Ownership: a Client object owns a shared_ptr to one shmlease::Client (one connection); each call
+// copies it before releasing the GIL, and close() while other threads are inside calls is deferred
+// until the last of them returns. Leases share the connection and mapping themselves (libshmlease).
+#include "client_object.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "errors.hpp"
+#include "lease_object.hpp"
+#include "shmlease/format.hpp"
+#include "shmlease/socket_path.hpp"
+
+namespace shmlease::python {
+namespace {
+
+struct ClientState {
+  std::shared_ptr<Client> client;  // null once closed
+  std::string socket_path;
+  uint32_t server_pid = 0;
+  // Calls running without the GIL, and whether close() waits for them. shmlease::Client::Close()
+  // resets the connection that those calls are using, so it must not run under them.
+  int in_flight = 0;
+  bool closing = false;
+  // The process that connected. A child forked from it shares the socket: it must neither use it
+  // nor shut it down (that would cut the parent's connection too).
+  pid_t owner_pid = 0;
+};
+
+struct ClientObject {
+  // clang-format off
+  PyObject_HEAD
+  PyObject* weakreflist;
+  // clang-format on
+  ClientState* state;  // never null once tp_new returned the object
+};
+
+ClientState& StateOf(PyObject* self) { return *reinterpret_cast<ClientObject*>(self)->state; }
+
+// The connected client, or nullptr with ValueError set when closed.
+std::shared_ptr<Client> Connected(PyObject* self) {
+  ClientState& s = StateOf(self);
+  if (s.client == nullptr || s.closing) {
+    PyErr_SetString(PyExc_ValueError, "operation on a closed shmlease.Client");
+    return nullptr;
+  }
+  if (getpid() != s.owner_pid) {
+    RaiseErrc(Errc::kConnectionLost, "this Client was connected by process " +
+                                         std::to_string(s.owner_pid) +
+                                         ", before a fork; connect again in this process");
+    return nullptr;
+  }
+  return s.client;
+}
+
+// Closes the connection with the GIL released. In a child forked from `owner` the connection is
+// the parent's: it is left alone (leaked on purpose).
+void CloseWithoutGil(std::shared_ptr<Client> client, pid_t owner) {
+  if (client == nullptr) return;
+  if (getpid() != owner) {
+    if (new (std::nothrow) std::shared_ptr<Client>(std::move(client)) != nullptr) return;
+  }
+  Py_BEGIN_ALLOW_THREADS;
+  client->Close();
+  client.reset();
+  Py_END_ALLOW_THREADS;
+}
+
+// Runs fn(client) without the GIL, counted in in_flight; the last call to return after close()
+// performs the deferred close.
+template <typename Fn>
+std::exception_ptr CallClient(PyObject* self, const std::shared_ptr<Client>& client, Fn&& fn) {
+  ClientState& s = StateOf(self);
+  ++s.in_flight;
+  std::exception_ptr error = CallWithoutGil([&] { fn(*client); });
+  if (--s.in_flight == 0 && s.closing) CloseWithoutGil(std::move(s.client), s.owner_pid);
+  return error;
+}
+
+// A str argument as UTF-8; nullptr with TypeError set otherwise.
+bool StringArg(PyObject* obj, const char* what, std::string* out) {
+  if (!PyUnicode_Check(obj)) {
+    PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", what, Py_TYPE(obj)->tp_name);
+    return false;
+  }
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(obj, &size);
+  if (data == nullptr) return false;
+  out->assign(data, static_cast<size_t>(size));
+  return true;
+}
+
+// A positive integer (size, dimension); false with an exception set otherwise.
+bool PositiveArg(PyObject* obj, const char* what, uint64_t* out) {
+  if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what, Py_TYPE(obj)->tp_name);
+    return false;
+  }
+  PyObject* index = PyNumber_Index(obj);
+  if (index == nullptr) return false;
+  int overflow = 0;
+  long long value = PyLong_AsLongLongAndOverflow(index, &overflow);
+  if (value == -1 && PyErr_Occurred()) {
+    Py_DECREF(index);
+    return false;
+  }
+  if (overflow > 0) {
+    unsigned long long big = PyLong_AsUnsignedLongLong(index);
+    Py_DECREF(index);
+    if (big == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+      PyErr_Clear();
+      RaiseErrc(Errc::kInvalidArgument, std::string(what) + " is too large");
+      return false;
+    }
+    *out = big;
+    return true;
+  }
+  Py_DECREF(index);
+  if (overflow < 0 || value <= 0) {
+    RaiseErrc(Errc::kInvalidArgument,
+              std::string(what) + " must be a positive integer, not " +
+                  (overflow < 0 ? std::string("a huge negative number") : std::to_string(value)));
+    return false;
+  }
+  *out = static_cast<uint64_t>(value);
+  return true;
+}
+
+bool ParseShape(PyObject* obj, std::vector<uint64_t>* out) {
+  if (obj == Py_None) return true;
+  if (PyIndex_Check(obj) && !PyBool_Check(obj)) {
+    uint64_t dim = 0;
+    if (!PositiveArg(obj, "shape", &dim)) return false;
+    out->push_back(dim);
+    return true;
+  }
+  if (PyUnicode_Check(obj) || PyBytes_Check(obj)) {
+    PyErr_SetString(PyExc_TypeError, "shape must be an int or a sequence of ints, not a string");
+    return false;
+  }
+  PyObject* seq = PySequence_Fast(obj, "shape must be an int or a sequence of ints");
+  if (seq == nullptr) return false;
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  if (n == 0 || n > static_cast<Py_ssize_t>(kMaxDims)) {
+    Py_DECREF(seq);
+    RaiseErrc(Errc::kInvalidArgument, "shape must have 1 to " + std::to_string(kMaxDims) +
+                                          " dimensions, not " + std::to_string(n));
+    return false;
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    uint64_t dim = 0;
+    if (!PositiveArg(PySequence_Fast_GET_ITEM(seq, i), "each dimension of shape", &dim)) {
+      Py_DECREF(seq);
+      return false;
+    }
+    out->push_back(dim);
+  }
+  Py_DECREF(seq);
+  return true;
+}
+
+// Sets InvalidArgumentError for a dtype that is not one native scalar of a supported format.
+bool RaiseBadDtype(PyObject* original) {
+  PyObject* repr = PyObject_Repr(original);
+  if (repr == nullptr) return false;
+  const char* text = PyUnicode_AsUTF8(repr);
+  RaiseErrc(Errc::kInvalidArgument,
+            std::string("unsupported dtype ") + (text ? text : "?") +
+                ": a segment holds items of one native struct format among "
+                "b B h H i I l L q Q e f d ? (in numpy: int8 ... uint64, float16/32/64, bool)");
+  Py_DECREF(repr);
+  return false;
+}
+
+bool CheckFormat(const std::string& format, PyObject* original) {
+  if (format.size() == 1 && FormatItemSize(format).has_value()) return true;
+  return RaiseBadDtype(original);
+}
+
+// dtype -> one struct format character. A str of one character (optionally after '@') is used as
+// it is; anything else (numpy.float32, numpy.dtype('f4'), 'float32', float) goes through
+// numpy.dtype(...).char, if numpy can be imported. numpy is never required.
+bool ParseDtype(PyObject* obj, std::string* out) {
+  if (obj == Py_None) return true;
+  if (PyUnicode_Check(obj)) {
+    std::string text;
+    if (!StringArg(obj, "dtype", &text)) return false;
+    if (text.size() == 2 && text[0] == '@') text.erase(0, 1);
+    if (text.size() == 1) {
+      *out = text;
+      return CheckFormat(*out, obj);
+    }
+  }
+  PyObject* numpy = PyImport_ImportModule("numpy");
+  if (numpy == nullptr) {
+    if (!PyErr_ExceptionMatches(PyExc_ImportError)) return false;
+    PyErr_Clear();
+    if (PyUnicode_Check(obj)) return RaiseBadDtype(obj);
+    PyErr_Format(PyExc_TypeError,
+                 "dtype must be a struct format character such as 'f' (numpy dtypes need numpy, "
+                 "which cannot be imported), not %R",
+                 obj);
+    return false;
+  }
+  PyObject* dtype = PyObject_CallMethod(numpy, "dtype", "O", obj);
+  Py_DECREF(numpy);
+  if (dtype == nullptr) {
+    // A string numpy does not understand is a bad value, like any other unsupported dtype.
+    if (!PyUnicode_Check(obj) || !PyErr_ExceptionMatches(PyExc_TypeError)) return false;
+    PyErr_Clear();
+    return RaiseBadDtype(obj);
+  }
+  PyObject* isnative = PyObject_GetAttrString(dtype, "isnative");
+  PyObject* fields = PyObject_GetAttrString(dtype, "fields");
+  PyObject* subdtype = PyObject_GetAttrString(dtype, "subdtype");
+  PyObject* ch = PyObject_GetAttrString(dtype, "char");
+  bool ok = isnative != nullptr && fields != nullptr && subdtype != nullptr && ch != nullptr;
+  if (ok) {
+    if (fields != Py_None || subdtype != Py_None || !PyUnicode_Check(ch)) {
+      ok = RaiseBadDtype(obj);  // structured or sub-array dtypes
+    } else if (!PyObject_IsTrue(isnative)) {
+      RaiseErrc(Errc::kInvalidArgument, "dtype must have the native byte order");
+      ok = false;
+    } else {
+      ok = StringArg(ch, "dtype.char", out) && CheckFormat(*out, obj);
+    }
+  }
+  Py_XDECREF(isnative);
+  Py_XDECREF(fields);
+  Py_XDECREF(subdtype);
+  Py_XDECREF(ch);
+  Py_DECREF(dtype);
+  return ok;
+}
+
+// timeout in seconds (None: wait forever) -> LeaseOptions::timeout.
+bool ParseTimeout(PyObject* obj, std::chrono::milliseconds* out) {
+  if (obj == Py_None) {
+    *out = kWaitForever;
+    return true;
+  }
+  if (PyBool_Check(obj) || !(PyFloat_Check(obj) || PyIndex_Check(obj))) {
+    PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, not %.100s",
+                 Py_TYPE(obj)->tp_name);
+    return false;
+  }
+  double seconds = PyFloat_AsDouble(obj);
+  if (seconds == -1.0 && PyErr_Occurred()) return false;
+  if (std::isnan(seconds) || seconds < 0) {
+    RaiseErrc(Errc::kInvalidArgument, "timeout must be >= 0 seconds or None");
+    return false;
+  }
+  const double ms = std::ceil(seconds * 1000.0);
+  if (ms >= 1e15) {  // ~31000 years: as good as forever, and no overflow below
+    *out = kWaitForever;
+  } else {
+    *out = std::chrono::milliseconds(static_cast<int64_t>(ms));
+  }
+  return true;
+}
+
+PyObject* InfoList(const std::vector<SegmentInfo>& infos) {
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(infos.size()));
+  if (list == nullptr) return nullptr;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    PyObject* d = SegmentInfoToDict(infos[i]);
+    if (d == nullptr) {
+      Py_DECREF(list);
+      return nullptr;
+    }
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), d);
+  }
+  return list;
+}
+
+// --- type slots and methods ---
+
+PyObject* Client_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"socket", nullptr};
+  PyObject* socket = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:Client", const_cast<char**>(kwlist), &socket)) {
+    return nullptr;
+  }
+  std::string path;
+  if (socket != Py_None) {
+    PyObject* bytes = nullptr;
+    if (!PyUnicode_FSConverter(socket, &bytes)) return nullptr;
+    path.assign(PyBytes_AS_STRING(bytes), static_cast<size_t>(PyBytes_GET_SIZE(bytes)));
+    Py_DECREF(bytes);
+  }
+  std::shared_ptr<Client> client;
+  std::string resolved;
+  std::exception_ptr error = CallWithoutGil([&] {
+    resolved = ResolveSocketPath(path);
+    client = std::make_shared<Client>(resolved);
+  });
+  if (error) return RaiseFromException(error, resolved);
+
+  PyObject* self = type->tp_alloc(type, 0);
+  if (self == nullptr) return nullptr;  // `client` closes on scope exit
+  auto* obj = reinterpret_cast<ClientObject*>(self);
+  obj->weakreflist = nullptr;
+  obj->state = new (std::nothrow) ClientState();
+  if (obj->state == nullptr) {
+    Py_DECREF(self);
+    return PyErr_NoMemory();
+  }
+  try {
+    obj->state->socket_path = client->socket_path();
+  } catch (const std::bad_alloc&) {
+    Py_DECREF(self);
+    return PyErr_NoMemory();
+  }
+  obj->state->server_pid = client->server_pid();
+  obj->state->owner_pid = getpid();
+  obj->state->client = std::move(client);
+  return self;
+}
+
+void Client_dealloc(PyObject* self) {
+  auto* obj = reinterpret_cast<ClientObject*>(self);
+  if (obj->weakreflist != nullptr) PyObject_ClearWeakRefs(self);
+  if (obj->state != nullptr) {
+    std::shared_ptr<Client> client = std::move(obj->state->client);
+    const pid_t owner = obj->state->owner_pid;
+    delete obj->state;
+    obj->state = nullptr;
+    CloseWithoutGil(std::move(client), owner);
+  }
+  Py_TYPE(self)->tp_free(self);
+}
+
+PyObject* Client_close(PyObject* self, PyObject* /*unused*/) {
+  ClientState& s = StateOf(self);
+  s.closing = true;
+  if (s.in_flight == 0) CloseWithoutGil(std::move(s.client), s.owner_pid);
+  Py_RETURN_NONE;
+}
+
+PyObject* Client_enter(PyObject* self, PyObject* /*unused*/) {
+  if (Connected(self) == nullptr) return nullptr;
+  return Py_NewRef(self);
+}
+
+PyObject* Client_exit(PyObject* self, PyObject* /*args*/) {
+  PyObject* r = Client_close(self, nullptr);
+  if (r == nullptr) return nullptr;
+  Py_DECREF(r);
+  Py_RETURN_FALSE;
+}
+
+PyObject* Client_ping(PyObject* self, PyObject* /*unused*/) {
+  std::shared_ptr<Client> client = Connected(self);
+  if (client == nullptr) return nullptr;
+  std::exception_ptr error = CallClient(self, client, [&](Client& c) { c.Ping(); });
+  if (error) return RaiseFromException(error, StateOf(self).socket_path);
+  Py_RETURN_NONE;
+}
+
+PyObject* Client_create(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"name", "size", "shape", "dtype", "exist_ok", nullptr};
+  PyObject* name_obj = nullptr;
+  PyObject* size_obj = Py_None;
+  PyObject* shape_obj = Py_None;
+  PyObject* dtype_obj = Py_None;
+  int exist_ok = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOp:create", const_cast<char**>(kwlist),
+                                   &name_obj, &size_obj, &shape_obj, &dtype_obj, &exist_ok)) {
+    return nullptr;
+  }
+  std::string name;
+  CreateOptions options;
+  if (!StringArg(name_obj, "name", &name)) return nullptr;
+  if (size_obj != Py_None && !PositiveArg(size_obj, "size", &options.size)) return nullptr;
+  if (!ParseShape(shape_obj, &options.shape)) return nullptr;
+  if (!ParseDtype(dtype_obj, &options.format)) return nullptr;
+  if (size_obj == Py_None && shape_obj == Py_None) {
+    return RaiseErrc(Errc::kInvalidArgument, "create() needs a size or a shape");
+  }
+  options.exist_ok = exist_ok != 0;
+  std::shared_ptr<Client> client = Connected(self);
+  if (client == nullptr) return nullptr;
+  SegmentInfo info;
+  std::exception_ptr error =
+      CallClient(self, client, [&](Client& c) { info = c.Create(name, options); });
+  if (error) return RaiseFromException(error, StateOf(self).socket_path);
+  return SegmentInfoToDict(info);
+}
+
+PyObject* Client_lease(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"name", "mode", "exclusive", "timeout", nullptr};
+  PyObject* name_obj = nullptr;
+  PyObject* mode_obj = nullptr;
+  int exclusive = 0;
+  PyObject* timeout_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$pO:lease", const_cast<char**>(kwlist),
+                                   &name_obj, &mode_obj, &exclusive, &timeout_obj)) {
+    return nullptr;
+  }
+  std::string name;
+  if (!StringArg(name_obj, "name", &name)) return nullptr;
+  Mode mode = Mode::kRead;
+  if (mode_obj != nullptr) {
+    std::string text;
+    if (!StringArg(mode_obj, "mode", &text)) return nullptr;
+    if (text == "w") {
+      mode = Mode::kWrite;
+    } else if (text != "r") {
+      return RaiseErrc(Errc::kInvalidArgument, "mode must be 'r' or 'w', not '" + text + "'");
+    }
+  }
+  LeaseOptions options;
+  options.exclusive = exclusive != 0;
+  if (!ParseTimeout(timeout_obj, &options.timeout)) return nullptr;
+  std::shared_ptr<Client> client = Connected(self);
+  if (client == nullptr) return nullptr;
+
+  Lease lease;
+  std::exception_ptr error =
+      CallClient(self, client, [&](Client& c) { lease = c.Acquire(name, mode, options); });
+  if (error) return RaiseFromException(error, StateOf(self).socket_path);
+  return NewLeaseObject(std::move(lease));
+}
+
+PyObject* Client_remove(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"name", nullptr};
+  PyObject* name_obj = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:remove", const_cast<char**>(kwlist), &name_obj)) {
+    return nullptr;
+  }
+  std::string name;
+  if (!StringArg(name_obj, "name", &name)) return nullptr;
+  std::shared_ptr<Client> client = Connected(self);
+  if (client == nullptr) return nullptr;
+  std::exception_ptr error = CallClient(self, client, [&](Client& c) { c.Remove(name); });
+  if (error) return RaiseFromException(error, StateOf(self).socket_path);
+  Py_RETURN_NONE;
+}
+
+PyObject* Client_stat(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"name", nullptr};
+  PyObject* name_obj = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:stat", const_cast<char**>(kwlist), &name_obj)) {
+    return nullptr;
+  }
+  std::string name;
+  if (!StringArg(name_obj, "name", &name)) return nullptr;
+  std::shared_ptr<Client> client = Connected(self);
+  if (client == nullptr) return nullptr;
+  SegmentInfo info;
+  std::exception_ptr error = CallClient(self, client, [&](Client& c) { info = c.Stat(name); });
+  if (error) return RaiseFromException(error, StateOf(self).socket_path);
+  return SegmentInfoToDict(info);
+}
+
+PyObject* Client_list(PyObject* self, PyObject* /*unused*/) {
+  std::shared_ptr<Client> client = Connected(self);
+  if (client == nullptr) return nullptr;
+  std::vector<SegmentInfo> infos;
+  std::exception_ptr error = CallClient(self, client, [&](Client& c) { infos = c.List(); });
+  if (error) return RaiseFromException(error, StateOf(self).socket_path);
+  return InfoList(infos);
+}
+
+PyObject* Client_get_socket_path(PyObject* self, void*) {
+  const std::string& path = StateOf(self).socket_path;
+  return PyUnicode_DecodeFSDefaultAndSize(path.data(), static_cast<Py_ssize_t>(path.size()));
+}
+PyObject* Client_get_server_pid(PyObject* self, void*) {
+  return PyLong_FromUnsignedLong(StateOf(self).server_pid);
+}
+PyObject* Client_get_closed(PyObject* self, void*) {
+  return PyBool_FromLong(StateOf(self).client == nullptr || StateOf(self).closing);
+}
+
+PyObject* Client_repr(PyObject* self) {
+  PyObject* path = Client_get_socket_path(self, nullptr);
+  if (path == nullptr) return nullptr;
+  PyObject* r = StateOf(self).client == nullptr || StateOf(self).closing
+                    ? PyUnicode_FromFormat("<shmlease.Client socket=%R closed>", path)
+                    : PyUnicode_FromFormat("<shmlease.Client socket=%R server_pid=%lu>", path,
+                                           static_cast<unsigned long>(StateOf(self).server_pid));
+  Py_DECREF(path);
+  return r;
+}
+
+PyMethodDef client_methods[] = {
+    {"ping", Client_ping, METH_NOARGS,
+     "ping($self, /)\n--\n\nOne round trip to the daemon; raises shmlease.Error if it fails."},
+    {"create", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_create)),
+     METH_VARARGS | METH_KEYWORDS,
+     "create($self, /, name, size=None, *, shape=None, dtype=None, exist_ok=False)\n--\n\n"
+     "Create the segment `name` and return its stat dict (see stat()).\n\n"
+     "name: [A-Za-z0-9][A-Za-z0-9._-]{0,127}.\n"
+     "size: bytes; may be left out when shape is given (then prod(shape) * itemsize).\n"
+     "shape: an int or a sequence of 1 to 8 positive ints.\n"
+     "dtype: one native struct format character ('f', 'd', 'B', 'q', ...), or anything\n"
+     "    numpy.dtype() accepts (numpy.float32, 'float32') when numpy is installed. It must\n"
+     "    describe one native scalar. Without dtype the segment holds raw bytes ('B').\n"
+     "exist_ok: return the existing segment instead of raising ExistsError.\n\n"
+     "Raises ExistsError, InvalidArgumentError (bad name, size, shape or dtype; a ValueError),\n"
+     "or another shmlease.Error (limits, no space)."},
+    {"lease", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_lease)),
+     METH_VARARGS | METH_KEYWORDS,
+     "lease($self, /, name, mode='r', *, exclusive=False, timeout=None)\n--\n\n"
+     "Lease the segment `name` and return a Lease exporting its memory.\n\n"
+     "mode: 'r' (read-only buffer) or 'w' (writable buffer).\n"
+     "exclusive: granted only while no other lease on the segment exists.\n"
+     "timeout: seconds to wait for the lease; None waits without limit, 0 fails at once.\n"
+     "    Other Python threads keep running while this call waits (the GIL is released).\n\n"
+     "Raises NotFoundError, LeaseTimeoutError (a TimeoutError), InvalidArgumentError, or\n"
+     "another shmlease.Error."},
+    {"remove", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_remove)),
+     METH_VARARGS | METH_KEYWORDS,
+     "remove($self, /, name)\n--\n\n"
+     "Take the name away now; the memory is freed when the segment's last lease is released.\n"
+     "Raises NotFoundError when no segment has that name."},
+    {"stat", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_stat)),
+     METH_VARARGS | METH_KEYWORDS,
+     "stat($self, /, name)\n--\n\n"
+     "Return what the daemon knows of the segment as a dict with the keys id, name, size,\n"
+     "format ('' for raw bytes), shape (a tuple, () when created without one),\n"
+     "created_unix_ns, creator_pid, creator_uid, readers, writers (leases held), exclusive,\n"
+     "waiting (queued lease requests), removed and page_size. Raises NotFoundError."},
+    {"list", Client_list, METH_NOARGS,
+     "list($self, /)\n--\n\nReturn the stat dicts of every segment of the daemon."},
+    {"close", Client_close, METH_NOARGS,
+     "close($self, /)\n--\n\n"
+     "Close the connection: the daemon releases every lease this client held. Lease objects\n"
+     "stay readable (their memory stays mapped) and their release() does nothing more.\n"
+     "Closing twice does nothing. New calls raise ValueError at once; calls that other\n"
+     "threads are making right now finish first (a lease() still waiting keeps the\n"
+     "connection open until it is granted or times out)."},
+    {"__enter__", Client_enter, METH_NOARGS,
+     "__enter__($self, /)\n--\n\nReturn the client itself."},
+    {"__exit__", Client_exit, METH_VARARGS,
+     "__exit__($self, exc_type, exc_value, traceback, /)\n--\n\nClose the client."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyGetSetDef client_getset[] = {
+    {"socket_path", Client_get_socket_path, nullptr,
+     "The socket path this client connected to (after resolution).", nullptr},
+    {"server_pid", Client_get_server_pid, nullptr, "The daemon's process id.", nullptr},
+    {"closed", Client_get_closed, nullptr, "True after close().", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+}  // namespace
+
+PyTypeObject ClientType = {
+    // clang-format off
+    .ob_base = PyVarObject_HEAD_INIT(nullptr, 0)
+    .tp_name = "shmlease.Client",
+    // clang-format on
+    .tp_basicsize = sizeof(ClientObject),
+    .tp_dealloc = Client_dealloc,
+    .tp_repr = Client_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR(
+        "Client(socket=None)\n--\n\n"
+        "A connection to the shmleased daemon (same as shmlease.connect(socket)).\n\n"
+        "socket: the daemon's Unix socket path; None resolves it as the C++ client does:\n"
+        "$SHMLEASE_SOCKET, else $XDG_RUNTIME_DIR/shmlease/shmlease.sock for a non-root user,\n"
+        "else /run/shmlease/shmlease.sock. Raises DaemonUnavailableError, naming the path,\n"
+        "when no daemon answers there.\n\n"
+        "One Client may be used from many threads at once. Use it as a context manager, or\n"
+        "call close(), to give back every lease it holds."),
+    .tp_weaklistoffset = offsetof(ClientObject, weakreflist),
+    .tp_methods = client_methods,
+    .tp_getset = client_getset,
+    .tp_new = Client_new,
+};
+
+int AddClientType(PyObject* module) {
+  if (PyType_Ready(&ClientType) < 0) return -1;
+  return PyModule_AddObjectRef(module, "Client", reinterpret_cast<PyObject*>(&ClientType));
+}
+
+PyObject* SegmentInfoToDict(const SegmentInfo& info) {
+  PyObject* shape = PyTuple_New(static_cast<Py_ssize_t>(info.shape.size()));
+  if (shape == nullptr) return nullptr;
+  for (size_t i = 0; i < info.shape.size(); ++i) {
+    PyObject* dim = PyLong_FromUnsignedLongLong(info.shape[i]);
+    if (dim == nullptr) {
+      Py_DECREF(shape);
+      return nullptr;
+    }
+    PyTuple_SET_ITEM(shape, static_cast<Py_ssize_t>(i), dim);
+  }
+  return Py_BuildValue(
+      "{s:K,s:s#,s:K,s:s#,s:N,s:L,s:k,s:k,s:k,s:k,s:O,s:k,s:O,s:k}",  //
+      "id", static_cast<unsigned long long>(info.id),                 //
+      "name", info.name.data(), static_cast<Py_ssize_t>(info.name.size()), "size",
+      static_cast<unsigned long long>(info.size),  //
+      "format", info.format.data(), static_cast<Py_ssize_t>(info.format.size()), "shape",
+      shape,  // N: the dict takes our reference
+      "created_unix_ns", static_cast<long long>(info.created_unix_ns), "creator_pid",
+      static_cast<unsigned long>(info.creator_pid), "creator_uid",
+      static_cast<unsigned long>(info.creator_uid), "readers",
+      static_cast<unsigned long>(info.readers), "writers", static_cast<unsigned long>(info.writers),
+      "exclusive", info.exclusive ? Py_True : Py_False, "waiting",
+      static_cast<unsigned long>(info.waiting), "removed", info.removed ? Py_True : Py_False,
+      "page_size", static_cast<unsigned long>(info.page_size));
+}
+
+}  // namespace shmlease::python

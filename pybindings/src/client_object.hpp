@@ -1,0 +1,20 @@
+// shmlease.Client: a connection to shmleased, wrapping shmlease::Client.
+#pragma once
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "shmlease/client.hpp"
+
+namespace shmlease::python {
+
+extern PyTypeObject ClientType;
+
+// Readies ClientType and adds it to `module`; -1 with an exception set on failure.
+int AddClientType(PyObject* module);
+
+// The segment as a dict: id, name, size, format, shape (tuple), created_unix_ns, creator_pid,
+// creator_uid, readers, writers, exclusive (bool), waiting, removed (bool), page_size.
+PyObject* SegmentInfoToDict(const SegmentInfo& info);
+
+}  // namespace shmlease::python
