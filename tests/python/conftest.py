@@ -39,6 +39,13 @@ def daemon_binary() -> str:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the daemon's child process: a test run that crashes must not leave its daemon running."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Daemon:
     """One shmleased process on a private socket and shm prefix."""
 
@@ -52,7 +59,8 @@ class Daemon:
         self.proc = subprocess.Popen(
             [daemon_binary(), "--socket", self.socket, "--shm-prefix", self.prefix,
              "--log-level", "debug", *extra_args],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent)
         self._wait_ready()
 
     def _wait_ready(self, deadline_s: float = 10.0) -> None:

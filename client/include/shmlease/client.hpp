@@ -160,7 +160,11 @@ class Client {
 
   void Ping();
   SegmentInfo Create(std::string_view name, const CreateOptions& options);
-  SegmentInfo Create(std::string_view name, uint64_t size) { return Create(name, {.size = size}); }
+  SegmentInfo Create(std::string_view name, uint64_t size) {
+    CreateOptions options;
+    options.size = size;
+    return Create(name, options);
+  }
   // Leases the segment `name` in `mode`; waits as LeaseOptions says.
   Lease Acquire(std::string_view name, Mode mode, const LeaseOptions& options = {});
   // Takes the name away now; the memory is freed when its last lease is released.
