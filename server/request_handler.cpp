@@ -67,8 +67,8 @@ void RequestHandler::OnCreate(const SessionPtr& s, uint32_t id, const proto::Cre
   Errc error = Errc::kOk;
   std::string message;
   Segment* segment =
-      registry_.Reserve(m, Creator{static_cast<uint32_t>(s->peer().pid), s->peer().uid}, error,
-                        message);
+      registry_.Reserve(m, Creator{static_cast<uint32_t>(s->peer().pid), s->peer().uid, s->peer().gid},
+                        error, message);
   if (segment == nullptr) {
     spdlog::info("create '{}' by pid {} refused: {}", m.name, s->peer().pid, message);
     s->Send(proto::ErrorReply{error, message}, id);
@@ -306,6 +306,9 @@ proto::SegmentInfo RequestHandler::Info(const Segment& segment) const {
   info.waiting = counts.waiting;
   info.removed = segment.removed ? 1 : 0;
   info.page_size = static_cast<uint32_t>(::sysconf(_SC_PAGESIZE));
+  info.owner_uid = segment.owner_uid;
+  info.owner_gid = segment.owner_gid;
+  info.mode = segment.mode;
   return info;
 }
 

@@ -59,6 +59,14 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
          "segment name must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", error, message);
     return nullptr;
   }
+  if ((c.flags & ~proto::kCreateKnownFlags) != 0) {
+    Fail(Errc::kInvalidArgument, "unknown create flags", error, message);
+    return nullptr;
+  }
+  if (c.mode > 0777) {
+    Fail(Errc::kInvalidArgument, "mode must be permission bits between 0 and 0777", error, message);
+    return nullptr;
+  }
   if (by_name_.count(c.name) != 0) {
     Fail(Errc::kAlreadyExists, "segment '" + c.name + "' already exists", error, message);
     return nullptr;
@@ -98,6 +106,9 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
                                  .count();
   segment->creator_pid = creator.pid;
   segment->creator_uid = creator.uid;
+  segment->owner_uid = creator.uid;
+  segment->owner_gid = creator.gid;
+  segment->mode = c.mode;
   segment->creating = true;
   segment->shm_name = config_.shm_prefix + "." + std::to_string(id);
   Segment* raw = segment.get();

@@ -25,6 +25,9 @@ struct Segment {
   int64_t created_unix_ns = 0;
   uint32_t creator_pid = 0;
   uint32_t creator_uid = 0;
+  uint32_t owner_uid = 0;  // access control (the creator's, until chmod/chown)
+  uint32_t owner_gid = 0;
+  uint32_t mode = proto::kDefaultMode;
   bool removed = false;
   // True from Reserve() until Complete(): the name and bytes are taken, the memory is not there
   // yet (it is being reserved off the event loop). Such a segment cannot be leased or removed.
@@ -36,6 +39,7 @@ struct Segment {
 struct Creator {
   uint32_t pid = 0;
   uint32_t uid = 0;
+  uint32_t gid = 0;
 };
 
 class SegmentRegistry {

@@ -100,8 +100,9 @@ class Reader {
 
 // The smallest encoded SegmentInfo: empty name and format, no dimensions.
 // id 8, name 2, size 8, format 2, dims 1, created 8, pid 4, uid 4, readers 4, writers 4,
-// exclusive 1, waiting 4, removed 1, page_size 4.
-constexpr size_t kMinSegmentInfoBytes = 55;
+// exclusive 1, waiting 4, removed 1, page_size 4, huge_fallback 1, owner_uid 4, owner_gid 4,
+// mode 4.
+constexpr size_t kMinSegmentInfoBytes = 68;
 
 void Put(Writer& w, const SegmentInfo& s) {
   w.Int(s.id);
@@ -118,6 +119,10 @@ void Put(Writer& w, const SegmentInfo& s) {
   w.Int(s.waiting);
   w.Int(s.removed);
   w.Int(s.page_size);
+  w.Int(s.huge_fallback);
+  w.Int(s.owner_uid);
+  w.Int(s.owner_gid);
+  w.Int(s.mode);
 }
 bool Get(Reader& r, SegmentInfo& s) {
   r.Int(s.id);
@@ -132,7 +137,12 @@ bool Get(Reader& r, SegmentInfo& s) {
   r.Int(s.writers);
   r.Bool(s.exclusive);
   r.Int(s.waiting);
-  return r.Bool(s.removed) && r.Int(s.page_size);
+  r.Bool(s.removed);
+  r.Int(s.page_size);
+  r.Bool(s.huge_fallback);
+  r.Int(s.owner_uid);
+  r.Int(s.owner_gid);
+  return r.Int(s.mode);
 }
 
 void Put(Writer& w, const Hello& m) {
@@ -148,13 +158,15 @@ void Put(Writer& w, const Create& m) {
   w.String(m.format, kMaxString);
   w.Shape(m.shape);
   w.Int(m.flags);
+  w.Int(m.mode);
 }
 bool Get(Reader& r, Create& m) {
   r.String(m.name, kMaxString);
   r.Int(m.size);
   r.String(m.format, kMaxString);
   r.Shape(m.shape);
-  return r.Int(m.flags);
+  r.Int(m.flags);
+  return r.Int(m.mode);
 }
 void Put(Writer& w, const Acquire& m) {
   w.String(m.name, kMaxString);

@@ -143,6 +143,10 @@ SegmentInfo SampleInfo(std::string name, std::string format, std::vector<uint64_
   info.waiting = 9;
   info.removed = 1;
   info.page_size = 2 * 1024 * 1024;
+  info.huge_fallback = 1;
+  info.owner_uid = 1000;
+  info.owner_gid = 0xFFFFFFFDu;
+  info.mode = 0640;
   return info;
 }
 
@@ -165,7 +169,9 @@ std::vector<Request> SampleRequests() {
                        .size = std::numeric_limits<uint64_t>::max(),
                        .format = "d",
                        .shape = {1, 2, 3, 4, 5, 6, 7, 8},
-                       .flags = 0xFF});
+                       .flags = 0xFF,
+                       .mode = 0xFFFFFFFFu});
+  out.push_back(Create{.name = "huge", .size = 1ull << 30, .flags = kCreateHuge, .mode = 0640});
   out.push_back(Acquire{.name = "frames", .mode = LeaseMode::kRead});
   out.push_back(Acquire{
       .name = "frames", .mode = LeaseMode::kWrite, .exclusive = 1, .timeout_ms = kWaitForever});
@@ -594,6 +600,7 @@ Bytes CreateBody(uint8_t dims) {
   body.push_back(static_cast<std::byte>(dims));
   for (uint8_t i = 0; i < dims; ++i) PutU64(body, 2);
   body.push_back(std::byte{0});  // flags
+  PutU32(body, 0600);            // mode
   return body;
 }
 
@@ -637,10 +644,15 @@ TEST(CodecBody, BoolFieldsAboveOneAreBad) {
     StatOk stat{.info = MinimalInfo("z")};
     Bytes frame = Encode(Reply{stat});
     // Layout: id 8, name 2+1, size 8, format 2, dims 1, created 8, pid 4, uid 4, readers 4,
-    // writers 4, exclusive 1, waiting 4, removed 1, page_size 4.
+    // writers 4, exclusive 1, waiting 4, removed 1, page_size 4, huge_fallback 1, owner_uid 4,
+    // owner_gid 4, mode 4.
     size_t exclusive_at = kHeaderSize + 8 + 3 + 8 + 2 + 1 + 8 + 4 + 4 + 4 + 4;
     size_t removed_at = exclusive_at + 1 + 4;
-    ASSERT_EQ(frame.size(), removed_at + 1 + 4);
+    size_t fallback_at = removed_at + 1 + 4;
+    ASSERT_EQ(frame.size(), fallback_at + 1 + 4 + 4 + 4);
+    Bytes bad_fallback = frame;
+    bad_fallback[fallback_at] = static_cast<std::byte>(value);
+    ExpectBadReply(bad_fallback, "info.huge_fallback");
     Bytes bad_exclusive = frame;
     bad_exclusive[exclusive_at] = static_cast<std::byte>(value);
     ExpectBadReply(bad_exclusive, "info.exclusive");

@@ -82,7 +82,11 @@ struct SegmentInfo {
   uint8_t exclusive = 0;  // 1 while an exclusive lease is held
   uint32_t waiting = 0;  // lease requests queued
   uint8_t removed = 0;  // 1 once removed; freed with its last lease
-  uint32_t page_size = 0;  // backing page size in bytes
+  uint32_t page_size = 0;  // backing page size in bytes (2 MiB when backed by huge pages)
+  uint8_t huge_fallback = 0;  // 1: huge pages were asked for (best effort) but normal pages back it
+  uint32_t owner_uid = 0;  // access control: owner, group and permission bits (rw for
+  uint32_t owner_gid = 0;  // owner, group, others, as in 0640; x bits are ignored)
+  uint32_t mode = 0600;
 
   bool operator==(const SegmentInfo&) const = default;
 };
@@ -97,12 +101,18 @@ struct Ping {
   bool operator==(const Ping&) const = default;
 };
 inline constexpr uint8_t kCreateExistOk = 0x01;
+inline constexpr uint8_t kCreateHuge = 0x02;            // back it with huge pages, or fail
+inline constexpr uint8_t kCreateHugeBestEffort = 0x04;  // huge pages if the host has them
+inline constexpr uint8_t kCreateNoHuge = 0x08;          // normal pages even above the daemon's threshold
+inline constexpr uint8_t kCreateKnownFlags = 0x0F;
+inline constexpr uint32_t kDefaultMode = 0600;
 struct Create {
   std::string name;
   uint64_t size = 0;  // 0: derive from format and shape
   std::string format;
   std::vector<uint64_t> shape;
   uint8_t flags = 0;
+  uint32_t mode = kDefaultMode;  // permission bits, at most 0777
   bool operator==(const Create&) const = default;
 };
 inline constexpr int64_t kWaitForever = -1;
