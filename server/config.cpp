@@ -1,10 +1,12 @@
 #include "config.hpp"
 
 #include <spdlog/common.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <cstdio>
+#include <toml++/toml.h>
 
 #include "shm_backend.hpp"
 #include "shmlease/format.hpp"
@@ -14,38 +16,87 @@
 namespace shmlease::server {
 namespace {
 
-constexpr SettingSpec kSettingTable[] = {
-    {"socket", SettingKind::kString,
+using K = SettingKind;
+constexpr Reload kLive = Reload::kLive;
+constexpr Reload kRestart = Reload::kRestart;
+
+// Every setting, once: name (flag and config key), kind, help, reload, target.
+const SettingSpec kSettingTable[] = {
+    {"socket", K::kString,
      "Unix socket path (default: $SHMLEASE_SOCKET, else $XDG_RUNTIME_DIR/shmlease/shmlease.sock "
      "for non-root, else /run/shmlease/shmlease.sock)",
-     &Config::socket},
-    {"shm-prefix", SettingKind::kString,
-     "prefix of this daemon's names in /dev/shm (default: derived from the socket path)",
+     kRestart, &Config::socket},
+    {"shm-prefix", K::kString,
+     "prefix of this daemon's names in /dev/shm (default: derived from the socket path)", kRestart,
      &Config::shm_prefix},
-    {"socket-mode", SettingKind::kOctal, "permission bits of the socket file", nullptr,
+    {"socket-mode", K::kOctal, "permission bits of the socket file", kRestart, nullptr,
      &Config::socket_mode},
-    {"log-level", SettingKind::kLogLevel, "trace, debug, info, warn, error, critical or off",
+    {"log-level", K::kLogLevel, "trace, debug, info, warn, error, critical or off", kLive,
      &Config::log_level},
-    {"max-segments", SettingKind::kCount, "most segments at once", nullptr, &Config::max_segments},
-    {"max-total-bytes", SettingKind::kSize,
-     "most bytes in all segments (0: half the free space of /dev/shm at start)", nullptr,
+    {"max-segments", K::kCount, "most segments at once", kLive, nullptr, &Config::max_segments},
+    {"max-total-bytes", K::kSize,
+     "most bytes in all segments (0: half the free space of /dev/shm at start)", kLive, nullptr,
      &Config::max_total_bytes},
-    {"max-segment-size", SettingKind::kSize, "largest segment (0: max-total-bytes)", nullptr,
+    {"max-segment-size", K::kSize, "largest segment (0: max-total-bytes)", kLive, nullptr,
      &Config::max_segment_size},
-    {"max-connections", SettingKind::kCount, "most client connections at once", nullptr,
+    {"max-connections", K::kCount, "most client connections at once", kLive, nullptr,
      &Config::max_connections},
-    {"max-leases-per-connection", SettingKind::kCount, "most leases one connection may hold",
-     nullptr, &Config::max_leases_per_connection},
-    {"max-message-size", SettingKind::kSize, "largest request body accepted", nullptr,
+    {"max-leases-per-connection", K::kCount, "most leases one connection may hold", kLive, nullptr,
+     &Config::max_leases_per_connection},
+    {"max-message-size", K::kSize, "largest request body accepted", kRestart, nullptr,
      &Config::max_message_size},
-    {"max-pending-reply-bytes", SettingKind::kSize,
-     "replies queued for a client that does not read before it is disconnected", nullptr,
+    {"max-pending-reply-bytes", K::kSize,
+     "replies queued for a client that does not read before it is disconnected", kLive, nullptr,
      &Config::max_pending_reply_bytes},
+    {"admins", K::kUidList,
+     "uids that pass every access check, comma-separated (default: root and the daemon's uid)",
+     kLive, nullptr, nullptr, &Config::admins},
+    {"quota-bytes", K::kSize, "per uid: most bytes in segments it owns (0: no quota)", kLive,
+     nullptr, &Config::quota_bytes},
+    {"quota-segments", K::kCount, "per uid: most segments it owns (0: no quota)", kLive, nullptr,
+     &Config::quota_segments},
 };
 
 bool ParseCount(const std::string& value, uint64_t& out) {
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
   return ec == std::errc() && end == value.data() + value.size() && !value.empty();
+}
+
+const SettingSpec* FindSetting(std::string_view name) {
+  for (const SettingSpec& spec : kSettingTable) {
+    if (name == spec.name) return &spec;
+  }
+  return nullptr;
+}
+
+// A TOML value as the text a flag would carry: strings as they are, integers in decimal (octal
+// settings take TOML's 0o660 as that number), arrays of integers comma-separated.
+bool TomlToText(const SettingSpec& spec, const toml::node& node, std::string& text) {
+  if (auto s = node.value<std::string>()) {
+    text = *s;
+    return true;
+  }
+  if (auto i = node.value<int64_t>()) {
+    if (*i < 0) return false;
+    if (spec.kind == K::kOctal) {
+      char buf[24];
+      std::snprintf(buf, sizeof(buf), "%llo", static_cast<unsigned long long>(*i));
+      text = buf;
+    } else {
+      text = std::to_string(*i);
+    }
+    return true;
+  }
+  if (const toml::array* array = node.as_array(); array && spec.kind == K::kUidList) {
+    text.clear();
+    for (const toml::node& item : *array) {
+      auto i = item.value<int64_t>();
+      if (!i || *i < 0) return false;
+      text += (text.empty() ? "" : ",") + std::to_string(*i);
+    }
+    return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -55,17 +106,17 @@ std::span<const SettingSpec> Settings() { return kSettingTable; }
 bool ApplySetting(const SettingSpec& spec, const std::string& value, Config& config,
                   std::string& error) {
   switch (spec.kind) {
-    case SettingKind::kString:
+    case K::kString:
       config.*spec.text = value;
       return true;
-    case SettingKind::kLogLevel:
+    case K::kLogLevel:
       if (spdlog::level::from_str(value) == spdlog::level::off && value != "off") {
         error = "unknown log level '" + value + "'";
         return false;
       }
       config.*spec.text = value;
       return true;
-    case SettingKind::kSize: {
+    case K::kSize: {
       auto size = ParseSize(value);
       if (!size) {
         error = "'" + value + "' is not a size (e.g. 4096, 64MiB, 2GiB)";
@@ -74,13 +125,13 @@ bool ApplySetting(const SettingSpec& spec, const std::string& value, Config& con
       config.*spec.number = *size;
       return true;
     }
-    case SettingKind::kCount:
+    case K::kCount:
       if (!ParseCount(value, config.*spec.number)) {
         error = "'" + value + "' is not a whole number";
         return false;
       }
       return true;
-    case SettingKind::kOctal: {
+    case K::kOctal: {
       uint64_t mode = 0;
       auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), mode, 8);
       if (ec != std::errc() || end != value.data() + value.size() || mode > 0777) {
@@ -90,45 +141,119 @@ bool ApplySetting(const SettingSpec& spec, const std::string& value, Config& con
       config.*spec.number = mode;
       return true;
     }
+    case K::kUidList: {
+      std::vector<uint64_t> uids;
+      size_t start = 0;
+      while (start <= value.size() && !value.empty()) {
+        size_t comma = value.find(',', start);
+        std::string item = value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        uint64_t uid = 0;
+        if (!ParseCount(item, uid) || uid > 0xFFFFFFFEu) {
+          error = "'" + value + "' is not a comma-separated list of uids";
+          return false;
+        }
+        uids.push_back(uid);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+      config.*spec.list = std::move(uids);
+      return true;
+    }
   }
   return false;
 }
 
 std::string ShowSetting(const SettingSpec& spec, const Config& config) {
   switch (spec.kind) {
-    case SettingKind::kString:
-    case SettingKind::kLogLevel:
+    case K::kString:
+    case K::kLogLevel:
       return config.*spec.text;
-    case SettingKind::kOctal: {
+    case K::kOctal: {
       char buf[16];
       std::snprintf(buf, sizeof(buf), "0%03o", static_cast<unsigned>(config.*spec.number));
       return buf;
     }
-    case SettingKind::kSize:
-    case SettingKind::kCount:
+    case K::kSize:
+    case K::kCount:
       return std::to_string(config.*spec.number);
+    case K::kUidList: {
+      std::string out;
+      for (uint64_t uid : config.*spec.list) out += (out.empty() ? "" : ",") + std::to_string(uid);
+      return out;
+    }
   }
   return {};
 }
 
-void AddFlags(CLI::App& app, Config& config) {
+void AddFlags(CLI::App& app, Config& config, std::map<std::string, std::string>& given) {
   for (const SettingSpec& spec : Settings()) {
     std::string flag = std::string("--") + spec.name;
     app.add_option_function<std::string>(
            flag,
-           [&config, &spec](const std::string& value) {
+           [&config, &spec, &given](const std::string& value) {
              std::string error;
              if (!ApplySetting(spec, value, config, error)) {
                throw CLI::ValidationError(std::string("--") + spec.name, error);
              }
+             given[spec.name] = value;
            },
-           spec.help)
+           std::string(spec.help) + (spec.reload == kLive ? " [reloads on SIGHUP]" : ""))
         ->default_str(ShowSetting(spec, config))
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
 }
 
-bool Finalize(Config& config, std::string& error) {
+bool LoadConfigFile(const std::string& path, const std::set<std::string>& skip, Config& config,
+                    std::string& error) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    // Also a file that cannot be opened: toml++ reports it as a parse error at line 0.
+    error = path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
+    return false;
+  }
+  for (const auto& [key, node] : table) {
+    int line = static_cast<int>(node.source().begin.line);
+    std::string where = path + ":" + std::to_string(line) + ": ";
+    const SettingSpec* spec = FindSetting(key.str());
+    if (spec == nullptr) {
+      error = where + "unknown setting '" + std::string(key.str()) + "'";
+      return false;
+    }
+    std::string text;
+    if (!TomlToText(*spec, node, text)) {
+      error = where + "'" + std::string(key.str()) + "' has a value of the wrong type";
+      return false;
+    }
+    if (skip.count(spec->name) != 0) continue;  // the flag wins
+    std::string reason;
+    if (!ApplySetting(*spec, text, config, reason)) {
+      error = where + std::string(key.str()) + ": " + reason;
+      return false;
+    }
+  }
+  return true;
+}
+
+bool BuildConfig(const std::string& file, const std::map<std::string, std::string>& flags,
+                 Config& config, std::string& error, uint64_t own_bytes) {
+  config = Config{};
+  std::set<std::string> given;
+  for (const auto& [name, value] : flags) given.insert(name);
+  if (!file.empty() && !LoadConfigFile(file, given, config, error)) return false;
+  for (const auto& [name, value] : flags) {
+    const SettingSpec* spec = FindSetting(name);
+    std::string reason;
+    if (spec == nullptr || !ApplySetting(*spec, value, config, reason)) {
+      error = "--" + name + ": " + reason;
+      return false;
+    }
+  }
+  return Finalize(config, error, own_bytes);
+}
+
+bool Finalize(Config& config, std::string& error, uint64_t own_bytes) {
   config.socket = ResolveSocketPath(config.socket);
   if (config.socket.size() >= 108) {
     error = "socket path is " + std::to_string(config.socket.size()) +
@@ -141,7 +266,8 @@ bool Finalize(Config& config, std::string& error) {
     return false;
   }
   if (config.max_total_bytes == 0) {
-    config.max_total_bytes = static_cast<uint64_t>(static_cast<double>(ShmFreeBytes()) * kTotalBytesFraction);
+    config.max_total_bytes =
+        static_cast<uint64_t>(static_cast<double>(ShmFreeBytes() + own_bytes) * kTotalBytesFraction);
   }
   if (config.max_segment_size == 0 || config.max_segment_size > config.max_total_bytes) {
     config.max_segment_size = config.max_total_bytes;
@@ -155,6 +281,7 @@ bool Finalize(Config& config, std::string& error) {
     error = "max-connections, max-segments and max-leases-per-connection must be at least 1";
     return false;
   }
+  if (config.admins.empty()) config.admins = {0, static_cast<uint64_t>(::geteuid())};
   return true;
 }
 

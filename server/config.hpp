@@ -3,8 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -24,19 +27,30 @@ struct Config {
   uint64_t max_leases_per_connection = 65536;
   uint64_t max_message_size = 65536;
   uint64_t max_pending_reply_bytes = 4 << 20;  // a client that stops reading is cut off past this
+  std::vector<uint64_t> admins;  // uids that pass every access check; empty = root and our own uid
+  uint64_t quota_bytes = 0;      // per uid, bytes in segments it owns; 0 = no quota
+  uint64_t quota_segments = 0;   // per uid, segments it owns; 0 = no quota
 };
+
+// The default config file, read when it exists and no --config is given.
+inline constexpr const char* kDefaultConfigFile = "/etc/shmlease/shmleased.toml";
 
 // Fraction of /dev/shm's free space used as the default total byte limit.
 inline constexpr double kTotalBytesFraction = 0.5;
 
-enum class SettingKind { kString, kSize, kCount, kOctal, kLogLevel };
+enum class SettingKind { kString, kSize, kCount, kOctal, kLogLevel, kUidList };
+
+// Whether SIGHUP applies a new value to a running daemon, or it takes a restart.
+enum class Reload { kLive, kRestart };
 
 struct SettingSpec {
   const char* name;  // flag name without dashes, and the config key
   SettingKind kind;
   const char* help;
-  std::string Config::*text = nullptr;  // for kString / kLogLevel
-  uint64_t Config::*number = nullptr;   // for kSize / kCount / kOctal
+  Reload reload;
+  std::string Config::*text = nullptr;             // for kString / kLogLevel
+  uint64_t Config::*number = nullptr;              // for kSize / kCount / kOctal
+  std::vector<uint64_t> Config::*list = nullptr;   // for kUidList
 };
 
 std::span<const SettingSpec> Settings();
@@ -47,10 +61,22 @@ bool ApplySetting(const SettingSpec& spec, const std::string& value, Config& con
 // The current value of a setting, as text.
 std::string ShowSetting(const SettingSpec& spec, const Config& config);
 
-// Adds one flag per setting to `app`, writing into `config`.
-void AddFlags(CLI::App& app, Config& config);
+// Adds one flag per setting to `app`, writing into `config` and recording in `given` (by setting
+// name) the values given on the command line, so that they can win over the config file.
+void AddFlags(CLI::App& app, Config& config, std::map<std::string, std::string>& given);
+
+// Reads a TOML config file whose keys are the setting names. Keys in `skip` (given as flags) are
+// not applied. False with `error` naming the file, the line and the reason.
+bool LoadConfigFile(const std::string& path, const std::set<std::string>& skip, Config& config,
+                    std::string& error);
+
+// Builds the configuration from defaults, `file` (if not empty) and `flags` (which win).
+// `own_bytes`: bytes of /dev/shm held by this daemon's segments, counted as free for the default
+// byte limit (on reload).
+bool BuildConfig(const std::string& file, const std::map<std::string, std::string>& flags,
+                 Config& config, std::string& error, uint64_t own_bytes = 0);
 
 // Fills the derived defaults (socket, prefix, byte limits) and checks cross-setting rules.
-bool Finalize(Config& config, std::string& error);
+bool Finalize(Config& config, std::string& error, uint64_t own_bytes = 0);
 
 }  // namespace shmlease::server

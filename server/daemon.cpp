@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,20 +41,54 @@ bool SomeoneListens(const std::string& path) {
 
 }  // namespace
 
-Daemon::Daemon(Config config)
+Daemon::Daemon(Config config, ConfigSource source)
     : config_(std::move(config)),
+      source_(std::move(source)),
       signals_(io_, SIGINT, SIGTERM),
+      reload_signal_(io_, SIGHUP),
+      status_timer_(io_),
       acceptor_(io_),
       accept_retry_(io_),
       registry_(config_),
       handler_(io_, config_, registry_, sessions_) {}
 
 Daemon::~Daemon() {
-  if (listening_) ::unlink(config_.socket.c_str());
+  if (listening_ && !socket_inherited_) ::unlink(config_.socket.c_str());
 }
 
 bool Daemon::Listen(std::string& error) {
   namespace fs = std::filesystem;
+  // Socket activation: systemd passes the listening socket (shmleased.socket).
+  int passed = sd_listen_fds(1);
+  if (passed < 0) {
+    error = std::string("cannot read the sockets systemd passed: ") + std::strerror(-passed);
+    return false;
+  }
+  if (passed > 1) {
+    error = "systemd passed " + std::to_string(passed) + " sockets; shmleased takes exactly one";
+    return false;
+  }
+  if (passed == 1) {
+    int fd = SD_LISTEN_FDS_START;
+    if (sd_is_socket_unix(fd, SOCK_STREAM, 1, nullptr, 0) <= 0) {
+      error = "the socket systemd passed is not a listening Unix stream socket";
+      return false;
+    }
+    boost::system::error_code ec;
+    acceptor_.assign(stream(), fd, ec);
+    if (ec) {
+      error = "cannot use the socket systemd passed: " + ec.message();
+      return false;
+    }
+    sockaddr_un addr{};
+    socklen_t len = sizeof(addr);
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0 && addr.sun_path[0]) {
+      config_.socket = addr.sun_path;
+    }
+    socket_inherited_ = true;
+    listening_ = true;
+    return true;
+  }
   std::error_code fec;
   fs::path dir = fs::path(config_.socket).parent_path();
   if (!dir.empty()) {
@@ -95,13 +131,68 @@ bool Daemon::Listen(std::string& error) {
   return true;
 }
 
-int Daemon::Run() {
-  ::signal(SIGPIPE, SIG_IGN);
+void Daemon::WaitForSignals() {
   signals_.async_wait([this](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("received {}; shutting down", signo == SIGTERM ? "SIGTERM" : "SIGINT");
     Stop();
   });
+  reload_signal_.async_wait([this](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    Reload();
+    reload_signal_.async_wait([this](const boost::system::error_code& e, int) {
+      if (!e) Reload();
+    });
+  });
+}
+
+void Daemon::Reload() {
+  sd_notify(0, "RELOADING=1");
+  Config fresh;
+  std::string error;
+  // A byte limit derived from /dev/shm's free space counts our own segments as free.
+  if (!BuildConfig(source_.file, source_.flags, fresh, error, registry_.total_bytes())) {
+    spdlog::error("reload failed, keeping the running settings: {}", error);
+    sd_notify(0, "READY=1");
+    return;
+  }
+  for (const SettingSpec& spec : Settings()) {
+    std::string before = ShowSetting(spec, config_);
+    std::string after = ShowSetting(spec, fresh);
+    if (before == after) continue;
+    if (spec.reload == Reload::kRestart) {
+      spdlog::warn("reload: {} changed ({} -> {}) but takes effect only after a restart", spec.name,
+                   before, after);
+      continue;
+    }
+    std::string ignored;
+    ApplySetting(spec, after, config_, ignored);
+    spdlog::info("reload: {} = {} (was {})", spec.name, after, before);
+  }
+  spdlog::set_level(spdlog::level::from_str(config_.log_level));
+  spdlog::info("configuration reloaded");
+  sd_notify(0, "READY=1");
+}
+
+void Daemon::NotifyStatus() {
+  if (std::getenv("NOTIFY_SOCKET") == nullptr) return;
+  sd_notifyf(0, "STATUS=%zu segments, %s in use, %zu clients", registry_.count(),
+             FormatSize(registry_.total_bytes()).c_str(), sessions_.size());
+  status_timer_.expires_after(std::chrono::seconds(5));
+  status_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) NotifyStatus();
+  });
+}
+
+int Daemon::Run() {
+  ::signal(SIGPIPE, SIG_IGN);
+  WaitForSignals();
+  uint64_t shm_size = ShmTotalBytes();
+  if (shm_size != 0 && shm_size < (1ull << 30)) {
+    spdlog::warn("/dev/shm holds only {} (containers default to 64 MB): give it more with "
+                 "docker --shm-size, --ipc=host, or a larger tmpfs",
+                 FormatSize(shm_size));
+  }
   auto leftovers = ListShmObjects(config_.shm_prefix + ".");
   if (!leftovers.empty()) {
     spdlog::warn("{} shared-memory object(s) named {}.* are left in /dev/shm from an earlier run; "
@@ -115,6 +206,9 @@ int Daemon::Run() {
       SHMLEASE_VERSION, config_.socket, config_.shm_prefix, config_.max_segments,
       FormatSize(config_.max_total_bytes), FormatSize(config_.max_segment_size),
       config_.max_connections);
+  sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%d", config_.socket.c_str(),
+             static_cast<int>(::getpid()));
+  NotifyStatus();
   io_.run();
   spdlog::info("shmleased stopped");
   return 0;
@@ -123,7 +217,10 @@ int Daemon::Run() {
 void Daemon::Stop() {
   if (stopping_) return;
   stopping_ = true;
+  sd_notify(0, "STOPPING=1");
   boost::system::error_code ec;
+  reload_signal_.cancel();
+  status_timer_.cancel();
   acceptor_.close(ec);
   accept_retry_.cancel();
   signals_.cancel();
@@ -170,6 +267,16 @@ void Daemon::OnAccept(const boost::system::error_code& ec, stream::socket socket
     peer.gid = cred.gid;
     peer.process = ProcessName(cred.pid);
   }
+  // Supplementary groups, so that group permission bits work for members of a group.
+  std::vector<gid_t> groups(64);
+  socklen_t groups_len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERGROUPS, groups.data(), &groups_len) != 0 &&
+      errno == ERANGE) {
+    groups.resize(groups_len / sizeof(gid_t));
+    ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERGROUPS, groups.data(), &groups_len);
+  }
+  groups.resize(groups_len / sizeof(gid_t));
+  peer.groups = std::move(groups);
   uint64_t conn_id = next_conn_id_++;
   spdlog::info("client {} connected (pid {}, uid {}, {})", conn_id, peer.pid, peer.uid,
                peer.process);

@@ -5,6 +5,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <map>
 #include <string>
 
 #include "config.hpp"
@@ -14,9 +15,15 @@
 
 namespace shmlease::server {
 
+// Where the configuration came from, so that SIGHUP can read it again.
+struct ConfigSource {
+  std::string file;                           // "" = none
+  std::map<std::string, std::string> flags;   // setting name -> value given on the command line
+};
+
 class Daemon {
  public:
-  explicit Daemon(Config config);
+  Daemon(Config config, ConfigSource source = {});
   ~Daemon();
 
   // Binds the socket (refusing if another daemon answers there); false with `error` set.
@@ -30,12 +37,20 @@ class Daemon {
 
  private:
   void Accept();
+  void WaitForSignals();
+  // SIGHUP: reads the file and flags again and applies what can change live.
+  void Reload();
+  // Tells systemd (when it started us) how we are doing; a no-op otherwise.
+  void NotifyStatus();
   void OnAccept(const boost::system::error_code& ec,
                 boost::asio::local::stream_protocol::socket socket);
 
   Config config_;
+  ConfigSource source_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
+  boost::asio::signal_set reload_signal_;
+  boost::asio::steady_timer status_timer_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   boost::asio::steady_timer accept_retry_;
   SessionManager sessions_;
@@ -43,6 +58,7 @@ class Daemon {
   RequestHandler handler_;
   uint64_t next_conn_id_ = 1;
   bool listening_ = false;
+  bool socket_inherited_ = false;  // socket activation: systemd owns the socket file
   bool stopping_ = false;
 };
 

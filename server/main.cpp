@@ -1,32 +1,45 @@
-// shmleased: the shmlease daemon. Every setting is a flag (see config.cpp); none is required.
+// shmleased: the shmlease daemon. Every setting is a flag and a config-file key (config.cpp);
+// none is required. Flags win over the file.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <exception>
+#include <filesystem>
 
 #include "config.hpp"
 #include "daemon.hpp"
 
 int main(int argc, char** argv) {
-  shmlease::server::Config config;
+  shmlease::server::Config parsed;
+  std::map<std::string, std::string> flags;
+  std::string config_file;
   CLI::App app{"shmleased: owns named shared-memory segments and leases them to clients"};
   app.set_version_flag("--version", SHMLEASE_VERSION);
-  shmlease::server::AddFlags(app, config);
+  app.add_option("--config", config_file,
+                 std::string("TOML config file whose keys are the settings below (default: ") +
+                     shmlease::server::kDefaultConfigFile + " if it exists)");
+  shmlease::server::AddFlags(app, parsed, flags);
   CLI11_PARSE(app, argc, argv);
 
   auto logger = spdlog::stderr_color_mt("shmleased");
   spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
-  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  // Under systemd the journal adds its own timestamps.
+  spdlog::set_pattern(std::getenv("JOURNAL_STREAM") ? "%l %v" : "%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
 
+  if (config_file.empty() && std::filesystem::exists(shmlease::server::kDefaultConfigFile)) {
+    config_file = shmlease::server::kDefaultConfigFile;
+  }
+  shmlease::server::Config config;
   std::string error;
-  if (!shmlease::server::Finalize(config, error)) {
+  if (!shmlease::server::BuildConfig(config_file, flags, config, error)) {
     spdlog::error("bad configuration: {}", error);
     return 2;
   }
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  if (!config_file.empty()) spdlog::info("configuration read from {}", config_file);
   try {
-    shmlease::server::Daemon daemon(config);
+    shmlease::server::Daemon daemon(config, {config_file, flags});
     if (!daemon.Listen(error)) {
       spdlog::error("{}", error);
       return 1;

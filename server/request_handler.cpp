@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <boost/asio/post.hpp>
 
 #include "shmlease/format.hpp"
@@ -31,6 +33,8 @@ void RequestHandler::Handle(const SessionPtr& s, const proto::Header& header,
         if constexpr (std::is_same_v<T, proto::Remove>) OnRemove(s, id, m);
         if constexpr (std::is_same_v<T, proto::Stat>) OnStat(s, id, m);
         if constexpr (std::is_same_v<T, proto::List>) OnList(s, id);
+        if constexpr (std::is_same_v<T, proto::Chmod>) OnChmod(s, id, m);
+        if constexpr (std::is_same_v<T, proto::Stats>) OnStats(s, id);
       },
       request);
 }
@@ -56,6 +60,7 @@ void RequestHandler::OnHello(const SessionPtr& s, uint32_t id, const proto::Hell
 void RequestHandler::OnCreate(const SessionPtr& s, uint32_t id, const proto::Create& m) {
   if ((m.flags & proto::kCreateExistOk) != 0) {
     if (Segment* existing = registry_.FindByName(m.name)) {
+      if (!CheckAccess(*s, id, *existing, Access::kRead)) return;
       if (existing->creating) {
         creating_[existing->id].push_back({s, id});
       } else {
@@ -123,6 +128,10 @@ Segment* RequestHandler::FindReady(Session& s, uint32_t id, const std::string& n
 void RequestHandler::OnAcquire(const SessionPtr& s, uint32_t id, const proto::Acquire& m) {
   Segment* segment = FindReady(*s, id, m.name);
   if (segment == nullptr) return;
+  if (!CheckAccess(*s, id, *segment,
+                   m.mode == proto::LeaseMode::kWrite ? Access::kWrite : Access::kRead)) {
+    return;
+  }
   if (m.timeout_ms < proto::kWaitForever) {
     s->Send(proto::ErrorReply{Errc::kInvalidArgument, "timeout must be -1 (forever) or >= 0 ms"},
             id);
@@ -226,7 +235,8 @@ void RequestHandler::OnRelease(const SessionPtr& s, const proto::Header& h,
 }
 
 void RequestHandler::OnRemove(const SessionPtr& s, uint32_t id, const proto::Remove& m) {
-  if (FindReady(*s, id, m.name) == nullptr) return;
+  Segment* found = FindReady(*s, id, m.name);
+  if (found == nullptr || !CheckAccess(*s, id, *found, Access::kWrite)) return;
   Segment* segment = registry_.Unname(m.name);
   uint64_t segment_id = segment->id;
   size_t leases = table_.LeaseCount(segment_id);
@@ -248,14 +258,102 @@ void RequestHandler::OnRemove(const SessionPtr& s, uint32_t id, const proto::Rem
 
 void RequestHandler::OnStat(const SessionPtr& s, uint32_t id, const proto::Stat& m) {
   Segment* segment = FindReady(*s, id, m.name);
-  if (segment == nullptr) return;
+  if (segment == nullptr || !CheckAccess(*s, id, *segment, Access::kRead)) return;
   s->Send(proto::StatOk{Info(*segment)}, id);
 }
 
 void RequestHandler::OnList(const SessionPtr& s, uint32_t id) {
   proto::ListOk list;
-  for (const Segment* segment : registry_.Named()) list.segments.push_back(Info(*segment));
+  for (const Segment* segment : registry_.Named()) {
+    if (Allowed(s->peer(), *segment, Access::kRead)) list.segments.push_back(Info(*segment));
+  }
   s->Send(list, id);
+}
+
+void RequestHandler::OnChmod(const SessionPtr& s, uint32_t id, const proto::Chmod& m) {
+  Segment* segment = FindReady(*s, id, m.name);
+  if (segment == nullptr) return;
+  if (s->peer().uid != segment->owner_uid && !IsAdmin(s->peer())) {
+    s->Send(proto::ErrorReply{Errc::kPermissionDenied,
+                              "only the owner (uid " + std::to_string(segment->owner_uid) +
+                                  ") or an administrator may chmod '" + m.name + "'"},
+            id);
+    return;
+  }
+  if (m.mode > 0777) {
+    s->Send(proto::ErrorReply{Errc::kInvalidArgument, "mode must be between 0 and 0777"}, id);
+    return;
+  }
+  spdlog::info("chmod '{}' {:04o} -> {:04o} by uid {}", m.name, segment->mode, m.mode,
+               s->peer().uid);
+  segment->mode = m.mode;
+  s->Send(proto::ChmodOk{Info(*segment)}, id);
+}
+
+void RequestHandler::OnStats(const SessionPtr& s, uint32_t id) {
+  proto::StatsOk stats;
+  stats.segments = static_cast<uint32_t>(registry_.count());
+  stats.bytes = registry_.total_bytes();
+  stats.max_bytes = config_.max_total_bytes;
+  stats.leases = static_cast<uint32_t>(table_.TotalLeases());
+  stats.connections = static_cast<uint32_t>(sessions_.size());
+  stats.uptime_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              std::chrono::steady_clock::now() - started_)
+                                              .count());
+  bool admin = IsAdmin(s->peer());
+  sessions_.ForEach([&](Session& session) {
+    // Others' processes are visible to administrators only.
+    if (!admin && session.peer().uid != s->peer().uid) return;
+    proto::ClientInfo client;
+    client.conn_id = session.id();
+    client.pid = static_cast<uint32_t>(session.peer().pid);
+    client.uid = session.peer().uid;
+    client.gid = session.peer().gid;
+    client.process = session.peer().process;
+    client.waiting = static_cast<uint32_t>(table_.TicketsOf(session.id()).size());
+    for (uint64_t lease_id : table_.LeasesOf(session.id())) {
+      auto lease = table_.Find(lease_id);
+      const Segment* segment = lease ? registry_.FindById(lease->segment_id) : nullptr;
+      if (segment == nullptr) continue;
+      client.leases.push_back({segment->name, lease->mode, static_cast<uint8_t>(lease->exclusive)});
+    }
+    stats.clients.push_back(std::move(client));
+  });
+  s->Send(stats, id);
+}
+
+bool RequestHandler::IsAdmin(const Peer& peer) const {
+  for (uint64_t uid : config_.admins) {
+    if (uid == peer.uid) return true;
+  }
+  return false;
+}
+
+bool RequestHandler::Allowed(const Peer& peer, const Segment& segment, Access access) const {
+  if (IsAdmin(peer)) return true;
+  uint32_t bits = segment.mode & 07;  // others
+  if (peer.uid == segment.owner_uid) {
+    bits = (segment.mode >> 6) & 07;
+  } else if (peer.gid == segment.owner_gid ||
+             std::find(peer.groups.begin(), peer.groups.end(), segment.owner_gid) !=
+                 peer.groups.end()) {
+    bits = (segment.mode >> 3) & 07;
+  }
+  return (bits & static_cast<uint32_t>(access)) != 0;
+}
+
+bool RequestHandler::CheckAccess(Session& s, uint32_t id, const Segment& segment, Access access) {
+  if (Allowed(s.peer(), segment, access)) return true;
+  spdlog::info("uid {} (pid {}) refused {} access to '{}' (owner {}:{}, mode {:04o})", s.peer().uid,
+               s.peer().pid, access == Access::kWrite ? "write" : "read", segment.name,
+               segment.owner_uid, segment.owner_gid, segment.mode);
+  s.Send(proto::ErrorReply{Errc::kPermissionDenied,
+                           fmt::format("uid {} may not {} segment '{}' (owner {}:{}, mode {:04o})",
+                                       s.peer().uid, access == Access::kWrite ? "write" : "read",
+                                       segment.name, segment.owner_uid, segment.owner_gid,
+                                       segment.mode)},
+         id);
+  return false;
 }
 
 void RequestHandler::OnClose(Session& session) {

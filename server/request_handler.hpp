@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
@@ -49,6 +50,15 @@ class RequestHandler {
   void OnRemove(const SessionPtr& s, uint32_t id, const proto::Remove& m);
   void OnStat(const SessionPtr& s, uint32_t id, const proto::Stat& m);
   void OnList(const SessionPtr& s, uint32_t id);
+  void OnChmod(const SessionPtr& s, uint32_t id, const proto::Chmod& m);
+  void OnStats(const SessionPtr& s, uint32_t id);
+
+  // Access control, from what the kernel says about the peer and the segment's owner and mode.
+  enum class Access : uint32_t { kRead = 4, kWrite = 2 };
+  bool IsAdmin(const Peer& peer) const;
+  bool Allowed(const Peer& peer, const Segment& segment, Access access) const;
+  // Replies kPermissionDenied and returns false when `access` is not allowed.
+  bool CheckAccess(Session& s, uint32_t id, const Segment& segment, Access access);
 
   // Sends AcquireOk for a granted lease, passing the descriptor if this connection lacks it.
   void SendGrant(Session& session, uint32_t request_id, const LeaseRecord& lease);
@@ -65,6 +75,7 @@ class RequestHandler {
   SessionManager& sessions_;
   LeaseTable table_;
   std::unordered_map<uint64_t, Wait> waits_;  // by ticket
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   struct CreateWaiter {
     std::weak_ptr<Session> session;
     uint32_t request_id = 0;

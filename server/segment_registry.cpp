@@ -94,6 +94,30 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
     return nullptr;
   }
 
+  if (config_.quota_bytes != 0 || config_.quota_segments != 0) {
+    uint64_t owned_bytes = 0;
+    uint64_t owned_segments = 0;
+    for (const auto& [other_id, other] : by_id_) {
+      if (other->owner_uid != creator.uid) continue;
+      owned_bytes += other->size;
+      ++owned_segments;
+    }
+    if (config_.quota_segments != 0 && owned_segments >= config_.quota_segments) {
+      Fail(Errc::kQuotaSegments,
+           "uid " + std::to_string(creator.uid) + " already owns its quota of " +
+               std::to_string(config_.quota_segments) + " segments",
+           error, message);
+      return nullptr;
+    }
+    if (config_.quota_bytes != 0 && c.size > config_.quota_bytes - std::min(owned_bytes, config_.quota_bytes)) {
+      Fail(Errc::kQuotaBytes,
+           "creating " + FormatSize(c.size) + " would pass uid " + std::to_string(creator.uid) +
+               "'s quota of " + FormatSize(config_.quota_bytes) + " (" + FormatSize(owned_bytes) +
+               " owned)",
+           error, message);
+      return nullptr;
+    }
+  }
   uint64_t id = next_id_++;
   auto segment = std::make_unique<Segment>();
   segment->id = id;

@@ -32,6 +32,7 @@ struct Peer {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups (SO_PEERGROUPS)
   std::string process;  // /proc/PID/comm, for logs
 };
 

@@ -119,3 +119,11 @@ uint64_t ShmFreeBytes() {
 }
 
 }  // namespace shmlease::server
+
+namespace shmlease::server {
+uint64_t ShmTotalBytes() {
+  struct statvfs st {};
+  if (::statvfs("/dev/shm", &st) != 0) return 0;
+  return static_cast<uint64_t>(st.f_blocks) * st.f_frsize;
+}
+}  // namespace shmlease::server

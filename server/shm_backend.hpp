@@ -45,5 +45,7 @@ std::vector<std::string> ListShmObjects(const std::string& prefix);
 bool UnlinkShmObject(const std::string& name);
 // Bytes free in the filesystem that backs POSIX shm (/dev/shm), or 0 if unknown.
 uint64_t ShmFreeBytes();
+// The size of that filesystem, or 0 if unknown.
+uint64_t ShmTotalBytes();
 
 }  // namespace shmlease::server

@@ -10,6 +10,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <charconv>
+#include <thread>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -105,6 +107,8 @@ int ExitCodeFor(Errc code) {
     case Errc::kLimitConnections:
     case Errc::kLimitLeases:
     case Errc::kMessageTooLarge:
+    case Errc::kQuotaBytes:
+    case Errc::kQuotaSegments:
       return kExitNoSpace;
     case Errc::kInvalidName:
     case Errc::kInvalidArgument:
@@ -205,6 +209,10 @@ Json InfoJson(const SegmentInfo& info) {
       {"waiting", info.waiting},
       {"removed", info.removed != 0},
       {"page_size", info.page_size},
+      {"huge_fallback", info.huge_fallback != 0},
+      {"owner_uid", info.owner_uid},
+      {"owner_gid", info.owner_gid},
+      {"mode", fmt::format("{:04o}", info.mode)},
   };
 }
 
@@ -218,7 +226,20 @@ struct Options {
   bool exist_ok = false;
   bool exclusive = false;
   int64_t timeout_ms = -1;
+  std::string mode;        // create, chmod: octal permission bits as typed
+  double interval_s = 1;   // top
+  int64_t count = -1;      // top: refreshes before exiting; -1 = until interrupted
 };
+
+uint32_t ParseMode(const std::string& text) {
+  uint32_t mode = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), mode, 8);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || mode > 0777) {
+    throw Error(Errc::kInvalidArgument,
+                fmt::format("invalid mode '{}': octal permission bits such as 0600 or 0640", text));
+  }
+  return mode;
+}
 
 void CheckName(const std::string& name) {
   if (!IsValidName(name)) {
@@ -325,6 +346,8 @@ int StatCommand(const Options& o) {
       {"waiting", std::to_string(s.waiting)},
       {"removed", s.removed != 0 ? "yes" : "no"},
       {"page size", FormatSize(s.page_size)},
+      {"owner", fmt::format("uid {}, gid {}", s.owner_uid, s.owner_gid)},
+      {"mode", fmt::format("{:04o}", s.mode)},
   };
   std::string out;
   for (const auto& [key, value] : lines) {
@@ -338,6 +361,7 @@ int CreateCommand(const Options& o) {
   CheckName(o.name);
   CreateOptions create;
   create.exist_ok = o.exist_ok;
+  if (!o.mode.empty()) create.mode = ParseMode(o.mode);
   if (o.size.empty() && o.shape.empty()) {
     throw Usage("create needs a SIZE (like 64MiB), or --shape (with --dtype)");
   }
@@ -519,6 +543,126 @@ int FailWith(bool json, const Error& e) {
               hint);
 }
 
+int ChmodCommand(const Options& o) {
+  CheckName(o.name);
+  uint32_t mode = ParseMode(o.mode);
+  Client client(o.socket);
+  SegmentInfo info = client.Chmod(o.name, mode);
+  if (o.json) {
+    PrintOut(Dump(InfoJson(info)) + "\n");
+  } else {
+    PrintOut(fmt::format("{} is now mode {:04o} (owner uid {}, gid {})\n", info.name, info.mode,
+                         info.owner_uid, info.owner_gid));
+  }
+  return kExitOk;
+}
+
+Json StatsJson(const DaemonStats& st) {
+  Json clients = Json::array();
+  for (const auto& c : st.clients) {
+    Json leases = Json::array();
+    for (const auto& l : c.leases) {
+      leases.push_back({{"segment", l.segment},
+                        {"mode", l.mode == proto::LeaseMode::kWrite ? "write" : "read"},
+                        {"exclusive", l.exclusive != 0}});
+    }
+    clients.push_back({{"connection", c.conn_id}, {"pid", c.pid}, {"uid", c.uid}, {"gid", c.gid},
+                       {"process", c.process}, {"waiting", c.waiting}, {"leases", leases}});
+  }
+  return Json{{"segments", st.segments},   {"bytes", st.bytes},
+              {"max_bytes", st.max_bytes}, {"leases", st.leases},
+              {"connections", st.connections}, {"uptime_ms", st.uptime_ms},
+              {"clients", clients}};
+}
+
+std::string StatsText(const DaemonStats& st) {
+  std::string out = fmt::format(
+      "segments: {}   bytes: {} of {}   leases: {}   connections: {}   up: {} s\n\n", st.segments,
+      FormatSize(st.bytes), FormatSize(st.max_bytes), st.leases, st.connections,
+      st.uptime_ms / 1000);
+  out += fmt::format("{:>8} {:>6} {:>6} {:<16} {:>7} {}\n", "PID", "UID", "GID", "PROCESS", "WAITING",
+                     "LEASES");
+  for (const auto& c : st.clients) {
+    std::string held;
+    for (const auto& l : c.leases) {
+      held += fmt::format("{}{}:{}{}", held.empty() ? "" : " ", l.segment,
+                          l.mode == proto::LeaseMode::kWrite ? "w" : "r", l.exclusive ? "!" : "");
+    }
+    out += fmt::format("{:>8} {:>6} {:>6} {:<16} {:>7} {}\n", c.pid, c.uid, c.gid, c.process,
+                       c.waiting, held.empty() ? "-" : held);
+  }
+  return out;
+}
+
+int StatsCommand(const Options& o) {
+  Client client(o.socket);
+  DaemonStats st = client.Stats();
+  PrintOut(o.json ? Dump(StatsJson(st)) + "\n" : StatsText(st));
+  return kExitOk;
+}
+
+// A live view: the stats and the segment table, redrawn in place on a terminal.
+int TopCommand(const Options& o) {
+  if (o.interval_s <= 0) throw Usage("--interval must be above 0 seconds");
+  Client client(o.socket);
+  bool tty = ::isatty(STDOUT_FILENO) == 1;
+  for (int64_t i = 0; o.count < 0 || i < o.count; ++i) {
+    if (i > 0) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(o.interval_s));
+    }
+    DaemonStats st = client.Stats();
+    std::vector<SegmentInfo> segments = client.List();
+    std::string frame = StatsText(st) + "\n";
+    frame += fmt::format("{:<24} {:>10} {:>6} {:>7} {:>7} {:>5}\n", "SEGMENT", "SIZE", "MODE",
+                         "READERS", "WRITERS", "WAIT");
+    for (const auto& seg : segments) {
+      frame += fmt::format("{:<24} {:>10} {:>6} {:>7} {:>7} {:>5}\n", seg.name, FormatSize(seg.size),
+                           fmt::format("{:04o}", seg.mode), seg.readers, seg.writers, seg.waiting);
+    }
+    // Home and clear-to-end on a terminal; a plain separator when piped.
+    PrintOut(tty ? "\x1b[H\x1b[2J" + frame : frame + "---\n");
+    std::fflush(stdout);
+  }
+  return kExitOk;
+}
+
+// Prometheus text exposition format (version 0.0.4).
+int MetricsCommand(const Options& o) {
+  Client client(o.socket);
+  DaemonStats st = client.Stats();
+  std::vector<SegmentInfo> segments = client.List();
+  std::string out;
+  auto gauge = [&](const char* name, const char* help, auto value) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{} {}\n", name, help, name, name, value);
+  };
+  gauge("shmlease_segments", "Segments held by the daemon, removed-but-leased included.", st.segments);
+  gauge("shmlease_bytes", "Bytes in all segments.", st.bytes);
+  gauge("shmlease_max_bytes", "The daemon's total byte limit.", st.max_bytes);
+  gauge("shmlease_leases", "Leases held.", st.leases);
+  gauge("shmlease_connections", "Client connections.", st.connections);
+  gauge("shmlease_uptime_seconds", "Seconds since the daemon started.", st.uptime_ms / 1000.0);
+  auto label = [](const std::string& name) { return name; };  // names are [A-Za-z0-9._-]: no escaping
+  out += "# HELP shmlease_segment_bytes Size of a segment.\n# TYPE shmlease_segment_bytes gauge\n";
+  for (const auto& seg : segments) {
+    out += fmt::format("shmlease_segment_bytes{{segment=\"{}\"}} {}\n", label(seg.name), seg.size);
+  }
+  out += "# HELP shmlease_segment_leases Leases held on a segment.\n"
+         "# TYPE shmlease_segment_leases gauge\n";
+  for (const auto& seg : segments) {
+    out += fmt::format("shmlease_segment_leases{{segment=\"{}\",mode=\"read\"}} {}\n", seg.name,
+                       seg.readers);
+    out += fmt::format("shmlease_segment_leases{{segment=\"{}\",mode=\"write\"}} {}\n", seg.name,
+                       seg.writers);
+  }
+  out += "# HELP shmlease_segment_waiting Lease requests queued on a segment.\n"
+         "# TYPE shmlease_segment_waiting gauge\n";
+  for (const auto& seg : segments) {
+    out += fmt::format("shmlease_segment_waiting{{segment=\"{}\"}} {}\n", seg.name, seg.waiting);
+  }
+  PrintOut(out);
+  return kExitOk;
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"shmlease: create, inspect, read and write the shared-memory segments of shmleased",
                "shmlease"};
@@ -551,6 +695,20 @@ int Run(int argc, char** argv) {
                    "Item format: one of b B h H i I l L q Q e f d ? (default B)")
       ->type_name("FORMAT");
   create->add_flag("--exist-ok", o.exist_ok, "Succeed when the segment exists already");
+  create->add_option("--mode", o.mode, "Permission bits, octal: 4 read, 2 write for owner, group, "
+                                        "others (default 0600)")
+      ->type_name("MODE");
+
+  CLI::App* chmod = app.add_subcommand("chmod", "Set a segment's permission bits (owner or admin)");
+  chmod->add_option("NAME", o.name, "Segment name")->required();
+  chmod->add_option("MODE", o.mode, "Octal permission bits, e.g. 0640")->required();
+
+  CLI::App* stats = app.add_subcommand(
+      "stats", "The daemon's totals and its clients: pid, uid, process, what each holds");
+  CLI::App* top = app.add_subcommand("top", "A live view of stats and segments, refreshed in place");
+  top->add_option("--interval", o.interval_s, "Seconds between refreshes (default 1)");
+  top->add_option("--count", o.count, "Refreshes before exiting (default: until interrupted)");
+  CLI::App* metrics = app.add_subcommand("metrics", "The daemon's state in Prometheus text format");
 
   CLI::App* rm = app.add_subcommand("rm", "Remove a segment (its memory goes with its last lease)");
   rm->alias("remove");
@@ -586,6 +744,10 @@ int Run(int argc, char** argv) {
     if (app.got_subcommand(rm)) status = RemoveCommand(o);
     if (app.got_subcommand(cat)) status = CatCommand(o);
     if (app.got_subcommand(put)) status = PutCommand(o);
+    if (app.got_subcommand(chmod)) status = ChmodCommand(o);
+    if (app.got_subcommand(stats)) status = StatsCommand(o);
+    if (app.got_subcommand(top)) status = TopCommand(o);
+    if (app.got_subcommand(metrics)) status = MetricsCommand(o);
     if (std::fflush(stdout) != 0 || std::ferror(stdout) != 0) {
       if (errno == EPIPE) return status;
       return Fail(false, kExitError, "io", std::nullopt,

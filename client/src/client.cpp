@@ -131,7 +131,8 @@ SegmentInfo Client::Create(std::string_view name, const CreateOptions& options) 
                                             " are allowed");
   }
   proto::Create request{std::string(name), options.size, options.format, options.shape,
-                        static_cast<uint8_t>(options.exist_ok ? proto::kCreateExistOk : 0)};
+                        static_cast<uint8_t>(options.exist_ok ? proto::kCreateExistOk : 0),
+                        options.mode};
   return Expect<proto::CreateOk>(connection().Call(request)).info;
 }
 
@@ -170,6 +171,12 @@ std::vector<SegmentInfo> Client::List() {
   return Expect<proto::ListOk>(connection().Call(proto::List{})).segments;
 }
 
+SegmentInfo Client::Chmod(std::string_view name, uint32_t mode) {
+  return Expect<proto::ChmodOk>(connection().Call(proto::Chmod{std::string(name), mode})).info;
+}
+
+DaemonStats Client::Stats() { return Expect<proto::StatsOk>(connection().Call(proto::Stats{})); }
+
 void Client::Ping(std::error_code& ec) noexcept {
   Capture(ec, [&] {
     Ping();
@@ -195,6 +202,13 @@ SegmentInfo Client::Stat(std::string_view name, std::error_code& ec) noexcept {
 }
 std::vector<SegmentInfo> Client::List(std::error_code& ec) noexcept {
   return Capture(ec, [&] { return List(); });
+}
+
+SegmentInfo Client::Chmod(std::string_view name, uint32_t mode, std::error_code& ec) noexcept {
+  return Capture(ec, [&] { return Chmod(name, mode); });
+}
+DaemonStats Client::Stats(std::error_code& ec) noexcept {
+  return Capture(ec, [&] { return Stats(); });
 }
 
 void Client::Close() noexcept {

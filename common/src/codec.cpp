@@ -239,6 +239,70 @@ bool Get(Reader& r, ListOk& m) {
   }
   return true;
 }
+void Put(Writer& w, const Chmod& m) {
+  w.String(m.name, kMaxString);
+  w.Int(m.mode);
+}
+bool Get(Reader& r, Chmod& m) {
+  r.String(m.name, kMaxString);
+  return r.Int(m.mode);
+}
+void Put(Writer&, const Stats&) {}
+bool Get(Reader&, Stats&) { return true; }
+void Put(Writer& w, const ChmodOk& m) { Put(w, m.info); }
+bool Get(Reader& r, ChmodOk& m) { return Get(r, m.info); }
+void Put(Writer& w, const StatsOk& m) {
+  w.Int(m.segments);
+  w.Int(m.bytes);
+  w.Int(m.max_bytes);
+  w.Int(m.leases);
+  w.Int(m.connections);
+  w.Int(m.uptime_ms);
+  w.Int(static_cast<uint32_t>(m.clients.size()));
+  for (const ClientInfo& c : m.clients) {
+    w.Int(c.conn_id);
+    w.Int(c.pid);
+    w.Int(c.uid);
+    w.Int(c.gid);
+    w.String(c.process, kMaxString);
+    w.Int(c.waiting);
+    w.Int(static_cast<uint32_t>(c.leases.size()));
+    for (const HeldLease& l : c.leases) {
+      w.String(l.segment, kMaxString);
+      w.Int(static_cast<uint8_t>(l.mode));
+      w.Int(l.exclusive);
+    }
+  }
+}
+bool Get(Reader& r, StatsOk& m) {
+  r.Int(m.segments);
+  r.Int(m.bytes);
+  r.Int(m.max_bytes);
+  r.Int(m.leases);
+  r.Int(m.connections);
+  r.Int(m.uptime_ms);
+  uint32_t n = 0;
+  // A client takes at least 34 bytes, a lease 4: counts beyond the body are refused unallocated.
+  if (!r.Int(n) || n > r.remaining() / 34) return false;
+  m.clients.resize(n);
+  for (ClientInfo& c : m.clients) {
+    r.Int(c.conn_id);
+    r.Int(c.pid);
+    r.Int(c.uid);
+    r.Int(c.gid);
+    r.String(c.process, kMaxString);
+    r.Int(c.waiting);
+    uint32_t leases = 0;
+    if (!r.Int(leases) || leases > r.remaining() / 4) return false;
+    c.leases.resize(leases);
+    for (HeldLease& l : c.leases) {
+      r.String(l.segment, kMaxString);
+      r.Mode(l.mode);
+      if (!r.Bool(l.exclusive)) return false;
+    }
+  }
+  return true;
+}
 void Put(Writer& w, const SegmentGone& m) { w.Int(m.segment_id); }
 bool Get(Reader& r, SegmentGone& m) { return r.Int(m.segment_id); }
 void Put(Writer& w, const ErrorReply& m) {
@@ -271,6 +335,10 @@ struct TypeVisitor {
   MsgType operator()(const RemoveOk&) const { return MsgType::kRemoveOk; }
   MsgType operator()(const StatOk&) const { return MsgType::kStatOk; }
   MsgType operator()(const ListOk&) const { return MsgType::kListOk; }
+  MsgType operator()(const Chmod&) const { return MsgType::kChmod; }
+  MsgType operator()(const Stats&) const { return MsgType::kStats; }
+  MsgType operator()(const ChmodOk&) const { return MsgType::kChmodOk; }
+  MsgType operator()(const StatsOk&) const { return MsgType::kStatsOk; }
   MsgType operator()(const SegmentGone&) const { return MsgType::kSegmentGone; }
   MsgType operator()(const ErrorReply&) const { return MsgType::kError; }
 };
@@ -373,6 +441,8 @@ bool DecodeRequest(const Header& header, std::span<const std::byte> body, Reques
     case MsgType::kRemove: ok = DecodeInto<Remove>(body, out); break;
     case MsgType::kStat: ok = DecodeInto<Stat>(body, out); break;
     case MsgType::kList: ok = DecodeInto<List>(body, out); break;
+    case MsgType::kChmod: ok = DecodeInto<Chmod>(body, out); break;
+    case MsgType::kStats: ok = DecodeInto<Stats>(body, out); break;
     default:
       error = Errc::kUnknownType;
       reason = "unknown request type " + std::to_string(static_cast<unsigned>(header.type));
@@ -397,6 +467,8 @@ bool DecodeReply(const Header& header, std::span<const std::byte> body, Reply& o
     case MsgType::kRemoveOk: ok = DecodeInto<RemoveOk>(body, out); break;
     case MsgType::kStatOk: ok = DecodeInto<StatOk>(body, out); break;
     case MsgType::kListOk: ok = DecodeInto<ListOk>(body, out); break;
+    case MsgType::kChmodOk: ok = DecodeInto<ChmodOk>(body, out); break;
+    case MsgType::kStatsOk: ok = DecodeInto<StatsOk>(body, out); break;
     case MsgType::kSegmentGone: ok = DecodeInto<SegmentGone>(body, out); break;
     case MsgType::kError: ok = DecodeInto<ErrorReply>(body, out); break;
     default:
@@ -442,6 +514,10 @@ const char* TypeName(MsgType type) noexcept {
     case MsgType::kStatOk: return "stat_ok";
     case MsgType::kList: return "list";
     case MsgType::kListOk: return "list_ok";
+    case MsgType::kChmod: return "chmod";
+    case MsgType::kChmodOk: return "chmod_ok";
+    case MsgType::kStats: return "stats";
+    case MsgType::kStatsOk: return "stats_ok";
     case MsgType::kSegmentGone: return "segment_gone";
     case MsgType::kError: return "error";
   }

@@ -37,6 +37,8 @@ constexpr ErrcEntry kErrcTable[] = {
     {Errc::kShuttingDown, "shutting_down", "shmleased is shutting down"},
     {Errc::kNotHelloed, "not_helloed", "request before hello"},
     {Errc::kMapFailed, "map_failed", "mapping shared memory failed"},
+    {Errc::kQuotaBytes, "quota_bytes", "per-user byte quota reached"},
+    {Errc::kQuotaSegments, "quota_segments", "per-user segment quota reached"},
 };
 
 const ErrcEntry* Find(uint32_t value) noexcept {

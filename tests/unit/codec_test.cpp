@@ -185,6 +185,8 @@ std::vector<Request> SampleRequests() {
   out.push_back(Stat{.name = "a.b_c-d"});
   out.push_back(Stat{.name = ""});
   out.push_back(List{});
+  out.push_back(Chmod{.name = "frames", .mode = 0640});
+  out.push_back(Stats{});
   return out;
 }
 
@@ -210,6 +212,21 @@ std::vector<Reply> SampleReplies() {
   out.push_back(ListOk{.segments = {MinimalInfo()}});
   out.push_back(ListOk{.segments = {MinimalInfo(""), MinimalInfo("a"), MinimalInfo("b"),
                                     SampleInfo("big", "f", {2, 2})}});
+  out.push_back(ChmodOk{.info = SampleInfo("chmodded", "", {})});
+  out.push_back(StatsOk{});
+  out.push_back(StatsOk{
+      .segments = 3,
+      .bytes = 1ull << 40,
+      .max_bytes = ~0ull,
+      .leases = 7,
+      .connections = 2,
+      .uptime_ms = 123456789,
+      .clients = {ClientInfo{.conn_id = 1, .pid = 42, .uid = 1000, .gid = 100, .process = "cam",
+                             .waiting = 1,
+                             .leases = {HeldLease{.segment = "frames", .mode = LeaseMode::kWrite,
+                                                  .exclusive = 1},
+                                        HeldLease{.segment = "w", .mode = LeaseMode::kRead}}},
+                  ClientInfo{.conn_id = 9, .process = ""}}});
   out.push_back(SegmentGone{.segment_id = 12});
   out.push_back(ErrorReply{.code = Errc::kNotFound, .message = "no segment named 'x'"});
   out.push_back(ErrorReply{.code = Errc::kOk, .message = ""});
@@ -542,7 +559,7 @@ TEST(CodecBody, TrailingBytesAfterAValidBodyAreBad) {
 
 TEST(CodecBody, UnknownTypesAreUnknownTypeNotBadMessage) {
   const uint16_t request_types[] = {0x0000,
-                                    0x0009,
+                                    0x000C,
                                     0x00FF,
                                     0x7FFF,
                                     static_cast<uint16_t>(MsgType::kPong),
@@ -557,7 +574,7 @@ TEST(CodecBody, UnknownTypesAreUnknownTypeNotBadMessage) {
     EXPECT_EQ(error, Errc::kUnknownType) << type;
     EXPECT_FALSE(reason.empty());
   }
-  const uint16_t reply_types[] = {0x0001, 0x0002, 0x0008, 0x8000, 0x8009, 0x8101, 0xFFFE};
+  const uint16_t reply_types[] = {0x0001, 0x0002, 0x0008, 0x8000, 0x800C, 0x8101, 0xFFFE};
   for (uint16_t type : reply_types) {
     Header header{.body_length = 0, .type = static_cast<MsgType>(type)};
     Reply out;
@@ -745,7 +762,7 @@ void CheckConsistent(const Bytes& input, uint32_t max_body) {
         ASSERT_EQ(error == Errc::kUnknownType,
                   (static_cast<uint16_t>(f.header.type) & kReplyBit) != 0 ||
                       static_cast<uint16_t>(f.header.type) == 0 ||
-                      static_cast<uint16_t>(f.header.type) > 8);
+                      static_cast<uint16_t>(f.header.type) > static_cast<uint16_t>(MsgType::kStats));
       }
       Reply reply;
       error = Errc::kOk;

@@ -41,6 +41,8 @@ class Error : public std::system_error {
 };
 
 using SegmentInfo = proto::SegmentInfo;
+// The daemon's totals and its clients (all of them for an administrator, else the caller's uid's).
+using DaemonStats = proto::StatsOk;
 
 enum class Mode : uint8_t { kRead = 1, kWrite = 2 };
 
@@ -52,6 +54,9 @@ struct CreateOptions {
   std::string format;            // one native struct item ("f", "B", "q", ...); "" = raw bytes
   std::vector<uint64_t> shape;   // up to 8 dimensions; product x itemsize must equal size
   bool exist_ok = false;         // return the existing segment instead of kAlreadyExists
+  // Permission bits for owner (the caller), group (the caller's gid) and others: 4 read, 2 write.
+  // The daemon checks them on every lease, stat, list and remove.
+  uint32_t mode = proto::kDefaultMode;
 };
 
 struct LeaseOptions {
@@ -170,7 +175,11 @@ class Client {
   // Takes the name away now; the memory is freed when its last lease is released.
   void Remove(std::string_view name);
   SegmentInfo Stat(std::string_view name);
+  // The segments this caller may read.
   std::vector<SegmentInfo> List();
+  // Sets a segment's permission bits (0 to 0777); only its owner or an administrator may.
+  SegmentInfo Chmod(std::string_view name, uint32_t mode);
+  DaemonStats Stats();
 
   // error_code overloads: never throw; on failure set `ec` and return an empty value.
   void Ping(std::error_code& ec) noexcept;
@@ -181,6 +190,8 @@ class Client {
   void Remove(std::string_view name, std::error_code& ec) noexcept;
   SegmentInfo Stat(std::string_view name, std::error_code& ec) noexcept;
   std::vector<SegmentInfo> List(std::error_code& ec) noexcept;
+  SegmentInfo Chmod(std::string_view name, uint32_t mode, std::error_code& ec) noexcept;
+  DaemonStats Stats(std::error_code& ec) noexcept;
 
   // Closes the connection: the daemon releases every lease it held. Calls waiting in other
   // threads wake with kConnectionLost; later calls fail with it. Leases already handed out keep

@@ -35,6 +35,8 @@ enum class Errc : uint32_t {
   kShuttingDown = 21,       // the daemon is stopping
   kNotHelloed = 22,         // a request before the hello exchange
   kMapFailed = 23,          // client side: mmap of a passed descriptor failed
+  kQuotaBytes = 24,         // the owner's per-uid byte quota is reached
+  kQuotaSegments = 25,      // the owner's per-uid segment quota is reached
 };
 
 // The category under which Errc values appear in std::error_code and shmlease::Error.

@@ -47,6 +47,10 @@ enum class MsgType : uint16_t {
   kStatOk = 0x8007,
   kList = 0x0008,
   kListOk = 0x8008,
+  kChmod = 0x0009,
+  kChmodOk = 0x8009,
+  kStats = 0x000A,
+  kStatsOk = 0x800A,
   // Unsolicited, request_id 0: the daemon freed a segment this connection was sent a descriptor
   // for; the client may unmap it once no lease of its own uses it.
   kSegmentGone = 0x8100,
@@ -138,6 +142,15 @@ struct Stat {
 struct List {
   bool operator==(const List&) const = default;
 };
+// Changes a segment's permission bits; only its owner or an administrator may.
+struct Chmod {
+  std::string name;
+  uint32_t mode = kDefaultMode;
+  bool operator==(const Chmod&) const = default;
+};
+struct Stats {
+  bool operator==(const Stats&) const = default;
+};
 
 // --- Replies (daemon -> client) ---
 struct HelloOk {
@@ -178,6 +191,38 @@ struct ListOk {
   std::vector<SegmentInfo> segments;
   bool operator==(const ListOk&) const = default;
 };
+struct ChmodOk {
+  SegmentInfo info;
+  bool operator==(const ChmodOk&) const = default;
+};
+// One lease a client holds, for Stats.
+struct HeldLease {
+  std::string segment;
+  LeaseMode mode = LeaseMode::kRead;
+  uint8_t exclusive = 0;
+  bool operator==(const HeldLease&) const = default;
+};
+// One connected client, as the kernel identified it.
+struct ClientInfo {
+  uint64_t conn_id = 0;
+  uint32_t pid = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::string process;
+  uint32_t waiting = 0;  // lease requests queued
+  std::vector<HeldLease> leases;
+  bool operator==(const ClientInfo&) const = default;
+};
+struct StatsOk {
+  uint32_t segments = 0;      // named and removed-but-leased
+  uint64_t bytes = 0;         // in all segments
+  uint64_t max_bytes = 0;     // the daemon's total byte limit
+  uint32_t leases = 0;
+  uint32_t connections = 0;
+  uint64_t uptime_ms = 0;
+  std::vector<ClientInfo> clients;  // the clients the asker may see: all for administrators
+  bool operator==(const StatsOk&) const = default;
+};
 struct SegmentGone {
   uint64_t segment_id = 0;
   bool operator==(const SegmentGone&) const = default;
@@ -188,8 +233,9 @@ struct ErrorReply {
   bool operator==(const ErrorReply&) const = default;
 };
 
-using Request = std::variant<Hello, Ping, Create, Acquire, Release, Remove, Stat, List>;
+using Request =
+    std::variant<Hello, Ping, Create, Acquire, Release, Remove, Stat, List, Chmod, Stats>;
 using Reply = std::variant<HelloOk, Pong, CreateOk, AcquireOk, ReleaseOk, RemoveOk, StatOk, ListOk,
-                           SegmentGone, ErrorReply>;
+                           ChmodOk, StatsOk, SegmentGone, ErrorReply>;
 
 }  // namespace shmlease::proto

@@ -1,0 +1,372 @@
+// The daemon as a service: access control by kernel-given identity, per-uid quotas, stats and
+// metrics, the config file and SIGHUP reload, sd_notify and socket activation.
+#include "shmlease/client.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "daemon_process.hpp"
+
+namespace shmlease {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::DaemonProcess;
+
+struct Result {
+  int status = -1;
+  std::string output;
+};
+
+// Runs a shell command line, capturing stdout and stderr together.
+Result RunShell(const std::string& command) {
+  Result r;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) r.output.append(buf, n);
+  int status = ::pclose(pipe);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+Errc CodeOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.errc();
+  }
+  return Errc::kOk;
+}
+
+// The CLI as user nobody (uid 65534), optionally with extra supplementary groups.
+class AccessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "switching to a second uid needs root";
+    // nobody must reach the socket: its directory is private to the test by default.
+    ASSERT_EQ(::chmod(daemon_.dir().c_str(), 0755), 0);
+  }
+  void TearDown() override {
+    if (::geteuid() != 0) return;
+    daemon_.Stop();
+    EXPECT_TRUE(daemon_.ShmObjects().empty());
+  }
+  Result AsNobody(const std::string& args, const std::string& groups = "") {
+    std::string who = groups.empty() ? "--clear-groups" : "--groups " + groups;
+    return RunShell("setpriv --reuid=65534 --regid=65534 " + who + " " + DaemonProcess::CliBinary() +
+               " --socket " + daemon_.socket_path() + " " + args);
+  }
+
+  DaemonProcess daemon_{{"--socket-mode", "0666"}};
+};
+
+TEST_F(AccessTest, PrivateSegmentsRefuseOthersAndSharedOnesAdmitThem) {
+  Client root(daemon_.socket_path());
+  root.Create("private", 4096);  // default mode 0600
+  root.Create("world-read", {.size = 4096, .mode = 0644});
+  root.Create("group-rw", {.size = 4096, .mode = 0660});  // owner gid 0
+  Lease w = root.Acquire("world-read", Mode::kWrite);
+  std::memcpy(w.writable_data().data(), "shared", 6);
+  w.Release();
+
+  // Refused on a private segment, for every kind of access.
+  Result r = AsNobody("stat private");
+  EXPECT_EQ(r.status, 5) << r.output;
+  EXPECT_NE(r.output.find("uid 65534 may not read"), std::string::npos) << r.output;
+  EXPECT_EQ(AsNobody("cat private").status, 5);
+  EXPECT_EQ(AsNobody("rm private").status, 5);
+  EXPECT_EQ(AsNobody("chmod private 0666").status, 5);
+
+  // Admitted read-only on a world-readable one.
+  r = AsNobody("cat world-read");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.substr(0, 6), "shared");
+  r = RunShell("echo x | setpriv --reuid=65534 --regid=65534 --clear-groups " +
+          DaemonProcess::CliBinary() + " --socket " + daemon_.socket_path() + " put world-read");
+  EXPECT_EQ(r.status, 5) << r.output;
+  EXPECT_NE(r.output.find("may not write"), std::string::npos) << r.output;
+
+  // Group bits through a supplementary group (the kernel's SO_PEERGROUPS, not the client's word).
+  EXPECT_EQ(AsNobody("cat group-rw").status, 5);
+  EXPECT_EQ(AsNobody("cat group-rw", "0").status, 0);
+  r = RunShell("echo group | setpriv --reuid=65534 --regid=65534 --groups 0 " +
+          DaemonProcess::CliBinary() + " --socket " + daemon_.socket_path() + " put group-rw");
+  EXPECT_EQ(r.status, 0) << r.output;
+  Lease check = root.Acquire("group-rw", Mode::kRead);
+  EXPECT_EQ(std::memcmp(check.data().data(), "group", 5), 0);
+  check.Release();
+
+  // ls shows only what the caller may read.
+  r = AsNobody("ls --json");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("world-read"), std::string::npos);
+  EXPECT_EQ(r.output.find("\"private\""), std::string::npos) << r.output;
+
+  // The owner opens it up; then nobody may read it but still not write.
+  EXPECT_EQ(root.Chmod("private", 0604).mode, 0604u);
+  EXPECT_EQ(AsNobody("cat private").status, 0);
+  EXPECT_EQ(AsNobody("rm private").status, 5);
+  EXPECT_EQ(CodeOf([&] { root.Chmod("private", 01000); }), Errc::kInvalidArgument);
+
+  root.Remove("private");
+  root.Remove("world-read");
+  root.Remove("group-rw");
+}
+
+TEST_F(AccessTest, SegmentsCreatedByOthersBelongToThemAndTheShmObjectsStayPrivate) {
+  Result r = AsNobody("create mine 4096");
+  ASSERT_EQ(r.status, 0) << r.output;
+  Client root(daemon_.socket_path());
+  SegmentInfo info = root.Stat("mine");  // root is an administrator by default
+  EXPECT_EQ(info.owner_uid, 65534u);
+  EXPECT_EQ(info.owner_gid, 65534u);
+  EXPECT_EQ(info.mode, 0600u);
+  // The object in /dev/shm is the daemon's, mode 0600: no way in by name.
+  auto objects = daemon_.ShmObjects();
+  ASSERT_EQ(objects.size(), 1u);
+  struct stat st {};
+  ASSERT_EQ(::stat(("/dev/shm/" + objects[0]).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+  EXPECT_EQ(AsNobody("rm mine").status, 0);
+}
+
+TEST(Quotas, PerUidBytesAndSegments) {
+  DaemonProcess daemon({"--quota-bytes", "64KiB", "--quota-segments", "2"});
+  Client c(daemon.socket_path());
+  c.Create("q1", 32 << 10);
+  EXPECT_EQ(CodeOf([&] { c.Create("q2", 40 << 10); }), Errc::kQuotaBytes);
+  c.Create("q2", 32 << 10);
+  EXPECT_EQ(CodeOf([&] { c.Create("q3", 1); }), Errc::kQuotaSegments);
+  c.Remove("q1");
+  c.Create("q3", 4096);
+  c.Remove("q2");
+  c.Remove("q3");
+  daemon.Stop();
+  EXPECT_TRUE(daemon.ShmObjects().empty());
+}
+
+TEST(Observability, StatsShowEachClientAndWhatItHolds) {
+  DaemonProcess daemon;
+  Client a(daemon.socket_path());
+  Client b(daemon.socket_path());
+  a.Create("seen", 4096);
+  Lease r = b.Acquire("seen", Mode::kRead);
+  Lease w = b.Acquire("seen", Mode::kWrite, {.exclusive = false});
+  DaemonStats st = a.Stats();
+  EXPECT_EQ(st.segments, 1u);
+  EXPECT_EQ(st.bytes, 4096u);
+  EXPECT_EQ(st.leases, 2u);
+  EXPECT_EQ(st.connections, 2u);
+  ASSERT_EQ(st.clients.size(), 2u);
+  size_t with_leases = 0;
+  for (const auto& client : st.clients) {
+    EXPECT_EQ(client.pid, static_cast<uint32_t>(::getpid()));
+    EXPECT_EQ(client.uid, ::geteuid());
+    EXPECT_FALSE(client.process.empty());
+    if (client.leases.size() == 2) {
+      ++with_leases;
+      EXPECT_EQ(client.leases[0].segment, "seen");
+    }
+  }
+  EXPECT_EQ(with_leases, 1u);
+
+  Result m = RunShell(DaemonProcess::CliBinary() + " --socket " + daemon.socket_path() + " metrics");
+  EXPECT_EQ(m.status, 0) << m.output;
+  EXPECT_NE(m.output.find("# TYPE shmlease_leases gauge\nshmlease_leases 2\n"), std::string::npos)
+      << m.output;
+  EXPECT_NE(m.output.find("shmlease_segment_leases{segment=\"seen\",mode=\"write\"} 1"),
+            std::string::npos);
+  Result s = RunShell(DaemonProcess::CliBinary() + " --socket " + daemon.socket_path() + " stats --json");
+  EXPECT_EQ(s.status, 0);
+  EXPECT_NE(s.output.find("\"connections\": 3"), std::string::npos) << s.output;  // + the CLI
+  Result t = RunShell(DaemonProcess::CliBinary() + " --socket " + daemon.socket_path() +
+                 " top --count 2 --interval 0.05");
+  EXPECT_EQ(t.status, 0);
+  EXPECT_NE(t.output.find("seen"), std::string::npos) << t.output;
+  r.Release();
+  w.Release();
+  a.Remove("seen");
+}
+
+std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
+  std::string path = dir + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ConfigFile, BadFilesAreRefusedWithFileLineAndReason) {
+  std::string dir = std::filesystem::temp_directory_path().string() + "/shmlease-cfg-" +
+                    std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::string daemon = DaemonProcess::DaemonBinary() + " --socket " + dir + "/s.sock --config ";
+  struct Case {
+    std::string text;
+    std::string expect;
+  } cases[] = {
+      {"log-level = \"info\"\nmax-segments = \"ten\"\n", ":2: max-segments: 'ten' is not a whole number"},
+      {"bogus = 1\n", ":1: unknown setting 'bogus'"},
+      {"max-segments = \n", ":1: "},
+      {"log-level = 7\n", ":1: "},
+      {"max-total-bytes = \"12 parsecs\"\n", "is not a size"},
+      {"admins = [0, -3]\n", "wrong type"},
+  };
+  int i = 0;
+  for (const Case& c : cases) {
+    std::string path = WriteFile(dir, "bad" + std::to_string(i++) + ".toml", c.text);
+    Result r = RunShell(daemon + path);
+    EXPECT_EQ(r.status, 2) << c.text << r.output;
+    EXPECT_NE(r.output.find(path), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(c.expect), std::string::npos) << r.output;
+  }
+  Result missing = RunShell(daemon + dir + "/missing.toml");
+  EXPECT_EQ(missing.status, 2);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ConfigFile, FlagsWinAndSighupReloadsWithoutDroppingClients) {
+  std::string dir = std::filesystem::temp_directory_path().string() + "/shmlease-cfg-r-" +
+                    std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::string path = WriteFile(dir, "d.toml",
+                               "# a comment\nmax-segments = 5\nlog-level = \"debug\"\n"
+                               "max-leases-per-connection = 1\nsocket-mode = 0o600\n");
+  DaemonProcess daemon({"--config", path, "--max-leases-per-connection", "2"});
+  Client c(daemon.socket_path());
+  c.Create("a", 4096);
+  Lease l1 = c.Acquire("a", Mode::kRead);
+  Lease l2 = c.Acquire("a", Mode::kRead);  // the flag (2) wins over the file (1)
+  EXPECT_EQ(CodeOf([&] { c.Acquire("a", Mode::kRead); }), Errc::kLimitLeases);
+  EXPECT_EQ(std::filesystem::status(daemon.socket_path()).permissions() &
+                std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+
+  // Lower the segment limit in the file and reload: applies at once, the client stays connected.
+  WriteFile(dir, "d.toml", "max-segments = 1\nlog-level = \"info\"\nmax-leases-per-connection = 1\n");
+  ::kill(daemon.pid(), SIGHUP);
+  std::string log;
+  for (int i = 0; i < 400 && log.find("configuration reloaded") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(5ms);
+    log = daemon.log();
+  }
+  EXPECT_NE(log.find("reload: max-segments = 1 (was 5)"), std::string::npos) << log;
+  EXPECT_EQ(CodeOf([&] { c.Create("b", 4096); }), Errc::kLimitSegments);
+  EXPECT_EQ(l1.data().size(), 4096u);
+  c.Ping();  // same connection
+
+  // A broken file on reload keeps the running settings.
+  WriteFile(dir, "d.toml", "max-segments = \"many\"\n");
+  ::kill(daemon.pid(), SIGHUP);
+  for (int i = 0; i < 400 && log.find("reload failed") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(5ms);
+    log = daemon.log();
+  }
+  EXPECT_NE(log.find("reload failed, keeping the running settings"), std::string::npos) << log;
+  EXPECT_EQ(CodeOf([&] { c.Create("b", 4096); }), Errc::kLimitSegments);
+  l1.Release();
+  l2.Release();
+  c.Remove("a");
+  daemon.Stop();
+  std::filesystem::remove_all(dir);
+}
+
+// A datagram socket standing in for systemd's NOTIFY_SOCKET.
+class NotifySocket {
+ public:
+  explicit NotifySocket(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    timeval tv{5, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~NotifySocket() {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  // Datagrams until one contains `what` (or a 5 s silence).
+  std::string WaitFor(const std::string& what) {
+    std::string all;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) return all;
+      all.append(buf, static_cast<size_t>(n));
+      all += '\n';
+      if (all.find(what) != std::string::npos) return all;
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+TEST(Systemd, NotifiesReadyAndStoppingAndAcceptsAnInheritedSocket) {
+  std::string dir = std::filesystem::temp_directory_path().string() + "/shmlease-sd-" +
+                    std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  NotifySocket notify(dir + "/notify");
+  std::string socket_path = dir + "/activated.sock";
+
+  // Bind and listen here, as systemd's .socket unit does, then pass the socket as fd 3.
+  int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket_path.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener, 16), 0);
+
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(listener, 3);
+    std::string listen_pid = std::to_string(::getpid());
+    ::setenv("LISTEN_PID", listen_pid.c_str(), 1);
+    ::setenv("LISTEN_FDS", "1", 1);
+    ::setenv("NOTIFY_SOCKET", (dir + "/notify").c_str(), 1);
+    std::string prefix = "shmlease-test-sd-" + listen_pid;
+    ::execl(DaemonProcess::DaemonBinary().c_str(), "shmleased", "--shm-prefix", prefix.c_str(),
+            "--log-level", "debug", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(listener);
+  std::string ready = notify.WaitFor("READY=1");
+  EXPECT_NE(ready.find("READY=1"), std::string::npos) << ready;
+  EXPECT_NE(ready.find("STATUS=listening on " + socket_path), std::string::npos) << ready;
+  {
+    Client c(socket_path);  // served on the inherited socket
+    c.Create("activated", 4096);
+    c.Remove("activated");
+  }
+  ::kill(pid, SIGHUP);
+  EXPECT_NE(notify.WaitFor("RELOADING=1").find("RELOADING=1"), std::string::npos);
+  ::kill(pid, SIGTERM);
+  EXPECT_NE(notify.WaitFor("STOPPING=1").find("STOPPING=1"), std::string::npos);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // The socket file is systemd's: the daemon leaves it in place.
+  EXPECT_TRUE(std::filesystem::exists(socket_path));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace shmlease
