@@ -62,7 +62,7 @@ constexpr const char* kFooter = R"(Exit status:
   5  permission denied
   6  timeout waiting for a lease
   7  shmleased not running, or connection lost
-  8  no space, a daemon limit reached, or input larger than the segment
+  8  no space, a daemon limit or quota reached, or input larger than the segment
   9  invalid name or argument
 With --json, results are JSON on stdout, and errors are also a JSON object on stdout:
   {"error": "<name>", "code": <exit status>, "errc": <shmlease error number>, "message": "..."}
