@@ -17,11 +17,13 @@
 #include <thread>
 
 #include "daemon_process.hpp"
+#include "errc_of.hpp"
 
 namespace shmlease {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::CodeOf;
 using testing::DaemonProcess;
 
 class LeaseTest : public ::testing::Test {
@@ -101,33 +103,25 @@ TEST_F(LeaseTest, CreateStatListRemove) {
 TEST_F(LeaseTest, CreateErrorsCarryTheirCodes) {
   Client c = Connect();
   c.Create("a", 4096);
-  auto code_of = [&](auto&& f) {
-    try {
-      f();
-    } catch (const Error& e) {
-      return e.errc();
-    }
-    return Errc::kOk;
-  };
-  EXPECT_EQ(code_of([&] { c.Create("a", 4096); }), Errc::kAlreadyExists);
+  EXPECT_EQ(CodeOf([&] { c.Create("a", 4096); }), Errc::kAlreadyExists);
   EXPECT_EQ(c.Create("a", {.size = 4096, .exist_ok = true}).name, "a");
-  EXPECT_EQ(code_of([&] { c.Create("", 1); }), Errc::kInvalidName);
-  EXPECT_EQ(code_of([&] { c.Create("../etc", 1); }), Errc::kInvalidName);
-  EXPECT_EQ(code_of([&] { c.Create(std::string(129, 'x'), 1); }), Errc::kInvalidName);
-  EXPECT_EQ(code_of([&] { c.Create("zero", 0); }), Errc::kInvalidArgument);
-  EXPECT_EQ(code_of([&] { c.Create("fmt", {.size = 8, .format = "<f"}); }), Errc::kInvalidArgument);
-  EXPECT_EQ(code_of([&] { c.Create("odd", {.size = 6, .format = "f"}); }), Errc::kInvalidArgument);
-  EXPECT_EQ(code_of([&] { c.Create("shape", {.size = 10, .format = "f", .shape = {2, 2}}); }),
+  EXPECT_EQ(CodeOf([&] { c.Create("", 1); }), Errc::kInvalidName);
+  EXPECT_EQ(CodeOf([&] { c.Create("../etc", 1); }), Errc::kInvalidName);
+  EXPECT_EQ(CodeOf([&] { c.Create(std::string(129, 'x'), 1); }), Errc::kInvalidName);
+  EXPECT_EQ(CodeOf([&] { c.Create("zero", 0); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([&] { c.Create("fmt", {.size = 8, .format = "<f"}); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([&] { c.Create("odd", {.size = 6, .format = "f"}); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([&] { c.Create("shape", {.size = 10, .format = "f", .shape = {2, 2}}); }),
             Errc::kInvalidArgument);
-  EXPECT_EQ(code_of([&] { c.Create("dims", {.format = "B", .shape = {1, 1, 1, 1, 1, 1, 1, 1, 1}}); }),
+  EXPECT_EQ(CodeOf([&] { c.Create("dims", {.format = "B", .shape = {1, 1, 1, 1, 1, 1, 1, 1, 1}}); }),
             Errc::kInvalidArgument);
-  EXPECT_EQ(code_of([&] { c.Create("zerodim", {.format = "B", .shape = {4, 0}}); }),
+  EXPECT_EQ(CodeOf([&] { c.Create("zerodim", {.format = "B", .shape = {4, 0}}); }),
             Errc::kInvalidArgument);
-  EXPECT_EQ(code_of([&] { c.Create("overflow", {.format = "d", .shape = {1ull << 62, 4}}); }),
+  EXPECT_EQ(CodeOf([&] { c.Create("overflow", {.format = "d", .shape = {1ull << 62, 4}}); }),
             Errc::kInvalidArgument);
-  EXPECT_EQ(code_of([&] { c.Stat("missing"); }), Errc::kNotFound);
-  EXPECT_EQ(code_of([&] { c.Remove("missing"); }), Errc::kNotFound);
-  EXPECT_EQ(code_of([&] { c.Acquire("missing", Mode::kRead); }), Errc::kNotFound);
+  EXPECT_EQ(CodeOf([&] { c.Stat("missing"); }), Errc::kNotFound);
+  EXPECT_EQ(CodeOf([&] { c.Remove("missing"); }), Errc::kNotFound);
+  EXPECT_EQ(CodeOf([&] { c.Acquire("missing", Mode::kRead); }), Errc::kNotFound);
   // A size far beyond what /dev/shm can hold is refused by the reservation, not a later SIGBUS.
   c.Remove("a");
 }

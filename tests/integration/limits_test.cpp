@@ -10,22 +10,16 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "errc_of.hpp"
 #include "raw_socket.hpp"
 
 namespace shmlease {
 namespace {
 
+using testing::CodeOf;
 using testing::DaemonProcess;
 using testing::RawSocket;
 
-Errc CodeOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.errc();
-  }
-  return Errc::kOk;
-}
 
 class LimitsTest : public ::testing::Test {
  protected:

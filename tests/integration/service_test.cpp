@@ -20,11 +20,13 @@
 #include <thread>
 
 #include "daemon_process.hpp"
+#include "errc_of.hpp"
 
 namespace shmlease {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::CodeOf;
 using testing::DaemonProcess;
 
 struct Result {
@@ -45,14 +47,6 @@ Result RunShell(const std::string& command) {
   return r;
 }
 
-Errc CodeOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.errc();
-  }
-  return Errc::kOk;
-}
 
 // The CLI as user nobody (uid 65534), optionally with extra supplementary groups.
 class AccessTest : public ::testing::Test {
