@@ -185,6 +185,12 @@ std::vector<Request> SampleRequests() {
   out.push_back(Stat{.name = "a.b_c-d"});
   out.push_back(Stat{.name = ""});
   out.push_back(List{});
+  out.push_back(Reclaim{});
+  out.push_back(Reclaim{
+      .leases = {{.lease_id = 7, .segment_id = 3, .created_unix_ns = -1, .mode = LeaseMode::kWrite,
+                  .exclusive = 1},
+                 {.lease_id = ~0ull, .segment_id = 1, .created_unix_ns = 42}},
+      .mappings = {{.segment_id = 3, .created_unix_ns = -1, .writable = 1}}});
   return out;
 }
 
@@ -214,6 +220,11 @@ std::vector<Reply> SampleReplies() {
   out.push_back(ErrorReply{.code = Errc::kNotFound, .message = "no segment named 'x'"});
   out.push_back(ErrorReply{.code = Errc::kOk, .message = ""});
   out.push_back(ErrorReply{.code = Errc::kMapFailed, .message = std::string(kMaxErrorText, 'e')});
+  out.push_back(ReclaimOk{});
+  out.push_back(ReclaimOk{
+      .leases = {{.old_lease_id = 7, .new_lease_id = (5ull << 32) + 1, .status = Errc::kOk},
+                 {.old_lease_id = 8, .new_lease_id = 0, .status = Errc::kNotFound}},
+      .mappings = {{.segment_id = 3, .created_unix_ns = 9, .writable = 0}}});
   return out;
 }
 
