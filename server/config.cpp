@@ -41,6 +41,14 @@ constexpr SettingSpec kSettingTable[] = {
     {"max-pending-reply-bytes", SettingKind::kSize,
      "replies queued for a client that does not read before it is disconnected", nullptr,
      &Config::max_pending_reply_bytes},
+    {"state-dir", SettingKind::kString,
+     "directory of the durable state: segments then survive a restart or crash of the daemon "
+     "(docs/RESTART.md; empty: segments are freed when the daemon stops)",
+     &Config::state_dir},
+    {"reclaim-grace-ms", SettingKind::kCount,
+     "after a restart, how long a removed segment waits for a client to reclaim a lease on it "
+     "before it is freed",
+     nullptr, &Config::reclaim_grace_ms},
 };
 
 bool ParseCount(const std::string& value, uint64_t& out) {

@@ -24,6 +24,8 @@ struct Config {
   uint64_t max_leases_per_connection = 65536;
   uint64_t max_message_size = 65536;
   uint64_t max_pending_reply_bytes = 4 << 20;  // a client that stops reading is cut off past this
+  std::string state_dir;              // "" = no durable state: segments die with the daemon
+  uint64_t reclaim_grace_ms = 5000;   // after a restart: how long removed segments wait for holders
 };
 
 // Fraction of /dev/shm's free space used as the default total byte limit.

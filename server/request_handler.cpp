@@ -31,6 +31,7 @@ void RequestHandler::Handle(const SessionPtr& s, const proto::Header& header,
         if constexpr (std::is_same_v<T, proto::Remove>) OnRemove(s, id, m);
         if constexpr (std::is_same_v<T, proto::Stat>) OnStat(s, id, m);
         if constexpr (std::is_same_v<T, proto::List>) OnList(s, id);
+        if constexpr (std::is_same_v<T, proto::Reclaim>) OnReclaim(s, id, m);
       },
       request);
 }

@@ -29,6 +29,12 @@ class RequestHandler {
 
   const LeaseTable& table() const { return table_; }
 
+  // --- Restart (reclaim.cpp, docs/RESTART.md) ---
+  void StartLeaseIdsAt(uint64_t first) { table_.StartLeaseIdsAt(first); }
+  // Frees every removed segment that nobody holds a lease on: at the end of the reclaim grace
+  // period after a restart, for segments re-adopted as removed whose holders did not come back.
+  void FreeUnclaimed();
+
  private:
   struct Wait {
     std::weak_ptr<Session> session;
@@ -49,6 +55,7 @@ class RequestHandler {
   void OnRemove(const SessionPtr& s, uint32_t id, const proto::Remove& m);
   void OnStat(const SessionPtr& s, uint32_t id, const proto::Stat& m);
   void OnList(const SessionPtr& s, uint32_t id);
+  void OnReclaim(const SessionPtr& s, uint32_t id, const proto::Reclaim& m);
 
   // Sends AcquireOk for a granted lease, passing the descriptor if this connection lacks it.
   void SendGrant(Session& session, uint32_t request_id, const LeaseRecord& lease);
