@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 
 import shmlease
-from conftest import Daemon, _die_with_parent, daemon_binary
+from conftest import SHM_DIR, Daemon, _die_with_parent, daemon_binary
 
 
 def kill(d: Daemon) -> None:
@@ -29,6 +29,18 @@ def start_again(d: Daemon, *extra_args: str) -> None:
 def test_numpy_view_survives_daemon_restart(own_daemon, tmp_path):
     state = ["--state-dir", str(tmp_path / "state")]
     d = own_daemon(*state)
+    try:
+        run_restart(d, state)
+    finally:
+        # A daemon with a state dir keeps its segments when stopped: if the test failed half way,
+        # stop it and free what it kept, so nothing is left in /dev/shm.
+        if d.shm_objects():
+            d.stop()
+            for name in d.shm_objects():
+                (SHM_DIR / name).unlink(missing_ok=True)
+
+
+def run_restart(d: Daemon, state: list[str]) -> None:
     c = shmlease.connect(d.socket)
     info = c.create("frame", shape=(64, 48), dtype=np.float32)
     lease = c.lease("frame", "w")
