@@ -118,6 +118,16 @@ proto::Reply ReadReplyTo(int fd, uint32_t request_id, std::vector<std::byte>& bu
   }
 }
 
+// An Error's own text, without the ": <code description>" that std::system_error appends.
+std::string MessageOf(const Error& e) {
+  std::string text = e.what();
+  std::string suffix = ": " + e.code().message();
+  if (text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    text.resize(text.size() - suffix.size());
+  }
+  return text;
+}
+
 bool Retryable(const proto::Request& request) {
   if (auto* create = std::get_if<proto::Create>(&request)) {
     return (create->flags & proto::kCreateExistOk) != 0;
@@ -329,7 +339,7 @@ void Connection::Reconnect(uint64_t attempts_seen) {
       if (fd >= 0) ::close(fd);
       fd = -1;
       last_code = e.errc();
-      last_error = e.what();
+      last_error = MessageOf(e);
       // A daemon that refuses us for good (another protocol version, permissions) stays so.
       if (last_code == Errc::kVersionMismatch || last_code == Errc::kPermissionDenied) break;
     }
@@ -341,11 +351,11 @@ void Connection::Reconnect(uint64_t attempts_seen) {
   if (fd < 0) {
     std::lock_guard<std::mutex> lock(mu_);
     reconnecting_ = false;
-    last_reconnect_code_ = last_code == Errc::kConnectionLost ? Errc::kConnectionLost
-                                                              : Errc::kDaemonUnavailable;
-    if (last_code == Errc::kVersionMismatch || last_code == Errc::kPermissionDenied) {
-      last_reconnect_code_ = last_code;
-    }
+    // Still kConnectionLost (the contract of a lost connection), with the reason; a daemon that
+    // answers but refuses (version, permission) gives that code.
+    last_reconnect_code_ = last_code == Errc::kVersionMismatch || last_code == Errc::kPermissionDenied
+                               ? last_code
+                               : Errc::kConnectionLost;
     last_reconnect_error_ = why_lost + "; reconnecting failed within " +
                             std::to_string(reconnect_timeout().count()) + " ms: " + last_error;
     throw Error(last_reconnect_code_, last_reconnect_error_);

@@ -11,8 +11,8 @@
 // reclaims every live Lease and keeps every mapping, then repeats the call if that is safe (Ping,
 // Stat, List, Acquire, Create with exist_ok); Create without exist_ok and Remove fail with
 // kConnectionLost instead, as they may have taken effect. Mapped memory stays readable and
-// writable throughout. Only when reconnecting fails does a call fail with kDaemonUnavailable (or
-// kConnectionLost) and the reason. docs/RESTART.md.
+// writable throughout. Only when reconnecting fails does a call fail, with kConnectionLost and
+// the reason (what broke, and why reconnecting did not work). docs/RESTART.md.
 //
 // fork(): a child process must connect anew. The parent's Client and Leases are inert in the child:
 // calls fail with kConnectionLost, and releases and Close() do nothing, so a child's exit never
