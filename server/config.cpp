@@ -55,6 +55,15 @@ const SettingSpec kSettingTable[] = {
      nullptr, &Config::quota_bytes},
     {"quota-segments", K::kCount, "per uid: most segments it owns (0: no quota)", kLive, nullptr,
      &Config::quota_segments},
+    {"state-dir", K::kString,
+     "directory of the durable state: segments then survive a restart or crash of the daemon "
+     "(docs/RESTART.md; default $STATE_DIRECTORY under systemd; empty: segments are freed when "
+     "the daemon stops)",
+     kRestart, &Config::state_dir},
+    {"reclaim-grace-ms", K::kCount,
+     "after a restart, how long a removed segment waits for a client to reclaim a lease on it "
+     "before it is freed",
+     kLive, nullptr, &Config::reclaim_grace_ms},
 };
 
 bool ParseCount(const std::string& value, uint64_t& out) {
@@ -282,6 +291,13 @@ bool Finalize(Config& config, std::string& error, uint64_t own_bytes) {
     return false;
   }
   if (config.admins.empty()) config.admins = {0, static_cast<uint64_t>(::geteuid())};
+  // Under systemd, StateDirectory= names the state dir unless a flag or the file did.
+  if (config.state_dir.empty()) {
+    if (const char* dir = std::getenv("STATE_DIRECTORY"); dir != nullptr && *dir != '\0') {
+      std::string first = dir;
+      config.state_dir = first.substr(0, first.find(':'));
+    }
+  }
   return true;
 }
 

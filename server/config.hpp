@@ -30,6 +30,8 @@ struct Config {
   std::vector<uint64_t> admins;  // uids that pass every access check; empty = root and our own uid
   uint64_t quota_bytes = 0;      // per uid, bytes in segments it owns; 0 = no quota
   uint64_t quota_segments = 0;   // per uid, segments it owns; 0 = no quota
+  std::string state_dir;              // "" = no durable state: segments die with the daemon
+  uint64_t reclaim_grace_ms = 5000;   // after a restart: how long removed segments wait for holders
 };
 
 // The default config file, read when it exists and no --config is given.

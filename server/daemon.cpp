@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "shmlease/codec.hpp"
 #include "shmlease/format.hpp"
@@ -50,10 +51,13 @@ Daemon::Daemon(Config config, ConfigSource source)
       acceptor_(io_),
       accept_retry_(io_),
       registry_(config_),
-      handler_(io_, config_, registry_, sessions_) {}
+      handler_(io_, config_, registry_, sessions_),
+      reclaim_grace_(io_) {}
 
 Daemon::~Daemon() {
   if (listening_ && !socket_inherited_) ::unlink(config_.socket.c_str());
+  // With a state directory the segments outlive this process, however it ends.
+  if (state_.is_open()) registry_.Preserve();
 }
 
 bool Daemon::Listen(std::string& error) {
@@ -87,7 +91,8 @@ bool Daemon::Listen(std::string& error) {
     }
     socket_inherited_ = true;
     listening_ = true;
-    return true;
+    // systemd starts one instance per socket; its state dir lock guards against a second.
+    return Restore(error);
   }
   std::error_code fec;
   fs::path dir = fs::path(config_.socket).parent_path();
@@ -111,6 +116,8 @@ bool Daemon::Listen(std::string& error) {
     spdlog::warn("removing stale socket {} (nobody answers on it)", config_.socket);
     ::unlink(config_.socket.c_str());
   }
+  // Only now, sure that no other daemon serves this socket, take over the segments.
+  if (!Restore(error)) return false;
   boost::system::error_code ec;
   acceptor_.open(stream(), ec);
   if (!ec) acceptor_.bind(stream::endpoint(config_.socket), ec);
@@ -194,7 +201,7 @@ int Daemon::Run() {
                  FormatSize(shm_size));
   }
   auto leftovers = ListShmObjects(config_.shm_prefix + ".");
-  if (!leftovers.empty()) {
+  if (!leftovers.empty() && !state_.is_open()) {
     spdlog::warn("{} shared-memory object(s) named {}.* are left in /dev/shm from an earlier run; "
                  "they are not ours to free (first: {})",
                  leftovers.size(), config_.shm_prefix, leftovers.front());
@@ -224,8 +231,117 @@ void Daemon::Stop() {
   acceptor_.close(ec);
   accept_retry_.cancel();
   signals_.cancel();
+  reclaim_grace_.cancel();
+  if (state_.is_open()) {
+    // Keep every segment, and the state that lists it, for the next daemon: closing the sessions
+    // below releases their leases, and that must not free removed segments whose holders will
+    // reclaim them.
+    SaveState();
+    registry_.Preserve();
+    spdlog::info("keeping {} segment(s) for the next start (state in {})", registry_.count(),
+                 state_.path());
+  }
   sessions_.CloseAll();
   io_.stop();
+}
+
+bool Daemon::Restore(std::string& error) {
+  if (config_.state_dir.empty()) return true;
+  if (!state_.Open(config_.state_dir, error)) return false;
+  PersistedState state;
+  bool exists = false;
+  if (!state_.Load(state, exists, error)) return false;
+  if (exists && state.shm_prefix != config_.shm_prefix) {
+    error = "the state file " + state_.path() + " belongs to shm prefix '" + state.shm_prefix +
+            "', this daemon runs with '" + config_.shm_prefix +
+            "' (use the same --shm-prefix, or another --state-dir)";
+    return false;
+  }
+  boot_ = exists ? state.boot + 1 : 1;
+  registry_.set_next_id(state.next_id);
+  size_t adopted = 0, removed = 0;
+  std::set<std::string> known;
+  for (const PersistedSegment& p : state.segments) {
+    known.insert(p.shm_name);
+    Errc code = Errc::kOk;
+    std::string message;
+    std::unique_ptr<ShmObject> shm = ShmObject::Open(p.shm_name, p.size, code, message);
+    if (!shm) {
+      spdlog::warn("segment '{}' (id {}) of the state file is dropped: {}{}", p.name, p.id, message,
+                   code == Errc::kNotFound ? "" : "; the object is left in place");
+      continue;
+    }
+    auto segment = std::make_unique<Segment>();
+    segment->id = p.id;
+    segment->name = p.name;
+    segment->size = p.size;
+    segment->format = p.format;
+    segment->shape = p.shape;
+    segment->created_unix_ns = p.created_unix_ns;
+    segment->creator_pid = p.creator_pid;
+    segment->creator_uid = p.creator_uid;
+    segment->owner_uid = p.owner_uid;
+    segment->owner_gid = p.owner_gid;
+    segment->mode = p.mode;
+    segment->removed = p.removed;
+    segment->shm_name = p.shm_name;
+    segment->shm = std::move(shm);
+    if (!registry_.Adopt(std::move(segment))) {
+      spdlog::error("segment '{}' (id {}) of the state file clashes with another; dropped", p.name,
+                    p.id);
+      continue;
+    }
+    ++adopted;
+    removed += p.removed ? 1 : 0;
+  }
+  // Objects under our prefix that the state does not list were created but never recorded (a
+  // crash between the two): nobody was told of them, so they are ours to free. Without a state
+  // file we cannot tell whose they are and leave them (Run() warns).
+  if (exists) {
+    for (const std::string& name : ListShmObjects(config_.shm_prefix + ".")) {
+      if (known.count(name) != 0) continue;
+      spdlog::warn("removing {} from /dev/shm: it carries this daemon's prefix but the state file "
+                   "does not list it",
+                   name);
+      UnlinkShmObject(name);
+    }
+  }
+  // Lease ids of this process live in a range of their own (boot << 32): a client can never
+  // confuse a new lease id with one of an earlier process.
+  handler_.StartLeaseIdsAt((boot_ << 32) + 1);
+  if (!SaveState(&error)) {
+    error = "cannot write the state directory: " + error;
+    return false;
+  }
+  registry_.set_on_change([this] { SaveState(); });
+  spdlog::info("state {}: re-adopted {} segment(s) ({} removed, kept {} ms for their holders), "
+               "start {}",
+               state_.path(), adopted, removed, config_.reclaim_grace_ms, boot_);
+  if (removed > 0) {
+    reclaim_grace_.expires_after(std::chrono::milliseconds(config_.reclaim_grace_ms));
+    reclaim_grace_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec && !stopping_) handler_.FreeUnclaimed();
+    });
+  }
+  return true;
+}
+
+bool Daemon::SaveState(std::string* error) {
+  PersistedState state;
+  state.shm_prefix = config_.shm_prefix;
+  state.next_id = registry_.next_id();
+  state.boot = boot_;
+  for (const Segment* s : registry_.All()) {
+    state.segments.push_back(PersistedSegment{s->id, s->name, s->size, s->format, s->shape,
+                                              s->created_unix_ns, s->creator_pid, s->creator_uid,
+                                              s->owner_uid, s->owner_gid, s->mode, s->removed,
+                                              s->shm_name});
+  }
+  std::string why;
+  if (state_.Save(state, why)) return true;
+  spdlog::error("cannot record the state: {}; a restart now would lose recent changes", why);
+  if (error != nullptr) *error = why;
+  return false;
 }
 
 void Daemon::Accept() {

@@ -12,6 +12,7 @@
 #include "request_handler.hpp"
 #include "segment_registry.hpp"
 #include "session.hpp"
+#include "state_store.hpp"
 
 namespace shmlease::server {
 
@@ -25,6 +26,11 @@ class Daemon {
  public:
   Daemon(Config config, ConfigSource source = {});
   ~Daemon();
+
+  // With a state directory: locks it, re-adopts the segments its state file lists and starts
+  // recording every change (docs/RESTART.md). Without one: nothing. False with `error` set when
+  // the state cannot be used; the daemon must then not start. Called by Listen().
+  bool Restore(std::string& error);
 
   // Binds the socket (refusing if another daemon answers there); false with `error` set.
   bool Listen(std::string& error);
@@ -42,6 +48,8 @@ class Daemon {
   void Reload();
   // Tells systemd (when it started us) how we are doing; a no-op otherwise.
   void NotifyStatus();
+  // Writes the registry to the state file; logs (and goes on serving) if that fails.
+  bool SaveState(std::string* error = nullptr);
   void OnAccept(const boost::system::error_code& ec,
                 boost::asio::local::stream_protocol::socket socket);
 
@@ -56,6 +64,9 @@ class Daemon {
   SessionManager sessions_;
   SegmentRegistry registry_;
   RequestHandler handler_;
+  StateStore state_;
+  uint64_t boot_ = 0;
+  boost::asio::steady_timer reclaim_grace_;
   uint64_t next_conn_id_ = 1;
   bool listening_ = false;
   bool socket_inherited_ = false;  // socket activation: systemd owns the socket file

@@ -8,6 +8,7 @@
 // (strict FIFO per segment, so a waiting exclusive request is not starved by a stream of shared ones).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -74,6 +75,10 @@ class LeaseTable {
   // Every lease and queued ticket of a connection, for release when it closes.
   std::vector<uint64_t> LeasesOf(uint64_t conn_id) const;
   std::vector<uint64_t> TicketsOf(uint64_t conn_id) const;
+
+  // Lease ids from here on start at `first` (never lower than now): a restarted daemon starts a new
+  // range so that its ids cannot be mistaken for an earlier process's (docs/RESTART.md).
+  void StartLeaseIdsAt(uint64_t first) { next_lease_ = std::max(next_lease_, first); }
 
   SegmentCounts Counts(uint64_t segment_id) const;
   size_t LeaseCount(uint64_t segment_id) const;  // leases held (not waiting)

@@ -35,6 +35,7 @@ void RequestHandler::Handle(const SessionPtr& s, const proto::Header& header,
         if constexpr (std::is_same_v<T, proto::List>) OnList(s, id);
         if constexpr (std::is_same_v<T, proto::Chmod>) OnChmod(s, id, m);
         if constexpr (std::is_same_v<T, proto::Stats>) OnStats(s, id);
+        if constexpr (std::is_same_v<T, proto::Reclaim>) OnReclaim(s, id, m);
       },
       request);
 }
@@ -287,6 +288,7 @@ void RequestHandler::OnChmod(const SessionPtr& s, uint32_t id, const proto::Chmo
   spdlog::info("chmod '{}' {:04o} -> {:04o} by uid {}", m.name, segment->mode, m.mode,
                s->peer().uid);
   segment->mode = m.mode;
+  registry_.Changed();  // the state file records owner and mode
   s->Send(proto::ChmodOk{Info(*segment)}, id);
 }
 

@@ -30,6 +30,12 @@ class RequestHandler {
 
   const LeaseTable& table() const { return table_; }
 
+  // --- Restart (reclaim.cpp, docs/RESTART.md) ---
+  void StartLeaseIdsAt(uint64_t first) { table_.StartLeaseIdsAt(first); }
+  // Frees every removed segment that nobody holds a lease on: at the end of the reclaim grace
+  // period after a restart, for segments re-adopted as removed whose holders did not come back.
+  void FreeUnclaimed();
+
  private:
   struct Wait {
     std::weak_ptr<Session> session;
@@ -59,6 +65,7 @@ class RequestHandler {
   bool Allowed(const Peer& peer, const Segment& segment, Access access) const;
   // Replies kPermissionDenied and returns false when `access` is not allowed.
   bool CheckAccess(Session& s, uint32_t id, const Segment& segment, Access access);
+  void OnReclaim(const SessionPtr& s, uint32_t id, const proto::Reclaim& m);
 
   // Sends AcquireOk for a granted lease, passing the descriptor if this connection lacks it.
   void SendGrant(Session& session, uint32_t request_id, const LeaseRecord& lease);

@@ -147,6 +147,7 @@ void SegmentRegistry::Complete(uint64_t id, std::unique_ptr<ShmObject> shm) {
   if (segment == nullptr) return;
   segment->shm = std::move(shm);
   segment->creating = false;
+  Changed();
 }
 
 void SegmentRegistry::Abandon(uint64_t id) { Destroy(id); }
@@ -167,16 +168,48 @@ Segment* SegmentRegistry::Unname(const std::string& name) {
   Segment* segment = it->second;
   segment->removed = true;
   by_name_.erase(it);
+  Changed();
   return segment;
 }
 
 void SegmentRegistry::Destroy(uint64_t id) {
+  if (preserved_) return;
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return;
   Segment* segment = it->second.get();
+  bool recorded = !segment->creating;
   if (!segment->removed) by_name_.erase(segment->name);
   total_bytes_ -= segment->size;
   by_id_.erase(it);
+  if (recorded) Changed();
+}
+
+bool SegmentRegistry::Adopt(std::unique_ptr<Segment> segment) {
+  if (by_id_.count(segment->id) != 0) return false;
+  if (!segment->removed && by_name_.count(segment->name) != 0) return false;
+  segment->creating = false;
+  Segment* raw = segment.get();
+  next_id_ = std::max(next_id_, raw->id + 1);
+  total_bytes_ += raw->size;
+  if (!raw->removed) by_name_.emplace(raw->name, raw);
+  by_id_.emplace(raw->id, std::move(segment));
+  return true;
+}
+
+std::vector<const Segment*> SegmentRegistry::All() const {
+  std::vector<const Segment*> out;
+  for (const auto& [id, segment] : by_id_) {
+    if (!segment->creating) out.push_back(segment.get());
+  }
+  std::sort(out.begin(), out.end(), [](const Segment* a, const Segment* b) { return a->id < b->id; });
+  return out;
+}
+
+void SegmentRegistry::Preserve() {
+  preserved_ = true;
+  for (auto& [id, segment] : by_id_) {
+    if (segment->shm) segment->shm->KeepOnDestroy();
+  }
 }
 
 std::vector<const Segment*> SegmentRegistry::Named() const {

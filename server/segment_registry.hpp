@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -64,6 +66,24 @@ class SegmentRegistry {
   // Frees the segment's memory and forgets it.
   void Destroy(uint64_t id);
 
+  // --- Durable state (docs/RESTART.md) ---
+  // Called after every change the state file records: a segment completed, removed or freed.
+  void set_on_change(std::function<void()> on_change) { on_change_ = std::move(on_change); }
+  // For changes made to a segment's fields in place (owner, group, mode): records them.
+  void Changed() {
+    if (on_change_ && !preserved_) on_change_();
+  }
+  // Takes over a segment of an earlier daemon process, with its id, name (unless removed) and
+  // shm object. False if its id or name is taken.
+  bool Adopt(std::unique_ptr<Segment> segment);
+  uint64_t next_id() const { return next_id_; }
+  void set_next_id(uint64_t next_id) { next_id_ = std::max(next_id_, next_id); }
+  // Every segment that exists (not still being created, removed ones too), in id order.
+  std::vector<const Segment*> All() const;
+  // The daemon is stopping and keeps its segments for the next one: from now on nothing is freed
+  // (Destroy() does nothing) and every shm object outlives this registry.
+  void Preserve();
+
   // Named segments that exist (not still being created), in name order.
   std::vector<const Segment*> Named() const;
   size_t count() const { return by_id_.size(); }
@@ -75,6 +95,8 @@ class SegmentRegistry {
   std::map<std::string, Segment*> by_name_;
   uint64_t total_bytes_ = 0;
   uint64_t next_id_ = 1;
+  std::function<void()> on_change_;
+  bool preserved_ = false;
 };
 
 }  // namespace shmlease::server

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -45,7 +46,7 @@ Errc FromErrno(int err) {
 ShmObject::~ShmObject() {
   if (rw_fd_ >= 0) ::close(rw_fd_);
   if (ro_fd_ >= 0) ::close(ro_fd_);
-  UnlinkShmObject(name_);
+  if (!keep_) UnlinkShmObject(name_);
 }
 
 std::unique_ptr<ShmObject> ShmObject::Create(const std::string& name, uint64_t size, Errc& error,
@@ -88,6 +89,50 @@ std::unique_ptr<ShmObject> ShmObject::Create(const std::string& name, uint64_t s
     if (e.get_error_code() == bip::out_of_space_error) error = Errc::kNoSpace;
     message = "shared memory object " + name + ": " + e.what();
     return nullptr;
+  }
+  return std::unique_ptr<ShmObject>(new ShmObject(name, size, rw_fd, ro_fd));
+}
+
+std::unique_ptr<ShmObject> ShmObject::Open(const std::string& name, uint64_t size, Errc& error,
+                                           std::string& message) {
+  int rw_fd = -1;
+  int ro_fd = -1;
+  auto fail = [&](Errc code, std::string text) -> std::unique_ptr<ShmObject> {
+    if (rw_fd >= 0) ::close(rw_fd);
+    if (ro_fd >= 0) ::close(ro_fd);
+    error = code;
+    message = std::move(text);
+    return nullptr;
+  };
+  try {
+    bip::shared_memory_object rw(bip::open_only, name.c_str(), bip::read_write);
+    bip::shared_memory_object ro(bip::open_only, name.c_str(), bip::read_only);
+    rw_fd = TakeFd(rw);
+    ro_fd = TakeFd(ro);
+  } catch (const bip::interprocess_exception& e) {
+    if (e.get_error_code() == bip::not_found_error || e.get_native_error() == ENOENT) {
+      return fail(Errc::kNotFound, "shared memory object " + name + " is gone");
+    }
+    int native = e.get_native_error();
+    return fail(native != 0 ? FromErrno(native) : Errc::kInternal,
+                "shared memory object " + name + ": " + e.what());
+  }
+  if (rw_fd < 0 || ro_fd < 0) {
+    return fail(Errc::kInternal, std::string("cannot keep a descriptor: ") + std::strerror(errno));
+  }
+  struct stat st {};
+  if (::fstat(rw_fd, &st) != 0) {
+    return fail(Errc::kInternal, "cannot stat " + name + ": " + std::strerror(errno));
+  }
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    return fail(Errc::kPermissionDenied,
+                name + " is not a private object of this daemon's user (uid " +
+                    std::to_string(st.st_uid) + ", mode " + std::to_string(st.st_mode & 0777) +
+                    "); not adopted");
+  }
+  if (static_cast<uint64_t>(st.st_size) != size) {
+    return fail(Errc::kInvalidArgument, name + " holds " + std::to_string(st.st_size) +
+                                            " bytes, the state says " + std::to_string(size));
   }
   return std::unique_ptr<ShmObject>(new ShmObject(name, size, rw_fd, ro_fd));
 }

@@ -24,6 +24,15 @@ class ShmObject {
   static std::unique_ptr<ShmObject> Create(const std::string& name, uint64_t size, Errc& error,
                                            std::string& message);
 
+  // Re-adopts `name` after a daemon restart (docs/RESTART.md): opens it read-write and read-only
+  // and checks that it is this user's, private (no group/other bits) and exactly `size` bytes.
+  // kNotFound when the object is gone.
+  static std::unique_ptr<ShmObject> Open(const std::string& name, uint64_t size, Errc& error,
+                                         std::string& message);
+  // The destructor then only closes the descriptors and leaves the name (and the memory) in place,
+  // for a daemon that keeps its segments across a restart.
+  void KeepOnDestroy() { keep_ = true; }
+
   const std::string& name() const { return name_; }
   uint64_t size() const { return size_; }
   int rw_fd() const { return rw_fd_; }
@@ -37,6 +46,7 @@ class ShmObject {
   uint64_t size_;
   int rw_fd_;
   int ro_fd_;
+  bool keep_ = false;
 };
 
 // Names in /dev/shm that start with `prefix` (left over by an earlier daemon on the same prefix).

@@ -47,6 +47,7 @@ Lease& Lease::operator=(Lease&& other) noexcept {
     connection_ = std::move(other.connection_);
     mapping_ = std::move(other.mapping_);
     id_ = std::exchange(other.id_, 0);
+    handle_ = std::exchange(other.handle_, 0);
     mode_ = other.mode_;
     exclusive_ = other.exclusive_;
     info_ = std::move(other.info_);
@@ -56,10 +57,18 @@ Lease& Lease::operator=(Lease&& other) noexcept {
 
 void Lease::Release() noexcept {
   if (!mapping_) return;
-  if (connection_) connection_->SendOneWay(proto::Release{id_});
+  if (connection_) connection_->ReleaseLease(handle_);
   mapping_.reset();
   connection_.reset();
 }
+
+uint64_t Lease::id() const noexcept {
+  if (!mapping_ || !connection_) return id_;
+  uint64_t current = connection_->LeaseId(handle_);
+  return current != 0 ? current : id_;
+}
+
+bool Lease::lost() const noexcept { return connection_ && connection_->LeaseLost(handle_); }
 
 std::span<const std::byte> Lease::data() const noexcept {
   if (!mapping_) return {};
@@ -142,6 +151,7 @@ Lease Client::Acquire(std::string_view name, Mode mode, const LeaseOptions& opti
                          static_cast<uint8_t>(options.exclusive ? 1 : 0), timeout};
   detail::Response response = connection().Call(request);
   auto mapping = std::move(response.mapping);
+  uint64_t handle = response.lease_handle;
   Errc map_error = response.map_error;
   std::string map_message = std::move(response.map_message);
   proto::AcquireOk ok = Expect<proto::AcquireOk>(std::move(response));
@@ -153,6 +163,7 @@ Lease Client::Acquire(std::string_view name, Mode mode, const LeaseOptions& opti
   lease.connection_ = connection_;
   lease.mapping_ = std::move(mapping);
   lease.id_ = ok.lease_id;
+  lease.handle_ = handle;
   lease.mode_ = mode;
   lease.exclusive_ = ok.exclusive != 0;
   lease.info_ = std::move(ok.info);
@@ -210,6 +221,12 @@ SegmentInfo Client::Chmod(std::string_view name, uint32_t mode, std::error_code&
 DaemonStats Client::Stats(std::error_code& ec) noexcept {
   return Capture(ec, [&] { return Stats(); });
 }
+
+void Client::set_reconnect_timeout(std::chrono::milliseconds timeout) noexcept {
+  if (connection_) connection_->set_reconnect_timeout(timeout);
+}
+
+uint64_t Client::reconnects() const noexcept { return connection_ ? connection_->reconnects() : 0; }
 
 void Client::Close() noexcept {
   // Only shut the socket down: other threads may be inside a call on this connection; they wake

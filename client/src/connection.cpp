@@ -9,7 +9,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <cstdlib>
 #include <fstream>
+#include <set>
+#include <thread>
 
 #include "shmlease/codec.hpp"
 
@@ -40,7 +43,10 @@ Mapping::~Mapping() {
   if (address != nullptr && address != MAP_FAILED) ::munmap(address, length);
 }
 
-std::shared_ptr<Connection> Connection::Open(const std::string& socket_path) {
+namespace {
+
+// Connects a new socket to the daemon. Throws Error (kDaemonUnavailable when nobody answers).
+int ConnectSocket(const std::string& socket_path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof(addr.sun_path)) {
@@ -61,6 +67,90 @@ std::shared_ptr<Connection> Connection::Open(const std::string& socket_path) {
     throw Error(Errc::kDaemonUnavailable, "shmleased is not running: nobody answers on " +
                                               socket_path + " (" + std::strerror(err) + ")");
   }
+  return fd;
+}
+
+bool WriteAll(int fd, const std::vector<std::byte>& bytes) {
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    sent += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Reads from a blocking socket until the reply to `request_id` arrives; keeps what follows it in
+// `buf`. Throws Error. Used only while greeting a new socket, before anything else reads it.
+proto::Reply ReadReplyTo(int fd, uint32_t request_id, std::vector<std::byte>& buf,
+                         const std::string& socket_path) {
+  for (;;) {
+    proto::FrameResult frame = proto::DecodeFrame(buf, proto::kClientMaxReply);
+    if (frame.status == proto::DecodeStatus::kBad) {
+      throw Error(Errc::kBadMessage, "shmleased sent a malformed reply: " + frame.reason);
+    }
+    if (frame.status == proto::DecodeStatus::kOk) {
+      proto::Reply reply;
+      Errc error;
+      std::string reason;
+      if (!proto::DecodeReply(frame.header, frame.body, reply, error, reason)) {
+        throw Error(error, "shmleased sent a reply this client cannot read: " + reason);
+      }
+      buf.erase(buf.begin(), buf.begin() + static_cast<ptrdiff_t>(frame.consumed));
+      if (frame.header.request_id == request_id) return reply;
+      if (auto* err = std::get_if<proto::ErrorReply>(&reply); err && frame.header.request_id == 0) {
+        throw Error(err->code, err->message);  // the daemon refused the connection
+      }
+      continue;  // nothing else is expected before our replies; skip it
+    }
+    std::byte chunk[4096];
+    ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      throw Error(Errc::kConnectionLost,
+                  "shmleased at " + socket_path + " closed the connection during the greeting" +
+                      (n < 0 ? std::string(" (") + std::strerror(errno) + ")" : ""));
+    }
+    buf.insert(buf.end(), chunk, chunk + n);
+  }
+}
+
+// An Error's own text, without the ": <code description>" that std::system_error appends.
+std::string MessageOf(const Error& e) {
+  std::string text = e.what();
+  std::string suffix = ": " + e.code().message();
+  if (text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    text.resize(text.size() - suffix.size());
+  }
+  return text;
+}
+
+bool Retryable(const proto::Request& request) {
+  if (auto* create = std::get_if<proto::Create>(&request)) {
+    return (create->flags & proto::kCreateExistOk) != 0;
+  }
+  return std::holds_alternative<proto::Ping>(request) ||
+         std::holds_alternative<proto::Stat>(request) ||
+         std::holds_alternative<proto::List>(request) ||
+         std::holds_alternative<proto::Acquire>(request);
+}
+
+std::chrono::milliseconds ReconnectTimeoutFromEnv() {
+  const char* value = std::getenv("SHMLEASE_RECONNECT_TIMEOUT_MS");
+  if (value == nullptr || *value == '\0') return kDefaultReconnectTimeout;
+  char* end = nullptr;
+  long long ms = std::strtoll(value, &end, 10);
+  if (end == value || *end != '\0' || ms < 0) return kDefaultReconnectTimeout;
+  return std::chrono::milliseconds(ms);
+}
+
+}  // namespace
+
+std::shared_ptr<Connection> Connection::Open(const std::string& socket_path) {
+  int fd = ConnectSocket(socket_path);
   std::shared_ptr<Connection> conn(new Connection(fd, socket_path));
   Response hello = conn->Call(proto::Hello{proto::kVersion, SelfName()});
   if (auto* err = std::get_if<proto::ErrorReply>(&hello.reply)) {
@@ -74,6 +164,8 @@ std::shared_ptr<Connection> Connection::Open(const std::string& socket_path) {
                                             std::to_string(proto::kVersion));
   }
   conn->server_pid_ = ok->server_pid;
+  std::lock_guard<std::mutex> lock(conn->mu_);
+  conn->established_ = true;
   return conn;
 }
 
@@ -82,6 +174,7 @@ Connection::Connection(int fd, std::string socket_path)
       socket_path_(std::move(socket_path)),
       fork_generation_(g_fork_generation.load(std::memory_order_relaxed)) {
   (void)kForkHandlerInstalled;
+  reconnect_timeout_ms_.store(ReconnectTimeoutFromEnv().count());
 }
 
 bool Connection::OwnedByThisProcess() const noexcept {
@@ -108,22 +201,52 @@ bool Connection::SendFrame(const std::vector<std::byte>& frame) {
 }
 
 Response Connection::Call(const proto::Request& request) {
+  if (!OwnedByThisProcess()) {
+    throw Error(Errc::kConnectionLost,
+                "this connection was made by the parent process before fork(); connect again");
+  }
+  for (int attempt = 0;; ++attempt) {
+    uint64_t attempts_seen = reconnect_attempts_.load();
+    bool tried = false;
+    if (!dead_) {
+      if (std::optional<Response> response = CallOnce(request)) return std::move(*response);
+      tried = true;  // it may have reached the daemon
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (dead_ && !CanReconnect()) throw Error(dead_code_, dead_reason_);
+    }
+    // A daemon that dies again at once must not keep a caller here forever.
+    if (attempt >= 8) {
+      throw Error(Errc::kConnectionLost, "the connection to shmleased at " + socket_path_ +
+                                             " broke again after every reconnect");
+    }
+    Reconnect(attempts_seen);  // returns at once if another thread already did
+    if (tried && !Retryable(request)) {
+      throw Error(Errc::kConnectionLost,
+                  std::string("the connection to shmleased was lost before it answered ") +
+                      proto::TypeName(proto::TypeOf(request)) +
+                      "; it was re-established, but the request was not repeated because it "
+                      "may have taken effect (check, e.g. with stat, and retry)");
+    }
+  }
+}
+
+std::optional<Response> Connection::CallOnce(const proto::Request& request) {
   uint32_t id = next_request_.fetch_add(1);
   if (id == 0) id = next_request_.fetch_add(1);  // 0 is for unsolicited messages
   std::vector<std::byte> frame;
   proto::EncodeRequest(request, id, 0, frame);
 
-  if (!OwnedByThisProcess()) {
-    throw Error(Errc::kConnectionLost,
-                "this connection was made by the parent process before fork(); connect again");
-  }
   std::unique_lock<std::mutex> lock(mu_);
-  if (dead_) throw Error(dead_code_, dead_reason_);
+  if (dead_) return std::nullopt;
+  uint64_t generation = generation_;
   waiting_[id] = true;
   lock.unlock();
   if (!SendFrame(frame)) {
     lock.lock();
     waiting_.erase(id);
+    if (generation_ != generation) return std::nullopt;  // sent on a socket replaced meanwhile
     // The daemon may have said why before it closed (e.g. its connection limit): read that.
     if (!reading_ && !dead_) {
       reading_ = true;
@@ -131,8 +254,9 @@ Response Connection::Call(const proto::Request& request) {
       reading_ = false;
       cv_.notify_all();
     }
-    MarkDead("connection to shmleased at " + socket_path_ + " lost while sending");
-    throw Error(dead_code_, dead_reason_);
+    MarkDead("connection to shmleased at " + socket_path_ + " lost while sending",
+             Errc::kConnectionLost, /*reconnectable=*/true);
+    return std::nullopt;
   }
   lock.lock();
   for (;;) {
@@ -143,20 +267,238 @@ Response Connection::Call(const proto::Request& request) {
       waiting_.erase(id);
       return response;
     }
-    if (dead_) {
+    if (dead_ || generation_ != generation) {
       waiting_.erase(id);
-      throw Error(dead_code_, dead_reason_);
+      return std::nullopt;
     }
     if (!reading_) {
       reading_ = true;
       bool ok = ReadAndDispatch(lock);
       reading_ = false;
-      if (!ok && !dead_) MarkDead("shmleased at " + socket_path_ + " closed the connection");
+      if (!ok && !dead_) {
+        MarkDead("shmleased at " + socket_path_ + " closed the connection",
+                 Errc::kConnectionLost, /*reconnectable=*/true);
+      }
       cv_.notify_all();
     } else {
       cv_.wait(lock);
     }
   }
+}
+
+bool Connection::CanReconnect() const {
+  return established_ && reconnectable_ && !closed_by_user_ && OwnedByThisProcess() &&
+         reconnect_timeout_ms_.load() > 0;
+}
+
+void Connection::Reconnect(uint64_t attempts_seen) {
+  std::unique_lock<std::mutex> reconnect_lock(reconnect_mu_);
+  Snapshot snapshot;
+  uint64_t generation;
+  std::string why_lost;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!dead_) return;  // another thread re-established it while this one waited
+    if (reconnect_attempts_.load() != attempts_seen) {
+      // Another thread tried while this one waited, and failed: report that, do not wait again.
+      throw Error(last_reconnect_code_, last_reconnect_error_);
+    }
+    if (!CanReconnect()) throw Error(dead_code_, dead_reason_);
+    // Nobody may read the old socket any more: wake a reader still blocked on it.
+    ::shutdown(fd_, SHUT_RDWR);
+    cv_.wait(lock, [&] { return !reading_; });
+    reconnecting_ = true;
+    generation = generation_;
+    why_lost = dead_reason_;
+    for (const auto& [handle, lease] : leases_) snapshot.leases.emplace_back(handle, lease);
+    for (const auto& [key, mapping] : mappings_) {
+      snapshot.mappings.push_back(proto::ReclaimMapping{mapping->segment_id,
+                                                        mapping->created_unix_ns,
+                                                        static_cast<uint8_t>(key.second ? 1 : 0)});
+    }
+  }
+  reconnect_attempts_.fetch_add(1);
+
+  auto deadline = std::chrono::steady_clock::now() + reconnect_timeout();
+  auto backoff = std::chrono::milliseconds(10);
+  int fd = -1;
+  Handshake greeting;
+  Errc last_code = Errc::kDaemonUnavailable;
+  std::string last_error;
+  for (;;) {
+    if (closed_by_user_) {
+      last_code = Errc::kConnectionLost;
+      last_error = "the client was closed";
+      break;
+    }
+    try {
+      fd = ConnectSocket(socket_path_);
+      greeting = Greet(fd, snapshot);
+      break;
+    } catch (const Error& e) {
+      if (fd >= 0) ::close(fd);
+      fd = -1;
+      last_code = e.errc();
+      last_error = MessageOf(e);
+      // A daemon that refuses us for good (another protocol version, permissions) stays so.
+      if (last_code == Errc::kVersionMismatch || last_code == Errc::kPermissionDenied) break;
+    }
+    if (std::chrono::steady_clock::now() + backoff > deadline) break;
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+  }
+
+  if (fd < 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    reconnecting_ = false;
+    // Still kConnectionLost (the contract of a lost connection), with the reason; a daemon that
+    // answers but refuses (version, permission) gives that code.
+    last_reconnect_code_ = last_code == Errc::kVersionMismatch || last_code == Errc::kPermissionDenied
+                               ? last_code
+                               : Errc::kConnectionLost;
+    last_reconnect_error_ = why_lost + "; reconnecting failed within " +
+                            std::to_string(reconnect_timeout().count()) + " ms: " + last_error;
+    throw Error(last_reconnect_code_, last_reconnect_error_);
+  }
+
+  // Install the new socket. Releases of leases made while reconnecting go out on it now.
+  std::vector<std::byte> releases;
+  {
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_by_user_) {  // Close() while this thread was greeting: it wins
+      ::close(fd);
+      reconnecting_ = false;
+      throw Error(Errc::kConnectionLost, "the client was closed");
+    }
+    ::close(fd_);
+    fd_ = fd;
+    for (int passed : fds_) ::close(passed);
+    fds_.clear();
+    filled_ = 0;
+    in_.assign(greeting.leftover.begin(), greeting.leftover.end());
+    filled_ = in_.size();
+    server_pid_ = greeting.server_pid;
+
+    std::set<std::pair<uint64_t, bool>> accepted;
+    for (const auto& m : greeting.mappings) accepted.insert({m.segment_id, m.writable != 0});
+    for (auto it = mappings_.begin(); it != mappings_.end();) {
+      it = accepted.count(it->first) ? std::next(it) : mappings_.erase(it);
+    }
+    for (size_t i = 0; i < snapshot.leases.size() && i < greeting.leases.size(); ++i) {
+      uint64_t handle = snapshot.leases[i].first;
+      const proto::ReclaimResult& result = greeting.leases[i];
+      auto it = leases_.find(handle);
+      if (result.status == Errc::kOk) {
+        if (it != leases_.end()) {
+          it->second.id = result.new_lease_id;
+        } else {
+          proto::EncodeRequest(proto::Release{result.new_lease_id}, 0, proto::kFlagNoReply,
+                               releases);
+        }
+      } else if (it != leases_.end()) {
+        leases_.erase(it);
+        lost_.insert(handle);
+      }
+    }
+    if (!releases.empty()) WriteAll(fd_, releases);  // a failure shows on the next read
+
+    dead_ = false;
+    reconnectable_ = false;
+    dead_reason_.clear();
+    dead_code_ = Errc::kConnectionLost;
+    reconnecting_ = false;
+    generation_ = generation + 1;
+    reconnects_.fetch_add(1);
+    DispatchBuffered();
+    cv_.notify_all();
+  }
+}
+
+Connection::Handshake Connection::Greet(int fd, const Snapshot& snapshot) {
+  // A daemon that accepts but never answers must not hold the reconnect forever.
+  timeval timeout{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  Handshake out;
+  std::vector<std::byte> buf;
+  uint32_t id = 1;
+  std::vector<std::byte> frame;
+  proto::EncodeRequest(proto::Hello{proto::kVersion, SelfName()}, id, 0, frame);
+  if (!WriteAll(fd, frame)) {
+    throw Error(Errc::kConnectionLost, std::string("cannot send hello: ") + std::strerror(errno));
+  }
+  proto::Reply reply = ReadReplyTo(fd, id, buf, socket_path_);
+  if (auto* err = std::get_if<proto::ErrorReply>(&reply)) throw Error(err->code, err->message);
+  auto* hello = std::get_if<proto::HelloOk>(&reply);
+  if (hello == nullptr) throw Error(Errc::kBadMessage, "shmleased answered hello with something else");
+  if (hello->version != proto::kVersion) {
+    throw Error(Errc::kVersionMismatch, "shmleased now speaks protocol version " +
+                                            std::to_string(hello->version));
+  }
+  out.server_pid = hello->server_pid;
+
+  // Reclaim in messages that fit the daemon's limit on a request body.
+  size_t budget = hello->max_message > 64 ? hello->max_message - 8 : 56;
+  size_t lease_at = 0, mapping_at = 0;
+  while (lease_at < snapshot.leases.size() || mapping_at < snapshot.mappings.size()) {
+    proto::Reclaim reclaim;
+    size_t used = 0;
+    while (lease_at < snapshot.leases.size() && used + proto::kReclaimLeaseBytes <= budget) {
+      const LiveLease& lease = snapshot.leases[lease_at++].second;
+      reclaim.leases.push_back(proto::ReclaimLease{lease.id, lease.segment_id,
+                                                   lease.created_unix_ns, lease.mode,
+                                                   static_cast<uint8_t>(lease.exclusive)});
+      used += proto::kReclaimLeaseBytes;
+    }
+    while (mapping_at < snapshot.mappings.size() && used + proto::kReclaimMappingBytes <= budget) {
+      reclaim.mappings.push_back(snapshot.mappings[mapping_at++]);
+      used += proto::kReclaimMappingBytes;
+    }
+    frame.clear();
+    proto::EncodeRequest(reclaim, ++id, 0, frame);
+    if (!WriteAll(fd, frame)) {
+      throw Error(Errc::kConnectionLost, std::string("cannot send reclaim: ") + std::strerror(errno));
+    }
+    reply = ReadReplyTo(fd, id, buf, socket_path_);
+    if (auto* err = std::get_if<proto::ErrorReply>(&reply)) throw Error(err->code, err->message);
+    auto* ok = std::get_if<proto::ReclaimOk>(&reply);
+    if (ok == nullptr || ok->leases.size() != reclaim.leases.size()) {
+      throw Error(Errc::kBadMessage, "shmleased answered reclaim with something else");
+    }
+    out.leases.insert(out.leases.end(), ok->leases.begin(), ok->leases.end());
+    out.mappings.insert(out.mappings.end(), ok->mappings.begin(), ok->mappings.end());
+  }
+  timeval none{0, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+  out.leftover = std::move(buf);
+  return out;
+}
+
+void Connection::ReleaseLease(uint64_t handle) noexcept {
+  if (!OwnedByThisProcess()) return;
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    lost_.erase(handle);
+    auto it = leases_.find(handle);
+    if (it == leases_.end()) return;
+    id = it->second.id;
+    leases_.erase(it);
+    // While reconnecting, the new socket releases it once it is reclaimed (see Reconnect).
+    if (reconnecting_ || dead_) return;
+  }
+  SendOneWay(proto::Release{id});
+}
+
+uint64_t Connection::LeaseId(uint64_t handle) const noexcept {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(handle);
+  return it == leases_.end() ? 0 : it->second.id;
+}
+
+bool Connection::LeaseLost(uint64_t handle) const noexcept {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lost_.count(handle) != 0;
 }
 
 bool Connection::SendOneWay(const proto::Request& request) noexcept {
@@ -174,16 +516,18 @@ bool Connection::SendOneWay(const proto::Request& request) noexcept {
 
 void Connection::Shutdown() noexcept {
   if (!OwnedByThisProcess()) return;
-  ::shutdown(fd_, SHUT_RDWR);
+  closed_by_user_ = true;
   std::lock_guard<std::mutex> lock(mu_);
+  ::shutdown(fd_, SHUT_RDWR);
   MarkDead("connection to shmleased at " + socket_path_ + " was closed by this client");
   cv_.notify_all();
 }
 
-void Connection::MarkDead(const std::string& why, Errc code) {
+void Connection::MarkDead(const std::string& why, Errc code, bool reconnectable) {
   if (dead_) return;
   dead_reason_ = why;
   dead_code_ = code;
+  reconnectable_ = reconnectable;
   dead_ = true;
 }
 
@@ -215,7 +559,10 @@ bool Connection::ReadAndDispatch(std::unique_lock<std::mutex>& lock) {
   }
   if (n <= 0) return false;
   filled_ += static_cast<size_t>(n);
+  return DispatchBuffered();
+}
 
+bool Connection::DispatchBuffered() {
   size_t start = 0;
   for (;;) {
     auto input = std::span<const std::byte>(in_.data() + start, filled_ - start);
@@ -266,7 +613,8 @@ void Connection::Dispatch(const proto::Header& header, proto::Reply&& reply) {
           response->map_error = Errc::kMapFailed;
           response->map_message = "cannot map segment '" + ok->info.name + "': " + std::strerror(err);
         } else {
-          auto mapping = std::make_shared<Mapping>(address, ok->info.size, writable);
+          auto mapping = std::make_shared<Mapping>(address, ok->info.size, writable, ok->info.id,
+                                                   ok->info.created_unix_ns);
           mappings_[key] = mapping;
           response->mapping = std::move(mapping);
         }
@@ -290,6 +638,13 @@ void Connection::Dispatch(const proto::Header& header, proto::Reply&& reply) {
     return;
   }
   if (waiting_.count(header.request_id) == 0) return;  // answer to a one-way request: dropped
+  if (auto* ok = std::get_if<proto::AcquireOk>(&reply); ok && response->mapping) {
+    // Tracked from the moment it is granted, so a reconnect from here on reclaims it.
+    response->lease_handle = next_handle_++;
+    leases_.emplace(response->lease_handle,
+                    LiveLease{ok->lease_id, ok->info.id, ok->info.created_unix_ns, ok->mode,
+                              ok->exclusive != 0});
+  }
   response->reply = std::move(reply);
   replies_[header.request_id] = std::move(response);
 }

@@ -1,14 +1,19 @@
 // One connection to shmleased, shared by a Client and its Leases.
-// Owns: the socket descriptor (closed in the destructor, after the last owner is gone), the
-// descriptors received with replies until they are mapped, and the per-segment mapping cache.
+// Owns: the socket descriptor (closed in the destructor, after the last owner is gone; replaced
+// when the connection is re-established), the descriptors received with replies until they are
+// mapped, the per-segment mapping cache, and the table of live leases (what a reconnect reclaims).
 // Thread safety: any thread may call Call()/SendOneWay(); replies are read by whichever waiting
 // thread holds the reader role and handed to their callers (leader/follower), so one slow wait
 // (an exclusive lease) never blocks another caller's reply.
+// Reconnect (docs/RESTART.md): when the socket breaks, the first caller that notices reconnects
+// with bounded backoff, says hello, reclaims the live leases and the mappings, and installs the new
+// socket; callers retry what is safe to repeat. Never in a forked child, never after Shutdown().
 #pragma once
 
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -16,8 +21,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "shmlease/client.hpp"
@@ -27,7 +34,8 @@ namespace shmlease::detail {
 
 // A segment mapped into this process. Unmapped when its last owner (cache or Lease) lets go.
 struct Mapping {
-  Mapping(void* at, size_t bytes, bool rw) : address(at), length(bytes), writable(rw) {}
+  Mapping(void* at, size_t bytes, bool rw, uint64_t segment, int64_t created)
+      : address(at), length(bytes), writable(rw), segment_id(segment), created_unix_ns(created) {}
   ~Mapping();
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
@@ -35,6 +43,8 @@ struct Mapping {
   void* address;
   size_t length;
   bool writable;
+  uint64_t segment_id;      // with created_unix_ns: which segment, across daemon restarts
+  int64_t created_unix_ns;
 };
 
 // A decoded reply and what came with it.
@@ -43,7 +53,10 @@ struct Response {
   std::shared_ptr<Mapping> mapping;  // for AcquireOk: the mapping the lease reads through
   Errc map_error = Errc::kOk;        // for AcquireOk: why no mapping could be made
   std::string map_message;
+  uint64_t lease_handle = 0;         // for AcquireOk with a mapping: the lease, as tracked here
 };
+
+inline constexpr std::chrono::milliseconds kDefaultReconnectTimeout{10000};
 
 class Connection {
  public:
@@ -51,43 +64,106 @@ class Connection {
   static std::shared_ptr<Connection> Open(const std::string& socket_path);
   ~Connection();
 
-  // Sends a request and waits for its reply. Throws Error(kConnectionLost) if the connection ends;
-  // an ErrorReply is returned as a reply, not thrown.
+  // Sends a request and waits for its reply; an ErrorReply is returned as a reply, not thrown.
+  // If the connection breaks, reconnects (see above) and repeats the request when that is safe:
+  // Ping, Stat, List, Acquire, and Create with exist_ok. Throws Error(kConnectionLost) for a
+  // request that may have taken effect, or with the reason when reconnecting fails.
   Response Call(const proto::Request& request);
   // Sends a request whose success needs no answer (kFlagNoReply). Never throws; false if the
   // connection is gone.
   bool SendOneWay(const proto::Request& request) noexcept;
-  // Shuts the socket down: waiters wake with kConnectionLost, later calls fail at once.
+  // Shuts the socket down for good: waiters wake with kConnectionLost, later calls fail at once,
+  // and the connection is never re-established.
   void Shutdown() noexcept;
 
+  // Live leases, by handle (stable for the Lease's life; the daemon's id may change on reconnect).
+  // Forgets the lease and releases it (one-way). Never throws and never waits for a reconnect.
+  void ReleaseLease(uint64_t handle) noexcept;
+  // The daemon's current id of the lease, or 0 once it was released or lost.
+  uint64_t LeaseId(uint64_t handle) const noexcept;
+  // True when a reconnect could not restore the lease.
+  bool LeaseLost(uint64_t handle) const noexcept;
+
+  // How long to try to reconnect after the connection breaks; 0 disables reconnecting.
+  void set_reconnect_timeout(std::chrono::milliseconds timeout) noexcept {
+    reconnect_timeout_ms_.store(timeout.count());
+  }
+  std::chrono::milliseconds reconnect_timeout() const noexcept {
+    return std::chrono::milliseconds(reconnect_timeout_ms_.load());
+  }
+  // Times the connection was re-established.
+  uint64_t reconnects() const noexcept { return reconnects_.load(); }
+
   const std::string& socket_path() const { return socket_path_; }
-  uint32_t server_pid() const { return server_pid_; }
+  uint32_t server_pid() const { return server_pid_.load(); }
   bool alive() const { return !dead_.load(); }
 
  private:
+  struct LiveLease {
+    uint64_t id = 0;  // the daemon's id on the current connection
+    uint64_t segment_id = 0;
+    int64_t created_unix_ns = 0;
+    proto::LeaseMode mode = proto::LeaseMode::kRead;
+    bool exclusive = false;
+  };
+  struct Snapshot {
+    std::vector<std::pair<uint64_t, LiveLease>> leases;  // by handle
+    std::vector<proto::ReclaimMapping> mappings;
+  };
+  struct Handshake {
+    uint32_t server_pid = 0;
+    std::vector<proto::ReclaimResult> leases;     // in the order of the snapshot's leases
+    std::vector<proto::ReclaimMapping> mappings;  // accepted
+    std::vector<std::byte> leftover;              // bytes read past the last reply
+  };
+
   Connection(int fd, std::string socket_path);
   // False in a child forked after the connection was made: the socket is the parent's, and a
   // child must neither talk on it nor shut it down.
   bool OwnedByThisProcess() const noexcept;
 
   bool SendFrame(const std::vector<std::byte>& frame);
+  // One attempt on the current socket: the reply, or nullopt when the socket broke (or was
+  // replaced) before the reply arrived.
+  std::optional<Response> CallOnce(const proto::Request& request);
   // Reads once from the socket and dispatches every whole frame; false when the connection ended.
   bool ReadAndDispatch(std::unique_lock<std::mutex>& lock);
+  // Dispatches every whole frame in in_; false on a malformed one (the connection is then dead).
+  bool DispatchBuffered();
   void Dispatch(const proto::Header& header, proto::Reply&& reply);
-  void MarkDead(const std::string& why, Errc code = Errc::kConnectionLost);
+  // `reconnectable`: the socket broke (the daemon went away); not for protocol faults or refusals.
+  void MarkDead(const std::string& why, Errc code = Errc::kConnectionLost,
+                bool reconnectable = false);
+  bool CanReconnect() const;
+  // Re-establishes the connection unless another thread did since `attempts_seen`. Throws Error
+  // with the reason when it cannot within the reconnect timeout.
+  void Reconnect(uint64_t attempts_seen);
+  // Hello and Reclaim on a fresh socket, blocking, before it is installed. Throws Error.
+  Handshake Greet(int fd, const Snapshot& snapshot);
 
   int fd_;
   std::string socket_path_;
   uint64_t fork_generation_;
-  uint32_t server_pid_ = 0;
+  std::atomic<uint32_t> server_pid_{0};
   std::atomic<uint32_t> next_request_{1};
   std::atomic<bool> dead_{false};
+  std::atomic<bool> closed_by_user_{false};
+  std::atomic<int64_t> reconnect_timeout_ms_{kDefaultReconnectTimeout.count()};
+  std::atomic<uint64_t> reconnects_{0};
+  std::mutex reconnect_mu_;  // one reconnect at a time; taken before send_mu_ and mu_
+  std::atomic<uint64_t> reconnect_attempts_{0};
+  Errc last_reconnect_code_ = Errc::kConnectionLost;  // under reconnect_mu_
+  std::string last_reconnect_error_;
 
   std::mutex send_mu_;  // one writer at a time on the socket
 
-  std::mutex mu_;  // everything below
+  mutable std::mutex mu_;  // everything below
   std::condition_variable cv_;
   bool reading_ = false;
+  bool established_ = false;   // hello done: from then on a broken socket may be reconnected
+  bool reconnectable_ = false; // why dead_: the socket broke (true) or a fault/refusal/close
+  bool reconnecting_ = false;
+  uint64_t generation_ = 0;    // bumped when a new socket is installed
   std::string dead_reason_;
   Errc dead_code_ = Errc::kConnectionLost;
   std::vector<std::byte> in_;
@@ -97,6 +173,9 @@ class Connection {
   std::unordered_map<uint32_t, bool> waiting_;  // request ids whose callers wait
   // Mappings by (segment id, writable), reused by later leases until the daemon frees the segment.
   std::map<std::pair<uint64_t, bool>, std::shared_ptr<Mapping>> mappings_;
+  std::unordered_map<uint64_t, LiveLease> leases_;  // by handle
+  std::unordered_set<uint64_t> lost_;               // handles a reconnect could not restore
+  uint64_t next_handle_ = 1;
 };
 
 }  // namespace shmlease::detail

@@ -317,6 +317,76 @@ bool Get(Reader& r, ErrorReply& m) {
   return r.String(m.message, kMaxErrorText);
 }
 
+void Put(Writer& w, const ReclaimMapping& m) {
+  w.Int(m.segment_id);
+  w.Int(m.created_unix_ns);
+  w.Int(m.writable);
+}
+bool Get(Reader& r, ReclaimMapping& m) {
+  r.Int(m.segment_id);
+  r.Int(m.created_unix_ns);
+  return r.Bool(m.writable);
+}
+// A u32 count, then the items; a count beyond what the body can still hold is refused before
+// anything is allocated for it.
+template <typename T>
+void PutList(Writer& w, const std::vector<T>& items) {
+  w.Int(static_cast<uint32_t>(items.size()));
+  for (const auto& item : items) Put(w, item);
+}
+template <typename T>
+bool GetList(Reader& r, std::vector<T>& items, size_t item_bytes) {
+  uint32_t n = 0;
+  if (!r.Int(n) || n > r.remaining() / item_bytes) return false;
+  items.resize(n);
+  for (auto& item : items) {
+    if (!Get(r, item)) return false;
+  }
+  return true;
+}
+void Put(Writer& w, const ReclaimLease& m) {
+  w.Int(m.lease_id);
+  w.Int(m.segment_id);
+  w.Int(m.created_unix_ns);
+  w.Int(static_cast<uint8_t>(m.mode));
+  w.Int(m.exclusive);
+}
+bool Get(Reader& r, ReclaimLease& m) {
+  r.Int(m.lease_id);
+  r.Int(m.segment_id);
+  r.Int(m.created_unix_ns);
+  r.Mode(m.mode);
+  return r.Bool(m.exclusive);
+}
+void Put(Writer& w, const Reclaim& m) {
+  PutList(w, m.leases);
+  PutList(w, m.mappings);
+}
+bool Get(Reader& r, Reclaim& m) {
+  return GetList(r, m.leases, kReclaimLeaseBytes) &&
+         GetList(r, m.mappings, kReclaimMappingBytes);
+}
+void Put(Writer& w, const ReclaimResult& m) {
+  w.Int(m.old_lease_id);
+  w.Int(m.new_lease_id);
+  w.Int(static_cast<uint32_t>(m.status));
+}
+bool Get(Reader& r, ReclaimResult& m) {
+  uint32_t status = 0;
+  r.Int(m.old_lease_id);
+  r.Int(m.new_lease_id);
+  bool ok = r.Int(status);
+  m.status = static_cast<Errc>(status);
+  return ok;
+}
+void Put(Writer& w, const ReclaimOk& m) {
+  PutList(w, m.leases);
+  PutList(w, m.mappings);
+}
+bool Get(Reader& r, ReclaimOk& m) {
+  return GetList(r, m.leases, kReclaimResultBytes) &&
+         GetList(r, m.mappings, kReclaimMappingBytes);
+}
 
 struct TypeVisitor {
   MsgType operator()(const Hello&) const { return MsgType::kHello; }
@@ -341,6 +411,8 @@ struct TypeVisitor {
   MsgType operator()(const StatsOk&) const { return MsgType::kStatsOk; }
   MsgType operator()(const SegmentGone&) const { return MsgType::kSegmentGone; }
   MsgType operator()(const ErrorReply&) const { return MsgType::kError; }
+  MsgType operator()(const Reclaim&) const { return MsgType::kReclaim; }
+  MsgType operator()(const ReclaimOk&) const { return MsgType::kReclaimOk; }
 };
 
 void WriteHeader(std::vector<std::byte>& out, size_t at, MsgType type, uint16_t flags,
@@ -443,6 +515,7 @@ bool DecodeRequest(const Header& header, std::span<const std::byte> body, Reques
     case MsgType::kList: ok = DecodeInto<List>(body, out); break;
     case MsgType::kChmod: ok = DecodeInto<Chmod>(body, out); break;
     case MsgType::kStats: ok = DecodeInto<Stats>(body, out); break;
+    case MsgType::kReclaim: ok = DecodeInto<Reclaim>(body, out); break;
     default:
       error = Errc::kUnknownType;
       reason = "unknown request type " + std::to_string(static_cast<unsigned>(header.type));
@@ -471,6 +544,7 @@ bool DecodeReply(const Header& header, std::span<const std::byte> body, Reply& o
     case MsgType::kStatsOk: ok = DecodeInto<StatsOk>(body, out); break;
     case MsgType::kSegmentGone: ok = DecodeInto<SegmentGone>(body, out); break;
     case MsgType::kError: ok = DecodeInto<ErrorReply>(body, out); break;
+    case MsgType::kReclaimOk: ok = DecodeInto<ReclaimOk>(body, out); break;
     default:
       error = Errc::kUnknownType;
       reason = "unknown reply type " + std::to_string(static_cast<unsigned>(header.type));
@@ -520,6 +594,8 @@ const char* TypeName(MsgType type) noexcept {
     case MsgType::kStatsOk: return "stats_ok";
     case MsgType::kSegmentGone: return "segment_gone";
     case MsgType::kError: return "error";
+    case MsgType::kReclaim: return "reclaim";
+    case MsgType::kReclaimOk: return "reclaim_ok";
   }
   return "unknown";
 }

@@ -197,6 +197,7 @@ TEST(DaemonShutdown, SigtermStopsCleanlyWithClientsConnected) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon.log();
   EXPECT_TRUE(daemon.ShmObjects().empty());
   EXPECT_NE(daemon.log().find("shutting down"), std::string::npos);
+  client.set_reconnect_timeout(std::chrono::milliseconds(200));  // nobody will come back
   EXPECT_THROW(client.Ping(), Error);
   held.Release();  // a no-op on a closed connection, and must not crash
 }

@@ -204,7 +204,9 @@ def test_limit_error_is_a_plain_shmlease_error(own_daemon):
         assert info.value.errc_name == "limit_segment_size"
 
 
-def test_daemon_stopping_gives_connection_lost(own_daemon):
+def test_daemon_stopping_gives_connection_lost(own_daemon, monkeypatch):
+    # The client tries to reconnect first (docs/RESTART.md): keep that short here.
+    monkeypatch.setenv("SHMLEASE_RECONNECT_TIMEOUT_MS", "300")
     d = own_daemon()
     c = shmlease.connect(d.socket)
     c.create("x", 4096)

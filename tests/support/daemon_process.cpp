@@ -57,8 +57,22 @@ DaemonProcess::DaemonProcess(std::vector<std::string> extra_args) {
     if (extra_args[i] == "--socket") socket_path_ = extra_args[i + 1];
     if (extra_args[i] == "--shm-prefix") shm_prefix_ = extra_args[i + 1];
   }
+  args_ = std::move(args);
+  ::unlink(log_path_.c_str());
+  try {
+    Start();
+  } catch (...) {
+    // No destructor runs for a constructor that throws: leave nothing behind here either.
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+    throw;
+  }
+}
+
+void DaemonProcess::Start() {
+  if (pid_ > 0) throw std::runtime_error("shmleased is already running");
   std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
+  for (auto& a : args_) argv.push_back(a.data());
   argv.push_back(nullptr);
 
   pid_ = ::fork();
@@ -66,7 +80,7 @@ DaemonProcess::DaemonProcess(std::vector<std::string> extra_args) {
   if (pid_ == 0) {
     // A test that crashes must not leave its daemon running.
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (log >= 0) {
       ::dup2(log, STDOUT_FILENO);
       ::dup2(log, STDERR_FILENO);
@@ -103,6 +117,14 @@ std::string DaemonProcess::log() const {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+int DaemonProcess::Kill(int signo) {
+  if (pid_ <= 0) return status_;
+  ::kill(pid_, signo);
+  ::waitpid(pid_, &status_, 0);
+  pid_ = -1;
+  return status_;
 }
 
 int DaemonProcess::Stop(std::chrono::milliseconds grace) {

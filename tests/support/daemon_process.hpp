@@ -30,6 +30,12 @@ class DaemonProcess {
 
   // SIGTERM and wait; returns the exit status as from waitpid. Idempotent.
   int Stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
+  // Sends `signo` (SIGKILL: a crash) and waits for the exit; returns the wait status.
+  int Kill(int signo);
+  // Starts the daemon again, with the same socket, prefix and arguments (after Stop or Kill), and
+  // waits until it accepts connections. The log file is appended to. Throws like the constructor.
+  void Start();
+  bool running() const { return pid_ > 0; }
   // Names in /dev/shm that start with this daemon's prefix.
   std::vector<std::string> ShmObjects() const;
 
@@ -41,6 +47,7 @@ class DaemonProcess {
   std::string socket_path_;
   std::string shm_prefix_;
   std::string log_path_;
+  std::vector<std::string> args_;
   pid_t pid_ = -1;
   int status_ = 0;
 };

@@ -187,6 +187,12 @@ std::vector<Request> SampleRequests() {
   out.push_back(List{});
   out.push_back(Chmod{.name = "frames", .mode = 0640});
   out.push_back(Stats{});
+  out.push_back(Reclaim{});
+  out.push_back(Reclaim{
+      .leases = {{.lease_id = 7, .segment_id = 3, .created_unix_ns = -1, .mode = LeaseMode::kWrite,
+                  .exclusive = 1},
+                 {.lease_id = ~0ull, .segment_id = 1, .created_unix_ns = 42}},
+      .mappings = {{.segment_id = 3, .created_unix_ns = -1, .writable = 1}}});
   return out;
 }
 
@@ -231,6 +237,11 @@ std::vector<Reply> SampleReplies() {
   out.push_back(ErrorReply{.code = Errc::kNotFound, .message = "no segment named 'x'"});
   out.push_back(ErrorReply{.code = Errc::kOk, .message = ""});
   out.push_back(ErrorReply{.code = Errc::kMapFailed, .message = std::string(kMaxErrorText, 'e')});
+  out.push_back(ReclaimOk{});
+  out.push_back(ReclaimOk{
+      .leases = {{.old_lease_id = 7, .new_lease_id = (5ull << 32) + 1, .status = Errc::kOk},
+                 {.old_lease_id = 8, .new_lease_id = 0, .status = Errc::kNotFound}},
+      .mappings = {{.segment_id = 3, .created_unix_ns = 9, .writable = 0}}});
   return out;
 }
 
@@ -762,7 +773,8 @@ void CheckConsistent(const Bytes& input, uint32_t max_body) {
         ASSERT_EQ(error == Errc::kUnknownType,
                   (static_cast<uint16_t>(f.header.type) & kReplyBit) != 0 ||
                       static_cast<uint16_t>(f.header.type) == 0 ||
-                      static_cast<uint16_t>(f.header.type) > static_cast<uint16_t>(MsgType::kStats));
+                      (static_cast<uint16_t>(f.header.type) > static_cast<uint16_t>(MsgType::kStats) &&
+                       f.header.type != MsgType::kReclaim));
       }
       Reply reply;
       error = Errc::kOk;

@@ -6,6 +6,14 @@
 // Each segment is mapped once per connection and per access mode and reused by later leases; the
 // mapping is unmapped once the daemon has freed the segment and no Lease of this process uses it.
 //
+// Daemon restarts: when the connection breaks, the next call (in any thread) reconnects with
+// bounded backoff (10 s by default; set_reconnect_timeout() or $SHMLEASE_RECONNECT_TIMEOUT_MS),
+// reclaims every live Lease and keeps every mapping, then repeats the call if that is safe (Ping,
+// Stat, List, Acquire, Create with exist_ok); Create without exist_ok and Remove fail with
+// kConnectionLost instead, as they may have taken effect. Mapped memory stays readable and
+// writable throughout. Only when reconnecting fails does a call fail, with kConnectionLost and
+// the reason (what broke, and why reconnecting did not work). docs/RESTART.md.
+//
 // fork(): a child process must connect anew. The parent's Client and Leases are inert in the child:
 // calls fail with kConnectionLost, and releases and Close() do nothing, so a child's exit never
 // disturbs the parent's connection.
@@ -89,7 +97,12 @@ class Lease {
   bool valid() const noexcept { return mapping_ != nullptr; }
   explicit operator bool() const noexcept { return valid(); }
 
-  uint64_t id() const noexcept { return id_; }
+  // The daemon's id of this lease. A reconnect (daemon restart) gives the lease a new id.
+  uint64_t id() const noexcept;
+  // True when a reconnect could not restore this lease (its segment was freed, or someone was
+  // granted a conflicting lease while the daemon restarted): the daemon no longer counts it,
+  // though the memory stays mapped and readable until the Lease is released.
+  bool lost() const noexcept;
   Mode mode() const noexcept { return mode_; }
   bool writable() const noexcept { return mode_ == Mode::kWrite; }
   bool exclusive() const noexcept { return exclusive_; }
@@ -138,7 +151,8 @@ class Lease {
 
   std::shared_ptr<detail::Connection> connection_;
   std::shared_ptr<detail::Mapping> mapping_;
-  uint64_t id_ = 0;
+  uint64_t id_ = 0;      // as granted
+  uint64_t handle_ = 0;  // the connection's name for it, stable across reconnects
   Mode mode_ = Mode::kRead;
   bool exclusive_ = false;
   SegmentInfo info_;
@@ -193,7 +207,13 @@ class Client {
   SegmentInfo Chmod(std::string_view name, uint32_t mode, std::error_code& ec) noexcept;
   DaemonStats Stats(std::error_code& ec) noexcept;
 
-  // Closes the connection: the daemon releases every lease it held. Calls waiting in other
+  // How long a call keeps trying to reconnect after the connection broke (default 10 s, or
+  // $SHMLEASE_RECONNECT_TIMEOUT_MS); 0 turns reconnecting off.
+  void set_reconnect_timeout(std::chrono::milliseconds timeout) noexcept;
+  // Times this client re-established its connection.
+  uint64_t reconnects() const noexcept;
+
+  // Closes the connection (and turns reconnecting off): the daemon releases every lease it held. Calls waiting in other
   // threads wake with kConnectionLost; later calls fail with it. Leases already handed out keep
   // their mappings (reading them stays safe) and their Release() becomes a no-op.
   void Close() noexcept;

@@ -55,6 +55,9 @@ enum class MsgType : uint16_t {
   // for; the client may unmap it once no lease of its own uses it.
   kSegmentGone = 0x8100,
   kError = 0xFFFF,
+  // After a reconnect: the leases and mappings a client still holds (docs/RESTART.md).
+  kReclaim = 0x000B,
+  kReclaimOk = 0x800B,
 };
 
 // Header flags.
@@ -151,6 +154,33 @@ struct Chmod {
 struct Stats {
   bool operator==(const Stats&) const = default;
 };
+// A lease the client held on an earlier connection (perhaps to an earlier daemon process). A
+// segment is named by its id and its creation time together, so that a daemon that lost its state
+// and reuses ids can never mistake another segment for it.
+struct ReclaimLease {
+  uint64_t lease_id = 0;  // the id the client knew it by; echoed in the result
+  uint64_t segment_id = 0;
+  int64_t created_unix_ns = 0;
+  LeaseMode mode = LeaseMode::kRead;
+  uint8_t exclusive = 0;
+  bool operator==(const ReclaimLease&) const = default;
+};
+// A segment the client has mapped (writable or read-only) from a descriptor it was passed earlier.
+struct ReclaimMapping {
+  uint64_t segment_id = 0;
+  int64_t created_unix_ns = 0;
+  uint8_t writable = 0;
+  bool operator==(const ReclaimMapping&) const = default;
+};
+inline constexpr size_t kReclaimLeaseBytes = 26;    // u64 lease, u64 segment, i64 created, u8, u8
+inline constexpr size_t kReclaimMappingBytes = 17;  // u64 segment, i64 created, u8 writable
+// Re-grants `leases` on this connection and records `mappings` as already passed (no descriptor is
+// sent again for them). Each lease is granted as an Acquire with timeout 0 would be, or refused.
+struct Reclaim {
+  std::vector<ReclaimLease> leases;
+  std::vector<ReclaimMapping> mappings;
+  bool operator==(const Reclaim&) const = default;
+};
 
 // --- Replies (daemon -> client) ---
 struct HelloOk {
@@ -223,6 +253,19 @@ struct StatsOk {
   std::vector<ClientInfo> clients;  // the clients the asker may see: all for administrators
   bool operator==(const StatsOk&) const = default;
 };
+// One entry per ReclaimLease, in request order: status kOk with the lease's new id, or why not.
+struct ReclaimResult {
+  uint64_t old_lease_id = 0;
+  uint64_t new_lease_id = 0;  // 0 unless status is kOk
+  Errc status = Errc::kOk;
+  bool operator==(const ReclaimResult&) const = default;
+};
+inline constexpr size_t kReclaimResultBytes = 20;
+struct ReclaimOk {
+  std::vector<ReclaimResult> leases;
+  std::vector<ReclaimMapping> mappings;  // those accepted; the client drops the others
+  bool operator==(const ReclaimOk&) const = default;
+};
 struct SegmentGone {
   uint64_t segment_id = 0;
   bool operator==(const SegmentGone&) const = default;
@@ -233,9 +276,9 @@ struct ErrorReply {
   bool operator==(const ErrorReply&) const = default;
 };
 
-using Request =
-    std::variant<Hello, Ping, Create, Acquire, Release, Remove, Stat, List, Chmod, Stats>;
+using Request = std::variant<Hello, Ping, Create, Acquire, Release, Remove, Stat, List, Chmod,
+                             Stats, Reclaim>;
 using Reply = std::variant<HelloOk, Pong, CreateOk, AcquireOk, ReleaseOk, RemoveOk, StatOk, ListOk,
-                           ChmodOk, StatsOk, SegmentGone, ErrorReply>;
+                           ChmodOk, StatsOk, SegmentGone, ErrorReply, ReclaimOk>;
 
 }  // namespace shmlease::proto

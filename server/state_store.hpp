@@ -1,0 +1,86 @@
+// shmleased's durable state: every segment it owns (and the next segment id), in one file under
+// the state directory, rewritten atomically (temporary file, fsync, rename, fsync of the directory)
+// after every change, so a restarted daemon can re-adopt the segments (docs/RESTART.md).
+// Owns: the state directory's lock (a flock on DIR/lock, held while the StateStore lives), so two
+// daemons never share one state directory. The byte format is written once below and once in
+// docs/RESTART.md; EncodeState/DecodeState are pure, for unit tests.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shmlease::server {
+
+// Format version 1, text, one record per line, fields separated by single spaces:
+//   shmlease-state 1
+//   prefix <shm prefix>
+//   next-id <u64>
+//   boot <u64>                          daemon starts on this state so far (lease id epochs)
+//   segment <id> name=<name> size=<u64> format=<fmt> shape=<d1>x<d2>... created=<i64 ns>
+//           creator-pid=<u32> creator-uid=<u32> owner-uid=<u32> owner-gid=<u32> mode=<octal>
+//           removed=<0|1> shm=<shm object name>          (one line; zero or more segments)
+//   end <segment count> fnv1a64=<16 hex digits of FNV-1a 64 over every byte before this line>
+// Names, formats and shm names cannot hold spaces or '=' (their rules forbid them), so no quoting.
+inline constexpr std::string_view kStateMagic = "shmlease-state";
+inline constexpr uint32_t kStateVersion = 1;
+inline constexpr const char* kStateFileName = "shmleased.state";
+
+struct PersistedSegment {
+  uint64_t id = 0;
+  std::string name;
+  uint64_t size = 0;
+  std::string format;
+  std::vector<uint64_t> shape;
+  int64_t created_unix_ns = 0;
+  uint32_t creator_pid = 0;
+  uint32_t creator_uid = 0;
+  uint32_t owner_uid = 0;
+  uint32_t owner_gid = 0;
+  uint32_t mode = 0600;
+  bool removed = false;
+  std::string shm_name;
+
+  bool operator==(const PersistedSegment&) const = default;
+};
+
+struct PersistedState {
+  std::string shm_prefix;
+  uint64_t next_id = 1;
+  uint64_t boot = 0;
+  std::vector<PersistedSegment> segments;
+
+  bool operator==(const PersistedState&) const = default;
+};
+
+std::string EncodeState(const PersistedState& state);
+// Parses and validates (checksum, every field, names, geometry, shm names under the prefix, unique
+// ids and names). False with `error` = "line N: reason" when anything is wrong.
+bool DecodeState(std::string_view text, PersistedState& state, std::string& error);
+
+class StateStore {
+ public:
+  StateStore() = default;
+  ~StateStore();
+  StateStore(const StateStore&) = delete;
+  StateStore& operator=(const StateStore&) = delete;
+
+  // Creates `dir` (mode 0700) if needed and locks it. False with `error` naming the directory and
+  // the reason (not a directory, permission denied, locked by another shmleased).
+  bool Open(const std::string& dir, std::string& error);
+  // Reads the state file. `exists` is false (and true returned) when there is none yet.
+  bool Load(PersistedState& state, bool& exists, std::string& error);
+  // Replaces the state file atomically. False with `error` set; the previous file then stays.
+  bool Save(const PersistedState& state, std::string& error);
+
+  bool is_open() const { return lock_fd_ >= 0; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_;
+  std::string path_;
+  int lock_fd_ = -1;
+};
+
+}  // namespace shmlease::server
