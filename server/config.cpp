@@ -41,6 +41,14 @@ constexpr SettingSpec kSettingTable[] = {
     {"max-pending-reply-bytes", SettingKind::kSize,
      "replies queued for a client that does not read before it is disconnected", nullptr,
      &Config::max_pending_reply_bytes},
+    {"huge-threshold", SettingKind::kSize,
+     "segments of at least this size get huge pages by default, best effort (falling back to "
+     "normal pages); 0: only when a client asks",
+     nullptr, &Config::huge_threshold},
+    {"huge-dir", SettingKind::kString,
+     "a directory on hugetlbfs or on a tmpfs mounted with huge=always, used for huge-page "
+     "segments when a MFD_HUGETLB memfd cannot be had (\"\": none)",
+     &Config::huge_dir},
 };
 
 bool ParseCount(const std::string& value, uint64_t& out) {

@@ -24,6 +24,9 @@ struct Config {
   uint64_t max_leases_per_connection = 65536;
   uint64_t max_message_size = 65536;
   uint64_t max_pending_reply_bytes = 4 << 20;  // a client that stops reading is cut off past this
+  uint64_t huge_threshold = 0;  // segments of at least this size get huge pages, best effort; 0 = off
+  std::string huge_dir;         // "" = none: a hugetlbfs or huge=always tmpfs directory to use
+                                // when a MFD_HUGETLB memfd cannot be had
 };
 
 // Fraction of /dev/shm's free space used as the default total byte limit.

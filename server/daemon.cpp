@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "huge_pages.hpp"
 #include "shmlease/codec.hpp"
 #include "shmlease/format.hpp"
 
@@ -108,6 +109,8 @@ int Daemon::Run() {
                  "they are not ours to free (first: {})",
                  leftovers.size(), config_.shm_prefix, leftovers.front());
   }
+  spdlog::info("{}", DescribeHugePageSupport(ProbeHugePages(), config_.huge_dir,
+                                             config_.huge_threshold));
   Accept();
   spdlog::info(
       "shmleased {} ready: listening on {} (shm prefix {}, limits: {} segments, {} total, {} per "

@@ -7,6 +7,7 @@
 
 #include "config.hpp"
 #include "daemon.hpp"
+#include "huge_pages.hpp"
 
 int main(int argc, char** argv) {
   shmlease::server::Config config;
@@ -22,6 +23,10 @@ int main(int argc, char** argv) {
 
   std::string error;
   if (!shmlease::server::Finalize(config, error)) {
+    spdlog::error("bad configuration: {}", error);
+    return 2;
+  }
+  if (!config.huge_dir.empty() && !shmlease::server::InspectHugeDir(config.huge_dir, error)) {
     spdlog::error("bad configuration: {}", error);
     return 2;
   }
