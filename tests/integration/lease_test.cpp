@@ -314,7 +314,8 @@ TEST_F(LeaseTest, ExclusiveWaitsInOrderAndTimesOut) {
     EXPECT_EQ(e.errc(), Errc::kTimeout);
   }
   excl.Release();
-  Lease after = holder.Acquire("x", Mode::kRead, {.timeout = 0ms});
+  // The release is one-way on another connection: wait for it to land rather than race it.
+  Lease after = holder.Acquire("x", Mode::kRead, {.timeout = 5s});
   EXPECT_TRUE(after.valid());
   after.Release();
   holder.Remove("x");

@@ -92,7 +92,9 @@ struct LeaseOptions {
   bool populate = false;
 };
 
-// Bytes of memory a segment holds: its size rounded up to whole pages of info.page_size.
+// Bytes of memory a segment holds: its size rounded up to whole pages of info.page_size. For a
+// huge-page segment this is also what counts against the daemon's byte limits (normal pages count
+// their exact size) and the length this library maps.
 inline uint64_t ReservedBytes(const SegmentInfo& info) {
   if (info.page_size == 0) return info.size;
   return (info.size + info.page_size - 1) / info.page_size * info.page_size;
