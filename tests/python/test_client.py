@@ -373,9 +373,9 @@ def test_every_public_name_has_a_docstring():
     sig = inspect.signature(shmlease.Client.lease)
     assert list(sig.parameters) == ["self", "name", "mode", "exclusive", "timeout", "populate"]
     assert sig.parameters["populate"].kind is inspect.Parameter.KEYWORD_ONLY
-    sig = inspect.signature(shmlease.Client.create)
-    assert list(sig.parameters)[-2:] == ["exist_ok", "huge"]
-    assert sig.parameters["huge"].default is None
+    create = inspect.signature(shmlease.Client.create)
+    assert list(create.parameters)[-2:] == ["exist_ok", "huge"]
+    assert create.parameters["huge"].default is None
     assert sig.parameters["exclusive"].kind is inspect.Parameter.KEYWORD_ONLY
     assert str(inspect.signature(shmlease.connect)) == "(socket=None)"
 
