@@ -114,6 +114,12 @@ std::string CpuModel() {
   return "unknown CPU";
 }
 
+std::string Fixed2(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f", x);
+  return buf;
+}
+
 std::string Fmt(double seconds) {
   char buf[64];
   if (seconds >= 1) {
@@ -318,7 +324,8 @@ int Main(int argc, char** argv) {
       << " (8 MiB frame). The benchmark reserves the huge pages it needs as root (vm.nr_hugepages) "
          "and restores the setting when done.\n\n"
       << "Machine: nproc " << ::sysconf(_SC_NPROCESSORS_ONLN) << ", " << CpuModel() << ", Linux "
-      << u.release << "; load average at start " << load[0] << ", " << load[1] << ", " << load[2]
+      << u.release << "; load average at start " << Fixed2(load[0]) << ", " << Fixed2(load[1])
+      << ", " << Fixed2(load[2])
       << " (other builds and tests share these 2 cores).\n\n"
       << "Command (from the repository root, on an existing build with benchmarks and tests on, "
          "as root):\n\n```sh\n"
