@@ -64,6 +64,14 @@ const SettingSpec kSettingTable[] = {
      "after a restart, how long a removed segment waits for a client to reclaim a lease on it "
      "before it is freed",
      kLive, nullptr, &Config::reclaim_grace_ms},
+    {"huge-threshold", K::kSize,
+     "segments of at least this size get huge pages by default, best effort (falling back to "
+     "normal pages); 0: only when a client asks",
+     kLive, nullptr, &Config::huge_threshold},
+    {"huge-dir", K::kString,
+     "a directory on hugetlbfs or on a tmpfs mounted with huge=always, used for huge-page "
+     "segments when a MFD_HUGETLB memfd cannot be had (\"\": none)",
+     kRestart, &Config::huge_dir},
 };
 
 bool ParseCount(const std::string& value, uint64_t& out) {

@@ -32,6 +32,9 @@ struct Config {
   uint64_t quota_segments = 0;   // per uid, segments it owns; 0 = no quota
   std::string state_dir;              // "" = no durable state: segments die with the daemon
   uint64_t reclaim_grace_ms = 5000;   // after a restart: how long removed segments wait for holders
+  uint64_t huge_threshold = 0;  // segments of at least this size get huge pages, best effort; 0 = off
+  std::string huge_dir;         // "" = none: a hugetlbfs or huge=always tmpfs directory to use
+                                // when a MFD_HUGETLB memfd cannot be had
 };
 
 // The default config file, read when it exists and no --config is given.

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <set>
 
+#include "huge_pages.hpp"
 #include "shmlease/codec.hpp"
 #include "shmlease/format.hpp"
 
@@ -206,6 +207,8 @@ int Daemon::Run() {
                  "they are not ours to free (first: {})",
                  leftovers.size(), config_.shm_prefix, leftovers.front());
   }
+  spdlog::info("{}", DescribeHugePageSupport(ProbeHugePages(), config_.huge_dir,
+                                             config_.huge_threshold));
   Accept();
   spdlog::info(
       "shmleased {} ready: listening on {} (shm prefix {}, limits: {} segments, {} total, {} per "

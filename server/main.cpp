@@ -9,6 +9,7 @@
 
 #include "config.hpp"
 #include "daemon.hpp"
+#include "huge_pages.hpp"
 
 int main(int argc, char** argv) {
   shmlease::server::Config parsed;
@@ -38,6 +39,10 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   if (!config_file.empty()) spdlog::info("configuration read from {}", config_file);
+  if (!config.huge_dir.empty() && !shmlease::server::InspectHugeDir(config.huge_dir, error)) {
+    spdlog::error("bad configuration: {}", error);
+    return 2;
+  }
   try {
     shmlease::server::Daemon daemon(config, {config_file, flags});
     if (!daemon.Listen(error)) {

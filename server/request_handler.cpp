@@ -81,11 +81,12 @@ void RequestHandler::OnCreate(const SessionPtr& s, uint32_t id, const proto::Cre
     return;
   }
   creating_[segment->id].push_back({s, id});
-  boost::asio::post(workers_, [this, segment_id = segment->id, name = segment->shm_name,
-                               size = segment->size] {
+  boost::asio::post(workers_, [this, segment_id = segment->id,
+                               request = ShmRequest{segment->shm_name, segment->size,
+                                                    segment->pages, config_.huge_dir}] {
     Errc e = Errc::kOk;
     std::string text;
-    std::unique_ptr<ShmObject> shm = ShmObject::Create(name, size, e, text);
+    std::unique_ptr<ShmObject> shm = ShmObject::Create(request, e, text);
     boost::asio::post(io_, [this, segment_id, shm = std::move(shm), e, text]() mutable {
       OnCreated(segment_id, std::move(shm), e, text);
     });
@@ -106,10 +107,15 @@ void RequestHandler::OnCreated(uint64_t segment_id, std::unique_ptr<ShmObject> s
     }
     return;
   }
+  if (shm->huge_fallback()) {
+    spdlog::warn("create '{}': huge pages asked for, best effort: using normal pages; {}",
+                 segment->name, shm->fallback_reason());
+  }
+  std::string backing = shm->Describe();
   registry_.Complete(segment_id, std::move(shm));
   Creator creator{segment->creator_pid, segment->creator_uid};
-  spdlog::info("created '{}' ({}, format '{}') for pid {} as {}", segment->name,
-               FormatSize(segment->size), segment->format, creator.pid, segment->shm_name);
+  spdlog::info("created '{}' ({}, format '{}') for pid {} in {}", segment->name,
+               FormatSize(segment->size), segment->format, creator.pid, backing);
   for (auto& w : waiters) {
     if (auto session = w.session.lock()) session->Send(proto::CreateOk{Info(*segment)}, w.request_id);
   }
@@ -405,7 +411,8 @@ proto::SegmentInfo RequestHandler::Info(const Segment& segment) const {
   info.exclusive = counts.exclusive ? 1 : 0;
   info.waiting = counts.waiting;
   info.removed = segment.removed ? 1 : 0;
-  info.page_size = static_cast<uint32_t>(::sysconf(_SC_PAGESIZE));
+  info.page_size = static_cast<uint32_t>(segment.page_size);
+  info.huge_fallback = segment.huge_fallback ? 1 : 0;
   info.owner_uid = segment.owner_uid;
   info.owner_gid = segment.owner_gid;
   info.mode = segment.mode;

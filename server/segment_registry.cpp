@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdint>
 
 #include "shmlease/format.hpp"
 
@@ -63,6 +64,13 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
     Fail(Errc::kInvalidArgument, "unknown create flags", error, message);
     return nullptr;
   }
+  const uint8_t huge_flags =
+      c.flags & (proto::kCreateHuge | proto::kCreateHugeBestEffort | proto::kCreateNoHuge);
+  if (huge_flags != 0 && (huge_flags & (huge_flags - 1)) != 0) {
+    Fail(Errc::kInvalidArgument,
+         "create flags: huge, huge best effort and no huge exclude one another", error, message);
+    return nullptr;
+  }
   if (c.mode > 0777) {
     Fail(Errc::kInvalidArgument, "mode must be permission bits between 0 and 0777", error, message);
     return nullptr;
@@ -72,10 +80,33 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
     return nullptr;
   }
   if (!CheckGeometry(c, error, message)) return nullptr;
-  if (c.size > config_.max_segment_size) {
+  PagePolicy pages = PagePolicy::kNormal;
+  if ((c.flags & proto::kCreateHuge) != 0) {
+    pages = PagePolicy::kHuge;
+  } else if ((c.flags & proto::kCreateHugeBestEffort) != 0) {
+    pages = PagePolicy::kHugeBestEffort;
+  } else if ((c.flags & proto::kCreateNoHuge) == 0 && config_.huge_threshold != 0 &&
+             c.size >= config_.huge_threshold) {
+    pages = PagePolicy::kHugeBestEffort;
+  }
+  // Huge pages are counted whole: a 3 MiB segment in 2 MiB pages holds 4 MiB.
+  uint64_t counted = c.size;
+  if (pages != PagePolicy::kNormal) {
+    uint64_t page = HugeRoundingSize(config_.huge_dir);
+    if (page != 0 && c.size % page != 0) {
+      if (c.size > UINT64_MAX - page) {
+        Fail(Errc::kInvalidArgument, "size " + std::to_string(c.size) + " is too large", error,
+             message);
+        return nullptr;
+      }
+      counted = (c.size / page + 1) * page;
+    }
+  }
+  if (counted > config_.max_segment_size) {
     Fail(Errc::kLimitSegmentSize,
-         "size " + FormatSize(c.size) + " is above the segment size limit of " +
-             FormatSize(config_.max_segment_size),
+         "size " + FormatSize(c.size) +
+             (counted != c.size ? " (" + FormatSize(counted) + " in whole huge pages)" : "") +
+             " is above the segment size limit of " + FormatSize(config_.max_segment_size),
          error, message);
     return nullptr;
   }
@@ -86,9 +117,11 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
          error, message);
     return nullptr;
   }
-  if (c.size > config_.max_total_bytes - std::min(total_bytes_, config_.max_total_bytes)) {
+  if (counted > config_.max_total_bytes - std::min(total_bytes_, config_.max_total_bytes)) {
     Fail(Errc::kLimitBytes,
-         "creating " + FormatSize(c.size) + " would pass the total limit of " +
+         "creating " + FormatSize(c.size) +
+             (counted != c.size ? " (" + FormatSize(counted) + " in whole huge pages)" : "") +
+             " would pass the total limit of " +
              FormatSize(config_.max_total_bytes) + " (" + FormatSize(total_bytes_) + " in use)",
          error, message);
     return nullptr;
@@ -135,16 +168,29 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
   segment->mode = c.mode;
   segment->creating = true;
   segment->shm_name = config_.shm_prefix + "." + std::to_string(id);
+  segment->pages = pages;
+  segment->counted_bytes = counted;
   Segment* raw = segment.get();
   by_id_.emplace(id, std::move(segment));
   by_name_.emplace(raw->name, raw);
-  total_bytes_ += raw->size;
+  total_bytes_ += raw->counted_bytes;
   return raw;
 }
 
 void SegmentRegistry::Complete(uint64_t id, std::unique_ptr<ShmObject> shm) {
   Segment* segment = FindById(id);
   if (segment == nullptr) return;
+  // The backing may hold less than counted (smaller huge pages, or a fallback to normal pages);
+  // never more: Reserve() rounded to the largest page size on offer.
+  uint64_t real = shm->reserved_bytes();
+  if (real > segment->counted_bytes) {
+    spdlog::warn("segment '{}' holds {}, more than the {} counted when it was reserved",
+                 segment->name, FormatSize(real), FormatSize(segment->counted_bytes));
+  }
+  total_bytes_ = total_bytes_ - segment->counted_bytes + real;
+  segment->counted_bytes = real;
+  segment->page_size = shm->page_size();
+  segment->huge_fallback = shm->huge_fallback();
   segment->shm = std::move(shm);
   segment->creating = false;
   Changed();
@@ -179,7 +225,7 @@ void SegmentRegistry::Destroy(uint64_t id) {
   Segment* segment = it->second.get();
   bool recorded = !segment->creating;
   if (!segment->removed) by_name_.erase(segment->name);
-  total_bytes_ -= segment->size;
+  total_bytes_ -= segment->counted_bytes;
   by_id_.erase(it);
   if (recorded) Changed();
 }

@@ -35,6 +35,12 @@ struct Segment {
   // yet (it is being reserved off the event loop). Such a segment cannot be leased or removed.
   bool creating = false;
   std::string shm_name;
+  PagePolicy pages = PagePolicy::kNormal;  // decided by Reserve() from the flags and huge-threshold
+  // Bytes counted against the limits: while creating, the size rounded up to the largest huge
+  // page size the segment might get; once complete, what its backing really holds.
+  uint64_t counted_bytes = 0;
+  uint64_t page_size = 0;       // set by Complete()
+  bool huge_fallback = false;   // set by Complete()
   std::unique_ptr<ShmObject> shm;
 };
 
@@ -50,8 +56,11 @@ class SegmentRegistry {
 
   // Validates name, size, format and shape, checks the limits, and takes the name and the bytes
   // for a segment in the `creating` state. Returns nullptr with `error`/`message` set on failure.
-  // Its shm object is made by ShmObject::Create(segment->shm_name, size) and handed to Complete(),
-  // or the reservation is dropped with Abandon().
+  // Decides the segment's PagePolicy (Create.flags, else huge-threshold) and counts a huge
+  // segment's size rounded up to whole huge pages. Its shm object is made by
+  // ShmObject::Create({segment->shm_name, size, segment->pages, ...}) and handed to Complete(),
+  // which corrects the count to the backing's real size, or the reservation is dropped with
+  // Abandon().
   Segment* Reserve(const proto::Create& request, Creator creator, Errc& error,
                    std::string& message);
   void Complete(uint64_t id, std::unique_ptr<ShmObject> shm);

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -11,6 +12,10 @@
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+
+#include "huge_pages.hpp"
+#include "shmlease/format.hpp"
 
 namespace shmlease::server {
 namespace bip = boost::interprocess;
@@ -41,18 +46,183 @@ Errc FromErrno(int err) {
   }
 }
 
+uint64_t RoundUp(uint64_t size, uint64_t page) {
+  if (page == 0) return size;
+  uint64_t pages = size / page + (size % page != 0 ? 1 : 0);
+  return pages * page;
+}
+
+// One huge-page backing attempt: both descriptors, or an errno and a sentence saying what failed.
+struct HugeAttempt {
+  int rw_fd = -1;
+  int ro_fd = -1;
+  uint64_t page_size = 0;
+  uint64_t bytes = 0;
+  int err = 0;
+  std::string what;
+};
+
+void CloseBoth(HugeAttempt& a) {
+  if (a.rw_fd >= 0) ::close(a.rw_fd);
+  if (a.ro_fd >= 0) ::close(a.ro_fd);
+  a.rw_fd = a.ro_fd = -1;
+}
+
+// Sizes and reserves an open huge-page file, then opens the read-only descriptor through
+// /proc/self/fd (the only way to get a second, read-only open file of a memfd). fallocate, not
+// posix_fallocate: glibc's emulation would write() to hugetlbfs, which does not support it.
+bool SizeReserveAndReopen(HugeAttempt& a, const std::string& what) {
+  if (::ftruncate(a.rw_fd, static_cast<off_t>(a.bytes)) != 0) {
+    a.err = errno;
+    a.what = what + ": cannot size it to " + FormatSize(a.bytes) + ": " + std::strerror(a.err);
+    return false;
+  }
+  if (::fallocate(a.rw_fd, 0, 0, static_cast<off_t>(a.bytes)) != 0) {
+    a.err = errno;
+    a.what = what + ": cannot reserve " + FormatSize(a.bytes) + " (" +
+             std::to_string(a.bytes / a.page_size) + " pages of " + FormatSize(a.page_size) +
+             "): " + std::strerror(a.err);
+    return false;
+  }
+  std::string self = "/proc/self/fd/" + std::to_string(a.rw_fd);
+  a.ro_fd = ::open(self.c_str(), O_RDONLY | O_CLOEXEC);
+  if (a.ro_fd < 0) {
+    a.err = errno;
+    a.what = what + ": cannot open a read-only descriptor through " + self + ": " +
+             std::strerror(a.err);
+    return false;
+  }
+  return true;
+}
+
+HugeAttempt CreateHugeMemfd(const std::string& name, uint64_t size) {
+  HugeAttempt a;
+  a.page_size = DefaultHugePageSize();
+  if (a.page_size == 0) {
+    a.err = EINVAL;
+    a.what = "MFD_HUGETLB memfd: this kernel has no hugetlb pages";
+    return a;
+  }
+  a.bytes = RoundUp(size, a.page_size);
+  a.rw_fd = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_HUGETLB | MFD_ALLOW_SEALING);
+  if (a.rw_fd < 0) {
+    a.err = errno;
+    a.what = std::string("MFD_HUGETLB memfd: ") + std::strerror(a.err);
+    return a;
+  }
+  if (!SizeReserveAndReopen(a, "MFD_HUGETLB memfd")) {
+    CloseBoth(a);
+    return a;
+  }
+  // A client holding the read-write descriptor must not be able to shrink the memory under the
+  // other clients' mappings (SIGBUS there). Sealing is best effort: the size stays reserved.
+  ::fcntl(a.rw_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  return a;
+}
+
+HugeAttempt CreateInHugeDir(const HugeDir& dir, const std::string& name, uint64_t size) {
+  HugeAttempt a;
+  a.page_size = dir.page_size;
+  a.bytes = RoundUp(size, a.page_size);
+  std::string path = dir.path + "/" + name;
+  a.rw_fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (a.rw_fd < 0) {
+    a.err = errno;
+    a.what = "huge-dir " + dir.path + ": cannot create " + name + ": " + std::strerror(a.err);
+    return a;
+  }
+  bool ok = SizeReserveAndReopen(a, "huge-dir " + dir.Describe());
+  // Nameless from here on, like a memfd: nothing is left in the directory, whatever happens next.
+  ::unlink(path.c_str());
+  if (!ok) CloseBoth(a);
+  return a;
+}
+
 }  // namespace
 
 ShmObject::~ShmObject() {
   if (rw_fd_ >= 0) ::close(rw_fd_);
   if (ro_fd_ >= 0) ::close(ro_fd_);
-  if (!keep_) UnlinkShmObject(name_);
+  if (backing_ == Backing::kPosixShm && !keep_) UnlinkShmObject(name_);
 }
 
-std::unique_ptr<ShmObject> ShmObject::Create(const std::string& name, uint64_t size, Errc& error,
+std::string ShmObject::Describe() const {
+  switch (backing_) {
+    case Backing::kPosixShm:
+      return std::string(kShmDir) + "/" + name_;
+    case Backing::kMemfdHugetlb:
+      return "MFD_HUGETLB memfd (" + FormatSize(page_size_) + " pages)";
+    case Backing::kHugetlbfsFile:
+      return "hugetlbfs file in " + location_ + " (" + FormatSize(page_size_) + " pages)";
+    case Backing::kTmpfsHugeFile:
+      return "tmpfs huge=always file in " + location_ + " (" + FormatSize(page_size_) + " pages)";
+  }
+  return name_;
+}
+
+std::unique_ptr<ShmObject> ShmObject::Create(const ShmRequest& request, Errc& error,
                                              std::string& message) {
-  int rw_fd = -1;
-  int ro_fd = -1;
+  std::unique_ptr<ShmObject> object(new ShmObject());
+  object->name_ = request.name;
+  object->size_ = request.size;
+  if (request.pages == PagePolicy::kNormal) {
+    object->page_size_ = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    object->reserved_bytes_ = request.size;
+  } else {
+    std::vector<HugeAttempt> failures;
+    HugeAttempt a = CreateHugeMemfd(request.name, request.size);
+    Backing backing = Backing::kMemfdHugetlb;
+    std::optional<HugeDir> dir;
+    if (a.rw_fd < 0 && !request.huge_dir.empty()) {
+      failures.push_back(a);
+      std::string dir_error;
+      dir = InspectHugeDir(request.huge_dir, dir_error);
+      if (dir) {
+        a = CreateInHugeDir(*dir, request.name, request.size);
+        backing = dir->kind == HugeDir::Kind::kHugetlbfs ? Backing::kHugetlbfsFile
+                                                         : Backing::kTmpfsHugeFile;
+      } else {
+        a = HugeAttempt{};
+        a.err = EINVAL;
+        a.what = dir_error;
+      }
+    }
+    if (a.rw_fd >= 0) {
+      object->backing_ = backing;
+      object->page_size_ = a.page_size;
+      object->reserved_bytes_ = a.bytes;
+      object->rw_fd_ = a.rw_fd;
+      object->ro_fd_ = a.ro_fd;
+      if (dir) object->location_ = dir->path;
+      return object;
+    }
+    failures.push_back(a);
+    std::string reasons;
+    bool no_space = false;
+    for (const HugeAttempt& f : failures) {
+      reasons += (reasons.empty() ? "" : "; ") + f.what;
+      no_space = no_space || f.err == ENOSPC || f.err == ENOMEM;
+    }
+    HugePageHost host = ProbeHugePages();
+    uint64_t page = host.page_size != 0 ? host.page_size : TransparentHugePageSize();
+    uint64_t pages = RoundUp(request.size, page) / page;
+    std::string why = "no huge pages for " + FormatSize(request.size) + " (" +
+                      std::to_string(pages) + " pages of " + FormatSize(page) + "): " + reasons +
+                      ". " + HowToEnableHugePages(host, pages);
+    if (request.pages == PagePolicy::kHuge) {
+      error = no_space ? Errc::kNoSpace : Errc::kInvalidArgument;
+      message = why + "; or ask for huge pages best effort";
+      return nullptr;
+    }
+    object->huge_fallback_ = true;
+    object->fallback_reason_ = why;
+    object->page_size_ = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    object->reserved_bytes_ = request.size;
+  }
+
+  // Normal pages: a POSIX shm object.
+  const std::string& name = request.name;
+  const uint64_t size = request.size;
   bool created = false;
   try {
     bip::permissions owner_only(0600);
@@ -70,8 +240,8 @@ std::unique_ptr<ShmObject> ShmObject::Create(const std::string& name, uint64_t s
       return nullptr;
     }
     bip::shared_memory_object ro(bip::open_only, name.c_str(), bip::read_only);
-    rw_fd = TakeFd(rw);
-    ro_fd = TakeFd(ro);
+    int rw_fd = TakeFd(rw);
+    int ro_fd = TakeFd(ro);
     if (rw_fd < 0 || ro_fd < 0) {
       int dup_err = errno;
       if (rw_fd >= 0) ::close(rw_fd);
@@ -81,6 +251,9 @@ std::unique_ptr<ShmObject> ShmObject::Create(const std::string& name, uint64_t s
       message = std::string("cannot keep a descriptor for the segment: ") + std::strerror(dup_err);
       return nullptr;
     }
+    object->rw_fd_ = rw_fd;
+    object->ro_fd_ = ro_fd;
+    object->backing_ = Backing::kPosixShm;
   } catch (const bip::interprocess_exception& e) {
     if (created) bip::shared_memory_object::remove(name.c_str());
     int native = e.get_native_error();
@@ -90,7 +263,16 @@ std::unique_ptr<ShmObject> ShmObject::Create(const std::string& name, uint64_t s
     message = "shared memory object " + name + ": " + e.what();
     return nullptr;
   }
-  return std::unique_ptr<ShmObject>(new ShmObject(name, size, rw_fd, ro_fd));
+  return object;
+}
+
+uint64_t HugeRoundingSize(const std::string& huge_dir) {
+  uint64_t size = DefaultHugePageSize();
+  if (!huge_dir.empty()) {
+    std::string ignored;
+    if (auto dir = InspectHugeDir(huge_dir, ignored)) size = std::max(size, dir->page_size);
+  }
+  return size;
 }
 
 std::unique_ptr<ShmObject> ShmObject::Open(const std::string& name, uint64_t size, Errc& error,
@@ -134,7 +316,15 @@ std::unique_ptr<ShmObject> ShmObject::Open(const std::string& name, uint64_t siz
     return fail(Errc::kInvalidArgument, name + " holds " + std::to_string(st.st_size) +
                                             " bytes, the state says " + std::to_string(size));
   }
-  return std::unique_ptr<ShmObject>(new ShmObject(name, size, rw_fd, ro_fd));
+  std::unique_ptr<ShmObject> object(new ShmObject());
+  object->name_ = name;
+  object->size_ = size;
+  object->reserved_bytes_ = size;
+  object->page_size_ = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  object->backing_ = Backing::kPosixShm;
+  object->rw_fd_ = rw_fd;
+  object->ro_fd_ = ro_fd;
+  return object;
 }
 
 std::vector<std::string> ListShmObjects(const std::string& prefix) {

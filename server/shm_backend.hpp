@@ -1,7 +1,9 @@
-// The only place in the daemon that touches Boost.Interprocess and POSIX shared memory.
-// Owns: each ShmObject owns one POSIX shm object (its name in /dev/shm) and two descriptors, one
-// read-write and one read-only; the destructor closes both and unlinks the name. Boost exceptions
-// never leave this file: they become Errc values with a message.
+// The only place in the daemon that creates shared memory: POSIX shm objects through
+// Boost.Interprocess, and huge-page backed memory (MFD_HUGETLB memfds, files in a huge-dir).
+// Owns: each ShmObject owns two descriptors, one read-write and one read-only, and for POSIX shm
+// its name in /dev/shm; the destructor closes both and unlinks that name. Huge-page backings have
+// no name anywhere once created (a memfd never has one; a huge-dir file is unlinked at once), so
+// nothing can be left behind. Boost exceptions never leave this file: they become Errc values.
 #pragma once
 
 #include <cstdint>
@@ -13,15 +15,33 @@
 
 namespace shmlease::server {
 
+// What pages a segment asks for (from Create.flags and the daemon's huge-threshold).
+enum class PagePolicy {
+  kNormal,          // POSIX shm in /dev/shm, the system page size
+  kHuge,            // huge pages or fail
+  kHugeBestEffort,  // huge pages if the host has them, else normal pages (huge_fallback)
+};
+
+enum class Backing { kPosixShm, kMemfdHugetlb, kHugetlbfsFile, kTmpfsHugeFile };
+
+struct ShmRequest {
+  std::string name;  // unique per daemon: the POSIX shm name, the memfd's or huge-dir file's name
+  uint64_t size = 0;  // bytes asked for; huge backings round it up to whole huge pages
+  PagePolicy pages = PagePolicy::kNormal;
+  std::string huge_dir;  // "" = none; tried after the memfd
+};
+
 class ShmObject {
  public:
   ~ShmObject();
   ShmObject(const ShmObject&) = delete;
   ShmObject& operator=(const ShmObject&) = delete;
 
-  // Creates `name` (mode 0600, owned by the daemon), sizes it to `size` bytes and reserves every
-  // page now (posix_fallocate), so a full /dev/shm is kNoSpace here and never a SIGBUS later.
-  static std::unique_ptr<ShmObject> Create(const std::string& name, uint64_t size, Errc& error,
+  // Creates the backing memory and reserves every page of it now (fallocate), so that a full
+  // /dev/shm or an empty huge page pool is an error here (kNoSpace, with how to fix it) and never a
+  // SIGBUS in a client later. Huge pages: a MFD_HUGETLB memfd first, then a file in huge_dir;
+  // with kHugeBestEffort, POSIX shm when neither works (huge_fallback() is then true).
+  static std::unique_ptr<ShmObject> Create(const ShmRequest& request, Errc& error,
                                            std::string& message);
 
   // Re-adopts `name` after a daemon restart (docs/RESTART.md): opens it read-write and read-only
@@ -35,19 +55,39 @@ class ShmObject {
 
   const std::string& name() const { return name_; }
   uint64_t size() const { return size_; }
+  // Bytes the backing holds (and counts against the limits): size() for normal pages, size()
+  // rounded up to whole huge pages otherwise. Clients map this many bytes.
+  uint64_t reserved_bytes() const { return reserved_bytes_; }
+  uint64_t page_size() const { return page_size_; }
+  Backing backing() const { return backing_; }
+  bool huge_fallback() const { return huge_fallback_; }
+  // Why huge pages were not used (best effort only), for the log.
+  const std::string& fallback_reason() const { return fallback_reason_; }
+  // "memfd (hugetlb, 2 MiB pages)", "/dev/shm/NAME", ... for the log.
+  std::string Describe() const;
   int rw_fd() const { return rw_fd_; }
   int ro_fd() const { return ro_fd_; }
 
  private:
-  ShmObject(std::string name, uint64_t size, int rw_fd, int ro_fd)
-      : name_(std::move(name)), size_(size), rw_fd_(rw_fd), ro_fd_(ro_fd) {}
+  ShmObject() = default;
 
   std::string name_;
-  uint64_t size_;
-  int rw_fd_;
-  int ro_fd_;
-  bool keep_ = false;
+  uint64_t size_ = 0;
+  uint64_t reserved_bytes_ = 0;
+  uint64_t page_size_ = 0;
+  Backing backing_ = Backing::kPosixShm;
+  bool huge_fallback_ = false;
+  std::string fallback_reason_;
+  std::string location_;  // the huge-dir, for Describe()
+  int rw_fd_ = -1;
+  int ro_fd_ = -1;
+  bool keep_ = false;  // with a state dir: the object outlives this daemon process
 };
+
+// The page size that huge segments are rounded up to before their backing is known: the largest
+// of the default hugetlb page size and huge_dir's page size (0 when the host has neither). The
+// registry counts this much and corrects it once the segment exists.
+uint64_t HugeRoundingSize(const std::string& huge_dir);
 
 // Names in /dev/shm that start with `prefix` (left over by an earlier daemon on the same prefix).
 std::vector<std::string> ListShmObjects(const std::string& prefix);

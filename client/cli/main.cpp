@@ -160,11 +160,18 @@ std::string ShapeText(const std::vector<uint64_t>& shape) {
   return out;
 }
 
+// True when the segment is backed by pages larger than this system's normal page.
+bool IsHuge(const SegmentInfo& info) {
+  return info.page_size > static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
 std::string FlagsText(const SegmentInfo& info) {
   std::vector<std::string> flags;
   if (info.exclusive != 0) flags.emplace_back("exclusive");
   if (info.removed != 0) flags.emplace_back("removed");
   if (info.waiting != 0) flags.push_back(fmt::format("waiting={}", info.waiting));
+  if (IsHuge(info)) flags.push_back("huge=" + FormatSize(info.page_size));
+  if (info.huge_fallback != 0) flags.emplace_back("huge-fallback");
   if (flags.empty()) return "-";
   std::string out;
   for (const auto& f : flags) out += (out.empty() ? "" : ",") + f;
@@ -213,6 +220,7 @@ Json InfoJson(const SegmentInfo& info) {
       {"owner_uid", info.owner_uid},
       {"owner_gid", info.owner_gid},
       {"mode", fmt::format("{:04o}", info.mode)},
+      {"reserved_bytes", ReservedBytes(info)},
   };
 }
 
@@ -224,6 +232,7 @@ struct Options {
   std::string shape;  // create: as typed, parsed with ParseShape
   std::string dtype;
   bool exist_ok = false;
+  std::string huge;  // create: "" (the daemon's default), yes, best-effort or no
   bool exclusive = false;
   int64_t timeout_ms = -1;
   std::string mode;        // create, chmod: octal permission bits as typed
@@ -345,10 +354,17 @@ int StatCommand(const Options& o) {
       {"exclusive", s.exclusive != 0 ? "yes" : "no"},
       {"waiting", std::to_string(s.waiting)},
       {"removed", s.removed != 0 ? "yes" : "no"},
-      {"page size", FormatSize(s.page_size)},
+      {"page size", FormatSize(s.page_size) + (IsHuge(s) ? " (huge pages)" : "")},
       {"owner", fmt::format("uid {}, gid {}", s.owner_uid, s.owner_gid)},
       {"mode", fmt::format("{:04o}", s.mode)},
   };
+  if (ReservedBytes(s) != s.size) {
+    lines.push_back({"reserved", fmt::format("{} ({} bytes, whole pages)",
+                                             FormatSize(ReservedBytes(s)), ReservedBytes(s))});
+  }
+  if (s.huge_fallback != 0) {
+    lines.push_back({"fallback", "huge pages asked for (best effort), none available"});
+  }
   std::string out;
   for (const auto& [key, value] : lines) {
     out += fmt::format("{:<11}{}\n", key + ":", value);
@@ -362,6 +378,16 @@ int CreateCommand(const Options& o) {
   CreateOptions create;
   create.exist_ok = o.exist_ok;
   if (!o.mode.empty()) create.mode = ParseMode(o.mode);
+  if (o.huge == "yes") {
+    create.huge = HugePages::kYes;
+  } else if (o.huge == "best-effort") {
+    create.huge = HugePages::kBestEffort;
+  } else if (o.huge == "no") {
+    create.huge = HugePages::kNo;
+  } else if (!o.huge.empty()) {
+    throw Error(Errc::kInvalidArgument,
+                fmt::format("invalid --huge={}: yes, best-effort or no", o.huge));
+  }
   if (o.size.empty() && o.shape.empty()) {
     throw Usage("create needs a SIZE (like 64MiB), or --shape (with --dtype)");
   }
@@ -413,7 +439,18 @@ int CreateCommand(const Options& o) {
       typed = fmt::format(", format {}, shape {}", s.format.empty() ? "B" : s.format,
                           ShapeText(s.shape));
     }
-    PrintOut(fmt::format("{}: {} ({} bytes){}\n", s.name, FormatSize(s.size), s.size, typed));
+    std::string pages;
+    if (IsHuge(s)) {
+      pages = fmt::format(", {} huge pages", FormatSize(s.page_size));
+      if (ReservedBytes(s) != s.size) pages += fmt::format(" ({} reserved)", FormatSize(ReservedBytes(s)));
+    }
+    PrintOut(fmt::format("{}: {} ({} bytes){}{}\n", s.name, FormatSize(s.size), s.size, typed, pages));
+    if (s.huge_fallback != 0) {
+      std::fprintf(stderr,
+                   "shmlease: note: no huge pages available; '%s' uses normal %s pages (best "
+                   "effort). shmleased's log says why.\n",
+                   s.name.c_str(), FormatSize(s.page_size).c_str());
+    }
   }
   return kExitOk;
 }
@@ -709,6 +746,14 @@ int Run(int argc, char** argv) {
   top->add_option("--interval", o.interval_s, "Seconds between refreshes (default 1)");
   top->add_option("--count", o.count, "Refreshes before exiting (default: until interrupted)");
   CLI::App* metrics = app.add_subcommand("metrics", "The daemon's state in Prometheus text format");
+
+  create
+      ->add_flag("--huge{yes}", o.huge,
+                 "Huge pages: --huge (or --huge=yes) fails when the host has none free; "
+                 "--huge=best-effort falls back to normal pages; --huge=no opts out of the "
+                 "daemon's huge-threshold. Default: the daemon decides")
+      ->type_name("WHEN");
+  create->add_flag("--huge-best-effort{best-effort}", o.huge, "Same as --huge=best-effort");
 
   CLI::App* rm = app.add_subcommand("rm", "Remove a segment (its memory goes with its last lease)");
   rm->alias("remove");

@@ -139,8 +139,24 @@ SegmentInfo Client::Create(std::string_view name, const CreateOptions& options) 
                                             " dimensions; at most " + std::to_string(kMaxDims) +
                                             " are allowed");
   }
-  proto::Create request{std::string(name), options.size, options.format, options.shape,
-                        static_cast<uint8_t>(options.exist_ok ? proto::kCreateExistOk : 0),
+  uint8_t flags = options.exist_ok ? proto::kCreateExistOk : 0;
+  switch (options.huge) {
+    case HugePages::kDefault:
+      break;
+    case HugePages::kNo:
+      flags |= proto::kCreateNoHuge;
+      break;
+    case HugePages::kYes:
+      flags |= proto::kCreateHuge;
+      break;
+    case HugePages::kBestEffort:
+      flags |= proto::kCreateHugeBestEffort;
+      break;
+    default:
+      throw Error(Errc::kInvalidArgument,
+                  "CreateOptions::huge is not one of kDefault, kNo, kYes, kBestEffort");
+  }
+  proto::Create request{std::string(name), options.size, options.format, options.shape, flags,
                         options.mode};
   return Expect<proto::CreateOk>(connection().Call(request)).info;
 }
@@ -158,6 +174,13 @@ Lease Client::Acquire(std::string_view name, Mode mode, const LeaseOptions& opti
   if (!mapping) {
     connection_->SendOneWay(proto::Release{ok.lease_id});
     throw Error(map_error == Errc::kOk ? Errc::kMapFailed : map_error, map_message);
+  }
+  if (options.populate) {
+    std::string why;
+    if (!detail::Populate(*mapping, ok.info.page_size, why)) {
+      connection_->SendOneWay(proto::Release{ok.lease_id});
+      throw Error(Errc::kMapFailed, "cannot populate the mapping of '" + ok.info.name + "': " + why);
+    }
   }
   Lease lease;
   lease.connection_ = connection_;

@@ -43,6 +43,36 @@ Mapping::~Mapping() {
   if (address != nullptr && address != MAP_FAILED) ::munmap(address, length);
 }
 
+bool Populate(const Mapping& mapping, uint64_t page_size, std::string& why) noexcept {
+#ifndef MADV_POPULATE_READ
+  constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14 uapi; older headers lack them
+  constexpr int MADV_POPULATE_WRITE = 23;
+#endif
+  if (mapping.length == 0) return true;
+  const int advice = mapping.writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+  for (;;) {
+    if (::madvise(mapping.address, mapping.length, advice) == 0) return true;
+    if (errno == EINTR || errno == EAGAIN) continue;
+    if (errno != EINVAL) {
+      why = std::string("madvise(MADV_POPULATE_") + (mapping.writable ? "WRITE" : "READ") +
+            "): " + std::strerror(errno);
+      return false;
+    }
+    break;  // a kernel before 5.14: touch the pages instead
+  }
+  uint64_t step = page_size != 0 ? page_size : static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  auto* bytes = static_cast<unsigned char*>(mapping.address);
+  for (uint64_t at = 0; at < mapping.length; at += step) {
+    if (mapping.writable) {
+      // A write fault that changes nothing, even if another process writes the byte meanwhile.
+      __atomic_fetch_add(bytes + at, static_cast<unsigned char>(0), __ATOMIC_RELAXED);
+    } else {
+      (void)*static_cast<volatile unsigned char*>(bytes + at);
+    }
+  }
+  return true;
+}
+
 namespace {
 
 // Connects a new socket to the daemon. Throws Error (kDaemonUnavailable when nobody answers).
@@ -605,7 +635,10 @@ void Connection::Dispatch(const proto::Header& header, proto::Reply&& reply) {
       } else {
         int fd = fds_.front();
         fds_.pop_front();
-        void* address = ::mmap(nullptr, ok->info.size, writable ? PROT_READ | PROT_WRITE : PROT_READ,
+        // Whole pages of the segment's page size: a huge-page mapping can only be unmapped whole
+        // (munmap of a length that ends inside a huge page fails with EINVAL).
+        size_t length = static_cast<size_t>(ReservedBytes(ok->info));
+        void* address = ::mmap(nullptr, length, writable ? PROT_READ | PROT_WRITE : PROT_READ,
                                MAP_SHARED, fd, 0);
         int err = errno;
         ::close(fd);
@@ -613,7 +646,7 @@ void Connection::Dispatch(const proto::Header& header, proto::Reply&& reply) {
           response->map_error = Errc::kMapFailed;
           response->map_message = "cannot map segment '" + ok->info.name + "': " + std::strerror(err);
         } else {
-          auto mapping = std::make_shared<Mapping>(address, ok->info.size, writable, ok->info.id,
+          auto mapping = std::make_shared<Mapping>(address, length, writable, ok->info.id,
                                                    ok->info.created_unix_ns);
           mappings_[key] = mapping;
           response->mapping = std::move(mapping);

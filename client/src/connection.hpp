@@ -47,6 +47,11 @@ struct Mapping {
   int64_t created_unix_ns;
 };
 
+// Faults every page of `mapping` in (MADV_POPULATE_WRITE for a writable mapping, else
+// MADV_POPULATE_READ; one touch per `page_size` bytes where the kernel lacks them). False with
+// `why` set when the kernel refuses (out of memory). Never changes the mapped bytes.
+bool Populate(const Mapping& mapping, uint64_t page_size, std::string& why) noexcept;
+
 // A decoded reply and what came with it.
 struct Response {
   proto::Reply reply;

@@ -22,7 +22,9 @@ class SegmentStat(TypedDict):
     exclusive: bool
     waiting: int
     removed: bool
-    page_size: int
+    page_size: int  # bytes per page backing the segment: 2 MiB (x86-64) for huge pages
+    huge_fallback: bool  # huge pages were asked for best effort; normal pages back it
+    reserved_bytes: int  # size rounded up to whole pages (counted against limits when huge)
 
 class Error(OSError):
     """Base class of every shmlease failure."""
@@ -105,6 +107,7 @@ class Client:
         shape: SupportsIndex | Sequence[SupportsIndex] | None = None,
         dtype: _DType | None = None,
         exist_ok: bool = False,
+        huge: bool | Literal["best-effort"] | None = None,
     ) -> SegmentStat: ...
     def lease(
         self,
@@ -113,6 +116,7 @@ class Client:
         *,
         exclusive: bool = False,
         timeout: float | None = None,
+        populate: bool = False,
     ) -> Lease: ...
     def remove(self, name: str) -> None: ...
     def stat(self, name: str) -> SegmentStat: ...

@@ -240,6 +240,29 @@ bool ParseDtype(PyObject* obj, std::string* out) {
   return ok;
 }
 
+// huge: None (the daemon decides), False, True or "best-effort" -> CreateOptions::huge.
+bool ParseHuge(PyObject* obj, HugePages* out) {
+  if (obj == Py_None) {
+    *out = HugePages::kDefault;
+  } else if (obj == Py_True) {
+    *out = HugePages::kYes;
+  } else if (obj == Py_False) {
+    *out = HugePages::kNo;
+  } else if (PyUnicode_Check(obj) && PyUnicode_CompareWithASCIIString(obj, "best-effort") == 0) {
+    *out = HugePages::kBestEffort;
+  } else {
+    PyObject* repr = PyObject_Repr(obj);
+    if (repr == nullptr) return false;
+    const char* text = PyUnicode_AsUTF8(repr);
+    RaiseErrc(Errc::kInvalidArgument, std::string("huge must be None, True, False or "
+                                                  "'best-effort', not ") +
+                                          (text ? text : "?"));
+    Py_DECREF(repr);
+    return false;
+  }
+  return true;
+}
+
 // timeout in seconds (None: wait forever) -> LeaseOptions::timeout.
 bool ParseTimeout(PyObject* obj, std::chrono::milliseconds* out) {
   if (obj == Py_None) {
@@ -365,14 +388,16 @@ PyObject* Client_ping(PyObject* self, PyObject* /*unused*/) {
 }
 
 PyObject* Client_create(PyObject* self, PyObject* args, PyObject* kwds) {
-  static const char* kwlist[] = {"name", "size", "shape", "dtype", "exist_ok", nullptr};
+  static const char* kwlist[] = {"name", "size", "shape", "dtype", "exist_ok", "huge", nullptr};
   PyObject* name_obj = nullptr;
   PyObject* size_obj = Py_None;
   PyObject* shape_obj = Py_None;
   PyObject* dtype_obj = Py_None;
   int exist_ok = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOp:create", const_cast<char**>(kwlist),
-                                   &name_obj, &size_obj, &shape_obj, &dtype_obj, &exist_ok)) {
+  PyObject* huge_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOpO:create", const_cast<char**>(kwlist),
+                                   &name_obj, &size_obj, &shape_obj, &dtype_obj, &exist_ok,
+                                   &huge_obj)) {
     return nullptr;
   }
   std::string name;
@@ -385,6 +410,7 @@ PyObject* Client_create(PyObject* self, PyObject* args, PyObject* kwds) {
     return RaiseErrc(Errc::kInvalidArgument, "create() needs a size or a shape");
   }
   options.exist_ok = exist_ok != 0;
+  if (!ParseHuge(huge_obj, &options.huge)) return nullptr;
   std::shared_ptr<Client> client = Connected(self);
   if (client == nullptr) return nullptr;
   SegmentInfo info;
@@ -395,13 +421,14 @@ PyObject* Client_create(PyObject* self, PyObject* args, PyObject* kwds) {
 }
 
 PyObject* Client_lease(PyObject* self, PyObject* args, PyObject* kwds) {
-  static const char* kwlist[] = {"name", "mode", "exclusive", "timeout", nullptr};
+  static const char* kwlist[] = {"name", "mode", "exclusive", "timeout", "populate", nullptr};
   PyObject* name_obj = nullptr;
   PyObject* mode_obj = nullptr;
   int exclusive = 0;
   PyObject* timeout_obj = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$pO:lease", const_cast<char**>(kwlist),
-                                   &name_obj, &mode_obj, &exclusive, &timeout_obj)) {
+  int populate = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$pOp:lease", const_cast<char**>(kwlist),
+                                   &name_obj, &mode_obj, &exclusive, &timeout_obj, &populate)) {
     return nullptr;
   }
   std::string name;
@@ -418,6 +445,7 @@ PyObject* Client_lease(PyObject* self, PyObject* args, PyObject* kwds) {
   }
   LeaseOptions options;
   options.exclusive = exclusive != 0;
+  options.populate = populate != 0;
   if (!ParseTimeout(timeout_obj, &options.timeout)) return nullptr;
   std::shared_ptr<Client> client = Connected(self);
   if (client == nullptr) return nullptr;
@@ -496,7 +524,8 @@ PyMethodDef client_methods[] = {
      "ping($self, /)\n--\n\nOne round trip to the daemon; raises shmlease.Error if it fails."},
     {"create", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_create)),
      METH_VARARGS | METH_KEYWORDS,
-     "create($self, /, name, size=None, *, shape=None, dtype=None, exist_ok=False)\n--\n\n"
+     "create($self, /, name, size=None, *, shape=None, dtype=None, exist_ok=False, huge=None)\n"
+     "--\n\n"
      "Create the segment `name` and return its stat dict (see stat()).\n\n"
      "name: [A-Za-z0-9][A-Za-z0-9._-]{0,127}.\n"
      "size: bytes; may be left out when shape is given (then prod(shape) * itemsize).\n"
@@ -504,17 +533,29 @@ PyMethodDef client_methods[] = {
      "dtype: one native struct format character ('f', 'd', 'B', 'q', ...), or anything\n"
      "    numpy.dtype() accepts (numpy.float32, 'float32') when numpy is installed. It must\n"
      "    describe one native scalar. Without dtype the segment holds raw bytes ('B').\n"
-     "exist_ok: return the existing segment instead of raising ExistsError.\n\n"
-     "Raises ExistsError, InvalidArgumentError (bad name, size, shape or dtype; a ValueError),\n"
-     "or another shmlease.Error (limits, no space)."},
+     "exist_ok: return the existing segment instead of raising ExistsError.\n"
+     "huge: back the segment with huge pages (2 MiB on x86-64), so that touching its memory\n"
+     "    costs one page fault per huge page instead of one per 4 KiB. True: huge pages or\n"
+     "    fail (shmlease.Error, errc_name 'no_space', saying how to reserve them: sysctl\n"
+     "    vm.nr_hugepages=N); 'best-effort': huge pages if the host has them, else normal\n"
+     "    pages and stat()['huge_fallback'] is True; False: normal pages even above the\n"
+     "    daemon's huge-threshold; None (default): the daemon decides (its huge-threshold).\n"
+     "    Huge segments hold whole huge pages (stat()['reserved_bytes']), counted against the\n"
+     "    daemon's limits; the buffer stays `size` bytes.\n\n"
+     "Raises ExistsError, InvalidArgumentError (bad name, size, shape, dtype or huge; a\n"
+     "ValueError), or another shmlease.Error (limits, no space, no huge pages)."},
     {"lease", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_lease)),
      METH_VARARGS | METH_KEYWORDS,
-     "lease($self, /, name, mode='r', *, exclusive=False, timeout=None)\n--\n\n"
+     "lease($self, /, name, mode='r', *, exclusive=False, timeout=None, populate=False)\n"
+     "--\n\n"
      "Lease the segment `name` and return a Lease exporting its memory.\n\n"
      "mode: 'r' (read-only buffer) or 'w' (writable buffer).\n"
      "exclusive: granted only while no other lease on the segment exists.\n"
      "timeout: seconds to wait for the lease; None waits without limit, 0 fails at once.\n"
-     "    Other Python threads keep running while this call waits (the GIL is released).\n\n"
+     "    Other Python threads keep running while this call waits (the GIL is released).\n"
+     "populate: fault every page of the mapping in before returning (MADV_POPULATE_READ or\n"
+     "    _WRITE), so the first pass over the buffer takes no page faults; costs those faults\n"
+     "    here instead. The bytes are not changed.\n\n"
      "Raises NotFoundError, LeaseTimeoutError (a TimeoutError), InvalidArgumentError, or\n"
      "another shmlease.Error."},
     {"remove", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_remove)),
@@ -528,7 +569,10 @@ PyMethodDef client_methods[] = {
      "Return what the daemon knows of the segment as a dict with the keys id, name, size,\n"
      "format ('' for raw bytes), shape (a tuple, () when created without one),\n"
      "created_unix_ns, creator_pid, creator_uid, readers, writers (leases held), exclusive,\n"
-     "waiting (queued lease requests), removed and page_size. Raises NotFoundError."},
+     "waiting (queued lease requests), removed, page_size (bytes per page backing it: 2 MiB\n"
+     "for huge pages), huge_fallback (True when huge pages were asked for best effort and\n"
+     "normal pages back it) and reserved_bytes (size rounded up to whole pages).\n"
+     "Raises NotFoundError."},
     {"list", Client_list, METH_NOARGS,
      "list($self, /)\n--\n\nReturn the stat dicts of every segment of the daemon."},
     {"close", Client_close, METH_NOARGS,
@@ -596,7 +640,7 @@ PyObject* SegmentInfoToDict(const SegmentInfo& info) {
     PyTuple_SET_ITEM(shape, static_cast<Py_ssize_t>(i), dim);
   }
   return Py_BuildValue(
-      "{s:K,s:s#,s:K,s:s#,s:N,s:L,s:k,s:k,s:k,s:k,s:O,s:k,s:O,s:k}",  //
+      "{s:K,s:s#,s:K,s:s#,s:N,s:L,s:k,s:k,s:k,s:k,s:O,s:k,s:O,s:k,s:O,s:K}",  //
       "id", static_cast<unsigned long long>(info.id),                 //
       "name", info.name.data(), static_cast<Py_ssize_t>(info.name.size()), "size",
       static_cast<unsigned long long>(info.size),  //
@@ -608,7 +652,9 @@ PyObject* SegmentInfoToDict(const SegmentInfo& info) {
       static_cast<unsigned long>(info.readers), "writers", static_cast<unsigned long>(info.writers),
       "exclusive", info.exclusive ? Py_True : Py_False, "waiting",
       static_cast<unsigned long>(info.waiting), "removed", info.removed ? Py_True : Py_False,
-      "page_size", static_cast<unsigned long>(info.page_size));
+      "page_size", static_cast<unsigned long>(info.page_size), "huge_fallback",
+      info.huge_fallback ? Py_True : Py_False, "reserved_bytes",
+      static_cast<unsigned long long>(ReservedBytes(info)));
 }
 
 }  // namespace shmlease::python

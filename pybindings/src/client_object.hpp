@@ -14,7 +14,8 @@ extern PyTypeObject ClientType;
 int AddClientType(PyObject* module);
 
 // The segment as a dict: id, name, size, format, shape (tuple), created_unix_ns, creator_pid,
-// creator_uid, readers, writers, exclusive (bool), waiting, removed (bool), page_size.
+// creator_uid, readers, writers, exclusive (bool), waiting, removed (bool), page_size,
+// huge_fallback (bool), reserved_bytes.
 PyObject* SegmentInfoToDict(const SegmentInfo& info);
 
 }  // namespace shmlease::python

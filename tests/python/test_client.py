@@ -373,7 +373,11 @@ def test_every_public_name_has_a_docstring():
                     continue
                 assert value.__doc__ and value.__doc__.strip(), f"{name}.{attr}"
     sig = inspect.signature(shmlease.Client.lease)
-    assert list(sig.parameters) == ["self", "name", "mode", "exclusive", "timeout"]
+    assert list(sig.parameters) == ["self", "name", "mode", "exclusive", "timeout", "populate"]
+    assert sig.parameters["populate"].kind is inspect.Parameter.KEYWORD_ONLY
+    create = inspect.signature(shmlease.Client.create)
+    assert list(create.parameters)[-2:] == ["exist_ok", "huge"]
+    assert create.parameters["huge"].default is None
     assert sig.parameters["exclusive"].kind is inspect.Parameter.KEYWORD_ONLY
     assert str(inspect.signature(shmlease.connect)) == "(socket=None)"
 

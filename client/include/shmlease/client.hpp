@@ -57,11 +57,34 @@ enum class Mode : uint8_t { kRead = 1, kWrite = 2 };
 // Waits for a lease without limit (the default).
 inline constexpr std::chrono::milliseconds kWaitForever{-1};
 
+// Which pages back a segment. Huge pages (2 MiB on x86-64) make a first touch of the memory cost
+// one fault per huge page instead of one per 4 KiB page: attaching and reading a 1 GiB segment
+// takes milliseconds instead of seconds (docs/BENCHMARKS.md).
+enum class HugePages : uint8_t {
+  // The daemon decides: huge pages best effort for segments of at least its huge-threshold
+  // setting (off by default), normal pages otherwise.
+  kDefault,
+  kNo,  // normal pages, whatever the daemon's threshold
+  // Huge pages or fail: Create throws Error(kNoSpace) when the host has too few free huge pages
+  // (kInvalidArgument when it has no huge-page support at all); the message says how to reserve
+  // them (sysctl vm.nr_hugepages=N, a hugetlbfs mount).
+  kYes,
+  // Huge pages if the host has them, else normal pages: the returned SegmentInfo then has
+  // huge_fallback == 1 (and so has every later Stat of it).
+  kBestEffort,
+};
+
 struct CreateOptions {
   uint64_t size = 0;             // bytes; 0 derives it from format and shape
   std::string format;            // one native struct item ("f", "B", "q", ...); "" = raw bytes
   std::vector<uint64_t> shape;   // up to 8 dimensions; product x itemsize must equal size
   bool exist_ok = false;         // return the existing segment instead of kAlreadyExists
+                                 // (whatever pages back it: `huge` is not compared)
+  // Huge pages: the segment's memory is rounded up to whole huge pages (a 3 MiB segment holds
+  // 4 MiB in 2 MiB pages) and that rounded size counts against the daemon's limits, but size(),
+  // data() and SegmentInfo::size stay the size asked for. SegmentInfo::page_size says which
+  // pages the segment got. All of it is reserved at creation: it never SIGBUSes later.
+  HugePages huge = HugePages::kDefault;
   // Permission bits for owner (the caller), group (the caller's gid) and others: 4 read, 2 write.
   // The daemon checks them on every lease, stat, list and remove.
   uint32_t mode = proto::kDefaultMode;
@@ -71,7 +94,24 @@ struct LeaseOptions {
   bool exclusive = false;  // granted only when no other lease exists on the segment
   // How long to wait for the lease: 0 fails at once with kTimeout if it cannot be granted now.
   std::chrono::milliseconds timeout = kWaitForever;
+  // Pre-fault the mapping before Acquire returns (madvise MADV_POPULATE_WRITE for a write lease,
+  // MADV_POPULATE_READ for a read lease; on kernels before 5.14, one touch per page), so that
+  // every page is mapped in this process and the first reads or writes of data() take no page
+  // fault: the faults are paid once here instead of in a latency-sensitive loop. Costs what those
+  // faults cost (about 2 ms per 8 MiB of 4 KiB pages here), each time it is asked for, also on a
+  // mapping this connection already had (cheap when it is already populated). A write lease's
+  // touches do not change the bytes (an atomic add of 0). If the pages cannot be populated (out
+  // of memory) Acquire releases the lease and throws Error(kMapFailed).
+  bool populate = false;
 };
+
+// Bytes of memory a segment holds: its size rounded up to whole pages of info.page_size. For a
+// huge-page segment this is also what counts against the daemon's byte limits (normal pages count
+// their exact size) and the length this library maps.
+inline uint64_t ReservedBytes(const SegmentInfo& info) {
+  if (info.page_size == 0) return info.size;
+  return (info.size + info.page_size - 1) / info.page_size * info.page_size;
+}
 
 namespace detail {
 class Connection;
