@@ -25,6 +25,36 @@ class SegmentStat(TypedDict):
     page_size: int  # bytes per page backing the segment: 2 MiB (x86-64) for huge pages
     huge_fallback: bool  # huge pages were asked for best effort; normal pages back it
     reserved_bytes: int  # size rounded up to whole pages (counted against limits when huge)
+    owner_uid: int  # access control: the owner (creator) and its group
+    owner_gid: int
+    mode: int  # permission bits: 0o600 by default
+
+class HeldLease(TypedDict):
+    segment: str
+    mode: Literal["r", "w"]
+    exclusive: bool
+
+class ClientStats(TypedDict):
+    """One client of the daemon, as the kernel identified it (Client.stats)."""
+
+    connection: int
+    pid: int
+    uid: int
+    gid: int
+    process: str
+    waiting: int
+    leases: list[HeldLease]
+
+class DaemonStats(TypedDict):
+    """The daemon's totals and its clients (Client.stats)."""
+
+    segments: int
+    bytes: int
+    max_bytes: int
+    leases: int
+    connections: int
+    uptime_ms: int
+    clients: list[ClientStats]
 
 class Error(OSError):
     """Base class of every shmlease failure."""
@@ -108,6 +138,7 @@ class Client:
         dtype: _DType | None = None,
         exist_ok: bool = False,
         huge: bool | Literal["best-effort"] | None = None,
+        mode: int = 0o600,
     ) -> SegmentStat: ...
     def lease(
         self,
@@ -121,6 +152,8 @@ class Client:
     def remove(self, name: str) -> None: ...
     def stat(self, name: str) -> SegmentStat: ...
     def list(self) -> list[SegmentStat]: ...
+    def chmod(self, name: str, mode: int) -> SegmentStat: ...
+    def stats(self) -> DaemonStats: ...
     def close(self) -> None: ...
     def __enter__(self) -> Client: ...
     def __exit__(

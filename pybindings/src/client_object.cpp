@@ -133,6 +133,26 @@ bool PositiveArg(PyObject* obj, const char* what, uint64_t* out) {
   return true;
 }
 
+// Permission bits 0..0o777 (an int, as os.chmod takes); false with an exception set otherwise.
+bool ModeArg(PyObject* obj, uint32_t* out) {
+  if (PyIndex_Check(obj) && !PyBool_Check(obj)) {
+    PyObject* index = PyNumber_Index(obj);
+    if (index == nullptr) return false;
+    long long value = PyLong_AsLongLong(index);
+    Py_DECREF(index);
+    if (value == -1 && PyErr_Occurred()) PyErr_Clear();  // out of range: refused below
+    if (value >= 0 && value <= 0777) {
+      *out = static_cast<uint32_t>(value);
+      return true;
+    }
+    RaiseErrc(Errc::kInvalidArgument, "mode must be permission bits between 0 and 0o777");
+    return false;
+  }
+  PyErr_Format(PyExc_TypeError, "mode must be an int such as 0o640, not %.100s",
+               Py_TYPE(obj)->tp_name);
+  return false;
+}
+
 bool ParseShape(PyObject* obj, std::vector<uint64_t>* out) {
   if (obj == Py_None) return true;
   if (PyIndex_Check(obj) && !PyBool_Check(obj)) {
@@ -388,16 +408,18 @@ PyObject* Client_ping(PyObject* self, PyObject* /*unused*/) {
 }
 
 PyObject* Client_create(PyObject* self, PyObject* args, PyObject* kwds) {
-  static const char* kwlist[] = {"name", "size", "shape", "dtype", "exist_ok", "huge", nullptr};
+  static const char* kwlist[] = {"name", "size", "shape", "dtype", "exist_ok", "huge", "mode",
+                                 nullptr};
   PyObject* name_obj = nullptr;
   PyObject* size_obj = Py_None;
   PyObject* shape_obj = Py_None;
   PyObject* dtype_obj = Py_None;
   int exist_ok = 0;
   PyObject* huge_obj = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOpO:create", const_cast<char**>(kwlist),
+  PyObject* mode_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOpOO:create", const_cast<char**>(kwlist),
                                    &name_obj, &size_obj, &shape_obj, &dtype_obj, &exist_ok,
-                                   &huge_obj)) {
+                                   &huge_obj, &mode_obj)) {
     return nullptr;
   }
   std::string name;
@@ -411,6 +433,7 @@ PyObject* Client_create(PyObject* self, PyObject* args, PyObject* kwds) {
   }
   options.exist_ok = exist_ok != 0;
   if (!ParseHuge(huge_obj, &options.huge)) return nullptr;
+  if (mode_obj != Py_None && !ModeArg(mode_obj, &options.mode)) return nullptr;
   std::shared_ptr<Client> client = Connected(self);
   if (client == nullptr) return nullptr;
   SegmentInfo info;
@@ -488,6 +511,80 @@ PyObject* Client_stat(PyObject* self, PyObject* args, PyObject* kwds) {
   return SegmentInfoToDict(info);
 }
 
+PyObject* Client_chmod(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"name", "mode", nullptr};
+  PyObject* name_obj = nullptr;
+  PyObject* mode_obj = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:chmod", const_cast<char**>(kwlist), &name_obj,
+                                   &mode_obj)) {
+    return nullptr;
+  }
+  std::string name;
+  uint32_t mode = 0;
+  if (!StringArg(name_obj, "name", &name) || !ModeArg(mode_obj, &mode)) return nullptr;
+  std::shared_ptr<Client> client = Connected(self);
+  if (client == nullptr) return nullptr;
+  SegmentInfo info;
+  std::exception_ptr error =
+      CallClient(self, client, [&](Client& c) { info = c.Chmod(name, mode); });
+  if (error) return RaiseFromException(error, StateOf(self).socket_path);
+  return SegmentInfoToDict(info);
+}
+
+// A Python dict of DaemonStats; clients as a list of dicts, their leases as (segment, mode, excl).
+PyObject* StatsToDict(const DaemonStats& st) {
+  PyObject* clients = PyList_New(0);
+  if (clients == nullptr) return nullptr;
+  for (const auto& c : st.clients) {
+    PyObject* leases = PyList_New(0);
+    if (leases == nullptr) {
+      Py_DECREF(clients);
+      return nullptr;
+    }
+    for (const auto& l : c.leases) {
+      PyObject* item = Py_BuildValue("{s:s#,s:s,s:O}", "segment", l.segment.data(),
+                                     static_cast<Py_ssize_t>(l.segment.size()), "mode",
+                                     l.mode == proto::LeaseMode::kWrite ? "w" : "r", "exclusive",
+                                     l.exclusive ? Py_True : Py_False);
+      if (item == nullptr || PyList_Append(leases, item) < 0) {
+        Py_XDECREF(item);
+        Py_DECREF(leases);
+        Py_DECREF(clients);
+        return nullptr;
+      }
+      Py_DECREF(item);
+    }
+    PyObject* client = Py_BuildValue(
+        "{s:K,s:k,s:k,s:k,s:s#,s:k,s:N}", "connection", static_cast<unsigned long long>(c.conn_id),
+        "pid", static_cast<unsigned long>(c.pid), "uid", static_cast<unsigned long>(c.uid), "gid",
+        static_cast<unsigned long>(c.gid), "process", c.process.data(),
+        static_cast<Py_ssize_t>(c.process.size()), "waiting", static_cast<unsigned long>(c.waiting),
+        "leases", leases);
+    if (client == nullptr || PyList_Append(clients, client) < 0) {
+      Py_XDECREF(client);
+      Py_DECREF(clients);
+      return nullptr;
+    }
+    Py_DECREF(client);
+  }
+  return Py_BuildValue("{s:k,s:K,s:K,s:k,s:k,s:K,s:N}", "segments",
+                       static_cast<unsigned long>(st.segments), "bytes",
+                       static_cast<unsigned long long>(st.bytes), "max_bytes",
+                       static_cast<unsigned long long>(st.max_bytes), "leases",
+                       static_cast<unsigned long>(st.leases), "connections",
+                       static_cast<unsigned long>(st.connections), "uptime_ms",
+                       static_cast<unsigned long long>(st.uptime_ms), "clients", clients);
+}
+
+PyObject* Client_stats(PyObject* self, PyObject* /*unused*/) {
+  std::shared_ptr<Client> client = Connected(self);
+  if (client == nullptr) return nullptr;
+  DaemonStats st;
+  std::exception_ptr error = CallClient(self, client, [&](Client& c) { st = c.Stats(); });
+  if (error) return RaiseFromException(error, StateOf(self).socket_path);
+  return StatsToDict(st);
+}
+
 PyObject* Client_list(PyObject* self, PyObject* /*unused*/) {
   std::shared_ptr<Client> client = Connected(self);
   if (client == nullptr) return nullptr;
@@ -524,7 +621,8 @@ PyMethodDef client_methods[] = {
      "ping($self, /)\n--\n\nOne round trip to the daemon; raises shmlease.Error if it fails."},
     {"create", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_create)),
      METH_VARARGS | METH_KEYWORDS,
-     "create($self, /, name, size=None, *, shape=None, dtype=None, exist_ok=False, huge=None)\n"
+     "create($self, /, name, size=None, *, shape=None, dtype=None, exist_ok=False, huge=None,\n"
+     "       mode=0o600)\n"
      "--\n\n"
      "Create the segment `name` and return its stat dict (see stat()).\n\n"
      "name: [A-Za-z0-9][A-Za-z0-9._-]{0,127}.\n"
@@ -541,7 +639,10 @@ PyMethodDef client_methods[] = {
      "    pages and stat()['huge_fallback'] is True; False: normal pages even above the\n"
      "    daemon's huge-threshold; None (default): the daemon decides (its huge-threshold).\n"
      "    Huge segments hold whole huge pages (stat()['reserved_bytes']), counted against the\n"
-     "    daemon's limits; the buffer stays `size` bytes.\n\n"
+     "    daemon's limits; the buffer stays `size` bytes.\n"
+     "mode: permission bits, as for files: read (4) and write (2) for the owner (this\n"
+     "    process's uid), its group and others; 0o600 (default) keeps it private. The daemon\n"
+     "    checks them on every lease, stat, list and remove.\n\n"
      "Raises ExistsError, InvalidArgumentError (bad name, size, shape, dtype or huge; a\n"
      "ValueError), or another shmlease.Error (limits, no space, no huge pages)."},
     {"lease", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_lease)),
@@ -574,7 +675,16 @@ PyMethodDef client_methods[] = {
      "normal pages back it) and reserved_bytes (size rounded up to whole pages).\n"
      "Raises NotFoundError."},
     {"list", Client_list, METH_NOARGS,
-     "list($self, /)\n--\n\nReturn the stat dicts of every segment of the daemon."},
+     "list($self, /)\n--\n\nReturn the stat dicts of every segment this user may read."},
+    {"chmod", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_chmod)),
+     METH_VARARGS | METH_KEYWORDS,
+     "chmod($self, /, name, mode)\n--\n\nSet the segment's permission bits (0 to 0o777: read 4 "
+     "and write 2 for owner, group, others), as its owner or an administrator; return its stat "
+     "dict. Raises PermissionError otherwise."},
+    {"stats", Client_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nReturn the daemon's totals (segments, bytes, max_bytes, leases, "
+     "connections, uptime_ms) and its clients (connection, pid, uid, gid, process, waiting, "
+     "leases): every client for an administrator, else this uid's."},
     {"close", Client_close, METH_NOARGS,
      "close($self, /)\n--\n\n"
      "Close the connection: the daemon releases every lease this client held. Lease objects\n"
@@ -639,7 +749,7 @@ PyObject* SegmentInfoToDict(const SegmentInfo& info) {
     }
     PyTuple_SET_ITEM(shape, static_cast<Py_ssize_t>(i), dim);
   }
-  return Py_BuildValue(
+  PyObject* d = Py_BuildValue(
       "{s:K,s:s#,s:K,s:s#,s:N,s:L,s:k,s:k,s:k,s:k,s:O,s:k,s:O,s:k,s:O,s:K}",  //
       "id", static_cast<unsigned long long>(info.id),                 //
       "name", info.name.data(), static_cast<Py_ssize_t>(info.name.size()), "size",
@@ -655,6 +765,21 @@ PyObject* SegmentInfoToDict(const SegmentInfo& info) {
       "page_size", static_cast<unsigned long>(info.page_size), "huge_fallback",
       info.huge_fallback ? Py_True : Py_False, "reserved_bytes",
       static_cast<unsigned long long>(ReservedBytes(info)));
+  if (d == nullptr) return nullptr;
+  PyObject* owner_uid = PyLong_FromUnsignedLong(info.owner_uid);
+  PyObject* owner_gid = PyLong_FromUnsignedLong(info.owner_gid);
+  PyObject* mode = PyLong_FromUnsignedLong(info.mode);
+  bool ok = owner_uid && owner_gid && mode && PyDict_SetItemString(d, "owner_uid", owner_uid) == 0 &&
+            PyDict_SetItemString(d, "owner_gid", owner_gid) == 0 &&
+            PyDict_SetItemString(d, "mode", mode) == 0;
+  Py_XDECREF(owner_uid);
+  Py_XDECREF(owner_gid);
+  Py_XDECREF(mode);
+  if (!ok) {
+    Py_DECREF(d);
+    return nullptr;
+  }
+  return d;
 }
 
 }  // namespace shmlease::python

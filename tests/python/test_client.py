@@ -376,7 +376,7 @@ def test_every_public_name_has_a_docstring():
     assert list(sig.parameters) == ["self", "name", "mode", "exclusive", "timeout", "populate"]
     assert sig.parameters["populate"].kind is inspect.Parameter.KEYWORD_ONLY
     create = inspect.signature(shmlease.Client.create)
-    assert list(create.parameters)[-2:] == ["exist_ok", "huge"]
+    assert list(create.parameters)[-3:] == ["exist_ok", "huge", "mode"]
     assert create.parameters["huge"].default is None
     assert sig.parameters["exclusive"].kind is inspect.Parameter.KEYWORD_ONLY
     assert str(inspect.signature(shmlease.connect)) == "(socket=None)"
