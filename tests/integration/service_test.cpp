@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -16,6 +19,8 @@
 #include <functional>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -359,6 +364,61 @@ TEST(Systemd, NotifiesReadyAndStoppingAndAcceptsAnInheritedSocket) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   // The socket file is systemd's: the daemon leaves it in place.
   EXPECT_TRUE(std::filesystem::exists(socket_path));
+  std::filesystem::remove_all(dir);
+}
+
+// shmleased in a mount namespace of its own whose /dev/shm is a small tmpfs: the container case.
+TEST(SmallShm, WarnsAtStartupAndAFullShmIsNoSpaceNotSigbus) {
+  if (::geteuid() != 0) GTEST_SKIP() << "a private mount namespace with its own /dev/shm needs root";
+  std::string dir = std::filesystem::temp_directory_path().string() + "/shmlease-small-" +
+                    std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::string socket_path = dir + "/s.sock";
+  std::string log_path = dir + "/log";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    // Private propagation first, so the small tmpfs never shows on the host's /dev/shm.
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=32m") != 0) {
+      ::_exit(90);
+    }
+    int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(log, STDERR_FILENO);
+    ::execl(DaemonProcess::DaemonBinary().c_str(), "shmleased", "--socket", socket_path.c_str(),
+            "--shm-prefix", "shmlease-test-small", "--max-total-bytes", "1GiB",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::optional<Client> c;
+  for (int i = 0; i < 400 && !c; ++i) {
+    std::error_code ec;
+    c = Client::Connect(socket_path, ec);
+    if (!c) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(c.has_value()) << "daemon did not start in its namespace";
+  std::ifstream log_in(log_path);
+  std::string log((std::istreambuf_iterator<char>(log_in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("/dev/shm holds only 32.0 MiB"), std::string::npos) << log;
+
+  c->Create("fits", 20 << 20);
+  try {
+    c->Create("too-much", 20 << 20);  // within the configured limits, beyond the tmpfs
+    ADD_FAILURE() << "a segment larger than the free space of /dev/shm was created";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.errc(), Errc::kNoSpace) << e.what();
+    EXPECT_NE(std::string(e.what()).find("/dev/shm"), std::string::npos) << e.what();
+  }
+  // The first segment is whole and usable: its pages were reserved at creation.
+  Lease lease = c->Acquire("fits", Mode::kWrite);
+  std::memset(lease.writable_data().data(), 0xAB, lease.size());
+  EXPECT_EQ(lease.data()[lease.size() - 1], std::byte{0xAB});
+  lease.Release();
+  c->Remove("fits");
+  c->Ping();
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   std::filesystem::remove_all(dir);
 }
 
