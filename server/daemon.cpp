@@ -275,19 +275,7 @@ bool Daemon::Restore(std::string& error) {
       continue;
     }
     auto segment = std::make_unique<Segment>();
-    segment->id = p.id;
-    segment->name = p.name;
-    segment->size = p.size;
-    segment->format = p.format;
-    segment->shape = p.shape;
-    segment->created_unix_ns = p.created_unix_ns;
-    segment->creator_pid = p.creator_pid;
-    segment->creator_uid = p.creator_uid;
-    segment->owner_uid = p.owner_uid;
-    segment->owner_gid = p.owner_gid;
-    segment->mode = p.mode;
-    segment->removed = p.removed;
-    segment->shm_name = p.shm_name;
+    static_cast<PersistedSegment&>(*segment) = p;
     segment->shm = std::move(shm);
     if (!registry_.Adopt(std::move(segment))) {
       spdlog::error("segment '{}' (id {}) of the state file clashes with another; dropped", p.name,
@@ -335,10 +323,7 @@ bool Daemon::SaveState(std::string* error) {
   state.next_id = registry_.next_id();
   state.boot = boot_;
   for (const Segment* s : registry_.All()) {
-    state.segments.push_back(PersistedSegment{s->id, s->name, s->size, s->format, s->shape,
-                                              s->created_unix_ns, s->creator_pid, s->creator_uid,
-                                              s->owner_uid, s->owner_gid, s->mode, s->removed,
-                                              s->shm_name});
+    state.segments.push_back(static_cast<const PersistedSegment&>(*s));
   }
   std::string why;
   if (state_.Save(state, why)) return true;

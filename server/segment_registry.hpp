@@ -14,27 +14,17 @@
 
 #include "config.hpp"
 #include "shm_backend.hpp"
+#include "state_store.hpp"
 #include "shmlease/protocol.hpp"
 
 namespace shmlease::server {
 
-struct Segment {
-  uint64_t id = 0;
-  std::string name;
-  uint64_t size = 0;
-  std::string format;
-  std::vector<uint64_t> shape;
-  int64_t created_unix_ns = 0;
-  uint32_t creator_pid = 0;
-  uint32_t creator_uid = 0;
-  uint32_t owner_uid = 0;  // access control (the creator's, until chmod/chown)
-  uint32_t owner_gid = 0;
-  uint32_t mode = proto::kDefaultMode;
-  bool removed = false;
+// A segment: what survives a restart (PersistedSegment: identity, geometry, owner, mode, removed,
+// shm name), and what lives only in this process.
+struct Segment : PersistedSegment {
   // True from Reserve() until Complete(): the name and bytes are taken, the memory is not there
   // yet (it is being reserved off the event loop). Such a segment cannot be leased or removed.
   bool creating = false;
-  std::string shm_name;
   PagePolicy pages = PagePolicy::kNormal;  // decided by Reserve() from the flags and huge-threshold
   // Bytes counted against the limits: while creating, the size rounded up to the largest huge
   // page size the segment might get; once complete, what its backing really holds.
