@@ -20,6 +20,8 @@
 namespace shmlease::testing {
 namespace {
 
+constexpr const char* kReadyLine = " ready: listening on ";
+
 bool CanConnect(const std::string& path) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
@@ -71,6 +73,16 @@ DaemonProcess::DaemonProcess(std::vector<std::string> extra_args) {
 
 void DaemonProcess::Start() {
   if (pid_ > 0) throw std::runtime_error("shmleased is already running");
+  // The log is appended to across restarts: this start is ready when one more ready line shows.
+  auto ready_lines = [this] {
+    std::string text = log();
+    size_t count = 0;
+    for (size_t at = text.find(kReadyLine); at != std::string::npos; at = text.find(kReadyLine, at + 1)) {
+      ++count;
+    }
+    return count;
+  };
+  const size_t ready_before = ready_lines();
   std::vector<char*> argv;
   for (auto& a : args_) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -101,6 +113,20 @@ void DaemonProcess::Start() {
       throw std::runtime_error("shmleased did not answer within 20 s:\n" + log());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // The socket listens a moment before the daemon has said it is ready (its startup lines):
+  // wait for that line too, as systemd waits for READY=1.
+  while (ready_lines() <= ready_before) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("shmleased exited during start-up:\n" + log());
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      Stop();
+      throw std::runtime_error("shmleased accepted connections but never logged ready:\n" + log());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }
 
