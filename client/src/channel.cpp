@@ -229,6 +229,11 @@ struct ReaderState {
   uint64_t owner = 0;
   uint64_t last = 0;           // the newest sequence number this reader is past
   uint64_t missed_carry = 0;   // kLatest: frames skipped and not yet reported
+  // Adaptive spin before sleeping: doubled when a frame came while spinning, halved when the
+  // reader had to sleep anyway. Spinning on PAUSE for nothing is not free: on a VM the
+  // hypervisor may deschedule a pausing vCPU, and the wake-up that follows costs more
+  // (docs/CHANNELS.md, "Waiting").
+  int spin = kSpinIterations;
   int event_fd = -1;
   std::thread helper;
   std::atomic<bool> stop{false};
@@ -408,19 +413,22 @@ uint64_t Writer::Publish(Frame& frame, std::span<const std::byte> meta) {
   ChannelShared& sh = *shared_;
   ControlHeader& h = *sh.header;
   SlotHeader& s = sh.slot(frame.slot_);
+  // Fields a reader reads only after it saw state == published: ordered by that release store.
   std::memcpy(s.meta, meta.data(), meta.size());
-  s.meta_size.store(static_cast<uint32_t>(meta.size()));
-  s.timestamp_ns.store(detail::MonotonicNs());
+  s.meta_size.store(static_cast<uint32_t>(meta.size()), std::memory_order_relaxed);
+  s.timestamp_ns.store(detail::MonotonicNs(), std::memory_order_relaxed);
   const uint64_t seq = next_seq_++;
-  s.seq.store(seq);
+  s.seq.store(seq, std::memory_order_relaxed);
   uint64_t mask = h.reader_active.load();
-  s.pending.store(mask);
-  s.state.store(detail::kSlotPublished);
+  s.pending.store(mask);  // seq_cst: pairs with FreeReader (active cleared, then slots swept)
+  s.state.store(detail::kSlotPublished, std::memory_order_release);
   // A reader freed while we read the mask has swept the slots already or sees our store: drop
   // bits that are no longer active so a gone reader never pins this slot.
   uint64_t active = h.reader_active.load();
   if (mask & ~active) s.pending.fetch_and(active);
-  h.published.store(seq);
+  // Release; the seq_cst read-modify-write of `notify` in WakeReaders orders it before the
+  // check of `reader_waiters` (a sleeping reader re-checks `published` after it bumped that).
+  h.published.store(seq, std::memory_order_release);
   sh.WakeReaders();
   frame.shared_.reset();  // ownership of the slot passes to the readers
   frame.data_ = nullptr;
@@ -549,14 +557,18 @@ Frame Reader::Next(std::chrono::milliseconds timeout) {
     check_process = false;
     // Spin briefly: a publish that comes within a few microseconds costs no sleep.
     bool ready = false;
-    for (int i = 0; i < detail::kSpinIterations; ++i) {
+    for (int i = 0; i < rs.spin; ++i) {
       if (h.published.load(std::memory_order_acquire) > rs.last) {
         ready = true;
         break;
       }
       detail::CpuRelax();
     }
-    if (ready) continue;
+    if (ready) {
+      rs.spin = std::min(detail::kSpinIterations, rs.spin * 2 + 16);
+      continue;
+    }
+    rs.spin /= 2;
     auto now = std::chrono::steady_clock::now();
     if (!forever && now >= deadline) {
       throw Error(Errc::kTimeout, "channel '" + sh.name + "': no frame within the timeout");
@@ -564,10 +576,13 @@ Frame Reader::Next(std::chrono::milliseconds timeout) {
     auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(detail::kSlice);
     if (!forever) wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
     if (sh.busy_poll) {
+      // Reads the clock only every 1024 looks: a clock read costs more than a look.
       auto until = now + wait;
-      while (std::chrono::steady_clock::now() < until && h.published.load() <= rs.last &&
-             h.writer_state.load() != detail::kWriterClosed) {
-        detail::CpuRelax();
+      for (uint32_t i = 1; h.published.load(std::memory_order_acquire) <= rs.last; ++i) {
+        if ((i & 1023) == 0 && (std::chrono::steady_clock::now() >= until ||
+                                h.writer_state.load() == detail::kWriterClosed)) {
+          break;
+        }
       }
       if (h.published.load() <= rs.last) check_process = true;
       continue;
