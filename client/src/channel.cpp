@@ -67,6 +67,7 @@ struct ControlHeader {
   alignas(64) std::atomic<uint64_t> published;  // last published sequence number
   std::atomic<uint32_t> notify;                // futex word: bumped on publish and writer change
   std::atomic<uint32_t> reader_waiters;        // readers asleep (or about to be) on `notify`
+  std::atomic<uint32_t> published_slot;        // hint: the slot of `published` (same line)
   alignas(64) std::atomic<uint32_t> freed;     // futex word: bumped when a slot comes back
   std::atomic<uint32_t> writer_waiting;        // the writer is asleep (or about to be) on `freed`
   alignas(64) std::atomic<uint32_t> writer_state;
@@ -428,6 +429,7 @@ uint64_t Writer::Publish(Frame& frame, std::span<const std::byte> meta) {
   if (mask & ~active) s.pending.fetch_and(active);
   // Release; the seq_cst read-modify-write of `notify` in WakeReaders orders it before the
   // check of `reader_waiters` (a sleeping reader re-checks `published` after it bumped that).
+  h.published_slot.store(frame.slot_, std::memory_order_relaxed);
   h.published.store(seq, std::memory_order_release);
   sh.WakeReaders();
   frame.shared_.reset();  // ownership of the slot passes to the readers
@@ -471,7 +473,15 @@ Frame Reader::TryNext() {
     if (published <= rs.last) break;
     int pick = -1;
     uint64_t pick_seq = 0;
-    for (uint32_t i = 0; i < sh.slot_count(); ++i) {
+    // Fast path: exactly one new frame, in the slot the writer names next to `published` (same
+    // cache line). Skips the scan; the take below validates it like any other pick.
+    uint32_t hint = h.published_slot.load(std::memory_order_relaxed);
+    if (attempt == 0 && published == rs.last + 1 && hint < sh.slot_count()) {
+      pick = static_cast<int>(hint);
+      pick_seq = published;
+    }
+    const bool fast = pick >= 0;
+    for (uint32_t i = 0; !fast && i < sh.slot_count(); ++i) {
       SlotHeader& s = sh.slot(i);
       if (s.state.load() != detail::kSlotPublished || !(s.pending.load() & rs.bit)) continue;
       uint64_t seq = s.seq.load();
