@@ -229,6 +229,7 @@ struct ReaderState {
   uint64_t bit = 0;
   uint64_t owner = 0;
   uint64_t last = 0;           // the newest sequence number this reader is past
+  std::atomic<uint64_t> last_for_helper{0};  // a copy of `last` for the fileno helper thread
   uint64_t missed_carry = 0;   // kLatest: frames skipped and not yet reported
   // Adaptive spin before sleeping: doubled when a frame came while spinning, halved when the
   // reader had to sleep anyway. Spinning on PAUSE for nothing is not free: on a VM the
@@ -496,6 +497,7 @@ Frame Reader::TryNext() {
       // taken back by the writer before we came.
       if (latest) rs.missed_carry += published - rs.last;
       rs.last = published;
+      rs.last_for_helper.store(published, std::memory_order_relaxed);
       break;
     }
     SlotHeader& s = sh.slot(static_cast<uint32_t>(pick));
@@ -520,6 +522,7 @@ Frame Reader::TryNext() {
       rs.missed_carry = 0;
     }
     rs.last = pick_seq;
+    rs.last_for_helper.store(pick_seq, std::memory_order_relaxed);
     out.shared_ = shared_;
     out.slot_ = static_cast<uint32_t>(pick);
     out.data_ = sh.slot_data(out.slot_);
@@ -627,7 +630,7 @@ int Reader::fileno() {
       h.reader_waiters.fetch_add(1);
       uint32_t v = h.notify.load();
       // `last` is the reader's; a stale read only makes us signal once too often.
-      bool ready = h.published.load() > __atomic_load_n(&state->last, __ATOMIC_RELAXED) ||
+      bool ready = h.published.load() > state->last_for_helper.load(std::memory_order_relaxed) ||
                    sh->WriterGone(check_process);
       if (ready) {
         uint64_t one = 1;
@@ -846,6 +849,7 @@ Reader Channel::reader(const ReaderOptions& options) {
     }
   }
   rs->last = last;
+  rs->last_for_helper.store(last, std::memory_order_relaxed);
   r.state_ = std::move(rs);
   return r;
 }
