@@ -39,6 +39,7 @@ constexpr ErrcEntry kErrcTable[] = {
     {Errc::kMapFailed, "map_failed", "mapping shared memory failed"},
     {Errc::kQuotaBytes, "quota_bytes", "per-user byte quota reached"},
     {Errc::kQuotaSegments, "quota_segments", "per-user segment quota reached"},
+    {Errc::kEndOfStream, "end_of_stream", "end of stream: the channel's writer is gone"},
 };
 
 const ErrcEntry* Find(uint32_t value) noexcept {

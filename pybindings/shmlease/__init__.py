@@ -23,7 +23,12 @@ ConnectionLostError a ConnectionError. See docs/PYTHON.md.
 """
 
 from ._shmlease import (
+    Channel,
     Client,
+    EndOfStreamError,
+    Frame,
+    Reader,
+    Writer,
     ConnectionLostError,
     DaemonUnavailableError,
     Error,
@@ -39,7 +44,12 @@ from ._shmlease import (
 )
 
 __all__ = [
+    "Channel",
     "Client",
+    "EndOfStreamError",
+    "Frame",
+    "Reader",
+    "Writer",
     "ConnectionLostError",
     "DaemonUnavailableError",
     "Error",

@@ -3,6 +3,8 @@
 // until the last of them returns. Leases share the connection and mapping themselves (libshmlease).
 #include "client_object.hpp"
 
+#include "channel_object.hpp"
+
 #include <unistd.h>
 
 #include <cmath>
@@ -616,7 +618,18 @@ PyObject* Client_repr(PyObject* self) {
   return r;
 }
 
+PyObject* Client_channel(PyObject* self, PyObject* args, PyObject* kwds) {
+  std::shared_ptr<Client> client = Connected(self);
+  if (client == nullptr) return nullptr;
+  return NewChannelObject(self, std::move(client), args, kwds);
+}
+
 PyMethodDef client_methods[] = {
+    {"channel", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_channel)),
+     METH_VARARGS | METH_KEYWORDS,
+     "channel($self, /, name, shape=None, *, dtype='B', slots=8, policy='block')\n--\n\n"
+     "Create the frame channel `name` or open it (then format, shape, slots and policy must\n"
+     "match); with shape=None only open it. policy: 'block' or 'latest'. docs/CHANNELS.md."},
     {"ping", Client_ping, METH_NOARGS,
      "ping($self, /)\n--\n\nOne round trip to the daemon; raises shmlease.Error if it fails."},
     {"create", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_create)),

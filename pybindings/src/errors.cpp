@@ -17,6 +17,7 @@ PyObject* g_permission = nullptr;
 PyObject* g_timeout = nullptr;
 PyObject* g_invalid = nullptr;
 PyObject* g_unavailable = nullptr;
+PyObject* g_end_of_stream = nullptr;
 PyObject* g_connection_lost = nullptr;
 
 struct ClassSpec {
@@ -56,6 +57,8 @@ PyObject* ClassFor(Errc code) {
     case Errc::kConnectionLost:
     case Errc::kShuttingDown:
       return g_connection_lost;
+    case Errc::kEndOfStream:
+      return g_end_of_stream;
     default:
       return g_error;
   }
@@ -115,6 +118,8 @@ int AddExceptions(PyObject* module) {
        "No shmleased answers on the socket (also a ConnectionRefusedError)."},
       {&g_connection_lost, "shmlease.ConnectionLostError", &PyExc_ConnectionError,
        "The daemon closed the connection or is shutting down (also a ConnectionError)."},
+      {&g_end_of_stream, "shmlease.EndOfStreamError", &PyExc_EOFError,
+       "A channel's writer has closed or died and no frame is left (also an EOFError)."},
   };
   for (const ClassSpec& spec : specs) {
     if (MakeClass(module, spec) < 0) return -1;

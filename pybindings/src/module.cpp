@@ -9,6 +9,7 @@
 #include "client_object.hpp"
 #include "errors.hpp"
 #include "lease_object.hpp"
+#include "channel_object.hpp"
 #include "shmlease/socket_path.hpp"
 
 #ifndef SHMLEASE_VERSION
@@ -87,6 +88,7 @@ PyMODINIT_FUNC PyInit__shmlease() {
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr) return nullptr;
   if (AddExceptions(module) < 0 || AddClientType(module) < 0 || AddLeaseType(module) < 0 ||
+      AddChannelTypes(module) < 0 ||
       PyModule_AddStringConstant(module, "__version__", SHMLEASE_VERSION) < 0) {
     Py_DECREF(module);
     return nullptr;

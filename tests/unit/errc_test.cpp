@@ -45,6 +45,7 @@ constexpr Numbered kAll[] = {
     {Errc::kMapFailed, 23, "map_failed"},
     {Errc::kQuotaBytes, 24, "quota_bytes"},
     {Errc::kQuotaSegments, 25, "quota_segments"},
+    {Errc::kEndOfStream, 26, "end_of_stream"},
 };
 
 TEST(Errc, NumbersAreFixed) {
@@ -63,7 +64,7 @@ TEST(Errc, NamesAreStableUniqueSnakeCase) {
     }
   }
   EXPECT_EQ(names.count("unknown"), 0u);
-  EXPECT_EQ(ErrcName(static_cast<Errc>(26)), "unknown");
+  EXPECT_EQ(ErrcName(static_cast<Errc>(27)), "unknown");
   EXPECT_EQ(ErrcName(static_cast<Errc>(0xFFFFFFFFu)), "unknown");
 }
 
@@ -84,7 +85,7 @@ TEST(Errc, KnownCodesAreExactlyTheTable) {
   uint32_t count = 0;
   for (uint32_t v = 0; v < 1000; ++v) count += IsKnownErrc(v) ? 1 : 0;
   EXPECT_EQ(count, std::size(kAll));
-  EXPECT_FALSE(IsKnownErrc(26));
+  EXPECT_FALSE(IsKnownErrc(27));
   EXPECT_FALSE(IsKnownErrc(0xFFFFFFFFu));
   EXPECT_FALSE(IsKnownErrc(0x80000000u));
 }

@@ -37,6 +37,7 @@ enum class Errc : uint32_t {
   kMapFailed = 23,          // client side: mmap of a passed descriptor failed
   kQuotaBytes = 24,         // the owner's per-uid byte quota is reached
   kQuotaSegments = 25,      // the owner's per-uid segment quota is reached
+  kEndOfStream = 26,        // client side: a channel's writer has closed or died
 };
 
 // The category under which Errc values appear in std::error_code and shmlease::Error.

@@ -1,0 +1,216 @@
+// Frame channels: one writer hands fixed-format frames to any number of readers through shared
+// memory, without a daemon round trip per frame (docs/CHANNELS.md).
+//
+// Ownership: a channel is three daemon-owned segments, `<name>` (control block: header, reader
+// table, slot headers; every participant maps it writable), `<name>.data` (the frame slots; a
+// Reader maps it read-only) and `<name>.writer` (a token: the Writer holds an exclusive lease on
+// it). Writer, Reader and Frame share ownership of the leases they read through, so a Frame stays
+// valid after its Reader or Writer is destroyed. Channel::Remove() takes the names away; the
+// memory is freed when the last lease goes.
+//
+// Nothing here uses a process-shared mutex: the shared state is atomics only, and every wait is a
+// futex wait with a bounded slice after which dead processes are looked for, so no process can
+// die holding something another one waits for without it being noticed.
+//
+// Thread safety: a Channel, Writer or Reader may be used from one thread at a time; Frames may be
+// released from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmlease/client.hpp"
+
+namespace shmlease {
+
+namespace detail {
+struct ChannelShared;
+struct ReaderState;
+}  // namespace detail
+
+enum class ChannelPolicy : uint32_t {
+  // The writer's Claim waits until every reader has released the oldest slot (backpressure); each
+  // reader receives every frame published after it joined, in order.
+  kBlock = 1,
+  // The writer never waits for slow readers (only when every slot is held at once); a reader
+  // receives the newest published frame and Frame::missed() says how many it skipped.
+  kLatest = 2,
+};
+
+struct ChannelOptions {
+  std::string format = "B";     // one native struct item, as for segments
+  std::vector<uint64_t> shape;  // frame shape; empty = open an existing channel, whatever it is
+  uint32_t slots = 8;           // 2..64
+  ChannelPolicy policy = ChannelPolicy::kBlock;
+};
+
+// Largest user metadata per frame (Writer::Publish's `meta`).
+inline constexpr size_t kMaxFrameMeta = 256;
+// Most readers attached to one channel at once.
+inline constexpr size_t kMaxChannelReaders = 64;
+
+// One frame: a slot leased for reading (from a Reader) or for writing (from Writer::Claim).
+// Release() (or destruction) gives the slot back; a writer's unpublished frame is then discarded.
+class Frame {
+ public:
+  Frame() = default;
+  ~Frame();
+  Frame(Frame&& other) noexcept;
+  Frame& operator=(Frame&& other) noexcept;
+  Frame(const Frame&) = delete;
+  Frame& operator=(const Frame&) = delete;
+
+  bool valid() const noexcept { return shared_ != nullptr; }
+  explicit operator bool() const noexcept { return valid(); }
+  // Gives the slot back. Never throws; releasing an empty Frame does nothing.
+  void Release() noexcept;
+
+  bool writable() const noexcept { return writer_; }
+  // The frame's bytes (frame size of the channel's format and shape).
+  std::span<const std::byte> data() const noexcept { return {data_, size_}; }
+  // Throws Error(kPermissionDenied) on a reader's frame.
+  std::span<std::byte> writable_data() const;
+  template <typename T>
+  std::span<const T> as() const {
+    return {reinterpret_cast<const T*>(data_), size_ / sizeof(T)};
+  }
+  template <typename T>
+  std::span<T> as_writable() const {
+    auto bytes = writable_data();
+    return {reinterpret_cast<T*>(bytes.data()), bytes.size() / sizeof(T)};
+  }
+
+  // Reader frames: the sequence number (1, 2, ... per channel), the publish time
+  // (CLOCK_MONOTONIC nanoseconds, Python's time.monotonic_ns()), the writer's metadata and, with
+  // the latest policy, how many frames this reader skipped before this one. 0 for a claimed frame.
+  uint64_t seq() const noexcept { return seq_; }
+  int64_t timestamp_ns() const noexcept { return timestamp_ns_; }
+  std::span<const std::byte> meta() const noexcept { return {meta_, meta_size_}; }
+  uint64_t missed() const noexcept { return missed_; }
+  // Keeps the mapped memory alive (for exporters that may outlive the frame).
+  std::shared_ptr<const void> mapping_owner() const noexcept;
+
+ private:
+  friend class Writer;
+  friend class Reader;
+  std::shared_ptr<detail::ChannelShared> shared_;
+  std::byte* data_ = nullptr;
+  size_t size_ = 0;
+  uint32_t slot_ = 0;
+  uint64_t reader_bit_ = 0;  // reader frames: this reader's bit
+  bool writer_ = false;
+  uint64_t seq_ = 0;
+  int64_t timestamp_ns_ = 0;
+  const std::byte* meta_ = nullptr;
+  size_t meta_size_ = 0;
+  uint64_t missed_ = 0;
+};
+
+// The one writer of a channel. Holds the channel's writer token (an exclusive daemon lease) until
+// destroyed; destruction ends the stream for readers (they get Error(kEndOfStream) once they have
+// received every frame), and a new Writer may then take over, continuing the sequence numbers.
+class Writer {
+ public:
+  Writer() = default;
+  ~Writer();
+  Writer(Writer&&) noexcept;
+  Writer& operator=(Writer&&) noexcept;
+
+  // A free slot to fill. kBlock: waits while every slot is still held or unread by some reader
+  // (readers found dead are reclaimed meanwhile); kLatest: waits only while every slot is held.
+  // Throws Error(kTimeout) when `timeout` runs out (kWaitForever waits without limit).
+  Frame Claim(std::chrono::milliseconds timeout = kWaitForever);
+  // Publishes a claimed frame (which becomes empty) with up to kMaxFrameMeta bytes of metadata;
+  // returns its sequence number. Throws Error(kInvalidArgument) for a frame that is not this
+  // writer's claimed frame or for longer metadata.
+  uint64_t Publish(Frame& frame, std::span<const std::byte> meta = {});
+  // Readers attached now.
+  uint32_t reader_count() const noexcept;
+  // Waits until at least `n` readers are attached; false on timeout.
+  bool WaitForReaders(uint32_t n, std::chrono::milliseconds timeout);
+  // Ends the stream now (as destruction does).
+  void Close() noexcept;
+  bool valid() const noexcept { return shared_ != nullptr; }
+
+ private:
+  friend class Channel;
+  std::shared_ptr<detail::ChannelShared> shared_;
+  uint64_t next_seq_ = 1;
+};
+
+struct ReaderOptions {
+  // Spin on the shared state instead of sleeping: lowest latency, one busy core per reader.
+  bool busy_poll = false;
+};
+
+// One reader: receives every frame published after it attached (kBlock) or the newest ones
+// (kLatest). Its reader slot is given back on destruction, or reclaimed by the writer (or any
+// later participant) once its process is found dead.
+class Reader {
+ public:
+  Reader() = default;
+  ~Reader();
+  Reader(Reader&&) noexcept;
+  Reader& operator=(Reader&&) noexcept;
+
+  // The next frame. Blocks (a short spin, then a futex sleep) until one is published, then
+  // returns it. Throws Error(kEndOfStream) when the writer has closed or died and no published
+  // frame is left for this reader (a later call continues if a new writer has taken over), and
+  // Error(kTimeout) when `timeout` runs out.
+  Frame Next(std::chrono::milliseconds timeout = kWaitForever);
+  // Non-blocking: a frame if one is ready now, else an empty Frame (and no error).
+  Frame TryNext();
+  // An fd that is readable while a frame (or end of stream) is ready for this reader: for
+  // select/poll/epoll/asyncio. Owned by the Reader. Backed by an eventfd that a helper thread
+  // (started by the first call) signals; Next()/TryNext() re-arm it.
+  int fileno();
+  bool valid() const noexcept { return shared_ != nullptr; }
+
+ private:
+  friend class Channel;
+  void RearmEvent() noexcept;
+  std::shared_ptr<detail::ChannelShared> shared_;
+  std::shared_ptr<detail::ReaderState> state_;
+};
+
+// A handle to a named channel (its control block mapped), from which writers and readers attach.
+class Channel {
+ public:
+  // Creates the channel or opens it when it exists (then checks that format, shape, slots and
+  // policy match: Error(kInvalidArgument) otherwise). With an empty `options.shape` only opens:
+  // Error(kNotFound) when there is no such channel. `client` must outlive the Channel's calls to
+  // writer()/reader() (not the objects they return).
+  Channel(Client& client, std::string_view name, const ChannelOptions& options = {});
+  ~Channel();
+  Channel(Channel&&) noexcept;
+  Channel& operator=(Channel&&) noexcept;
+
+  // Takes the writer token. Throws Error(kTimeout) when another writer holds it beyond `timeout`
+  // (default: fail at once).
+  Writer writer(std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  Reader reader(const ReaderOptions& options = {});
+
+  const std::string& name() const noexcept;
+  const std::string& format() const noexcept;
+  const std::vector<uint64_t>& shape() const noexcept;
+  size_t frame_bytes() const noexcept;
+  uint32_t slots() const noexcept;
+  ChannelPolicy policy() const noexcept;
+  uint32_t reader_count() const noexcept;
+
+  // Removes the channel's segments (their memory is freed with their last leases). Missing parts
+  // are ignored; Error(kNotFound) only when none existed.
+  static void Remove(Client& client, std::string_view name);
+
+ private:
+  Client* client_ = nullptr;
+  std::shared_ptr<detail::ChannelShared> shared_;
+};
+
+}  // namespace shmlease

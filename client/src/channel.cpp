@@ -1,0 +1,869 @@
+// Frame channels over daemon-owned segments (docs/CHANNELS.md has the layout and the protocol).
+//
+// Ownership: ChannelShared holds the leases (control, data, writer token) and so the mappings;
+// Channel, Writer, Reader and every Frame share it, so memory stays mapped while any of them lives.
+// A ReaderState owns the reader's eventfd and helper thread (stopped and closed with the Reader).
+#include "shmlease/channel.hpp"
+
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "shmlease/format.hpp"
+
+namespace shmlease {
+namespace detail {
+namespace {
+
+constexpr uint64_t kMagic = 0x314E48434C4D4853ull;  // "SHMLCHN1"
+constexpr uint32_t kLayoutVersion = 1;
+constexpr size_t kHeaderBytes = 8192;
+constexpr size_t kSlotHeaderBytes = 512;
+constexpr uint32_t kMaxSlots = 64;
+constexpr int kSpinIterations = 2000;
+constexpr auto kSlice = std::chrono::milliseconds(20);  // longest sleep between death checks
+
+enum SlotState : uint32_t { kSlotEmpty = 0, kSlotClaimed = 1, kSlotPublished = 2 };
+enum WriterState : uint32_t { kWriterNone = 0, kWriterActive = 1, kWriterClosed = 2 };
+
+// A process, identified across pid reuse by its start time (/proc/<pid>/stat field 22).
+struct ProcessId {
+  uint32_t pid = 0;
+  uint64_t start_time = 0;
+};
+
+// Every field below is shared between processes; only atomics are written after creation.
+struct alignas(64) ReaderRecord {
+  std::atomic<uint64_t> owner;  // 0 = free, else (generation << 32) | pid
+  std::atomic<uint64_t> start_time;
+  char pad[48];
+};
+
+struct ControlHeader {
+  // Written once by the creator before `ready` is set; read-only afterwards.
+  uint64_t magic;
+  uint32_t version;
+  std::atomic<uint32_t> ready;  // 1 once the header is complete
+  uint32_t slot_count;
+  uint32_t policy;
+  uint64_t frame_bytes;
+  uint64_t slot_stride;  // bytes between slots in <name>.data
+  uint32_t ndim;
+  uint32_t reserved0;
+  uint64_t shape[8];
+  char format[16];
+  alignas(64) std::atomic<uint64_t> published;  // last published sequence number
+  std::atomic<uint32_t> notify;                // futex word: bumped on publish and writer change
+  std::atomic<uint32_t> reader_waiters;        // readers asleep (or about to be) on `notify`
+  std::atomic<uint32_t> published_slot;        // hint: the slot of `published` (same line)
+  alignas(64) std::atomic<uint32_t> freed;     // futex word: bumped when a slot comes back
+  std::atomic<uint32_t> writer_waiting;        // the writer is asleep (or about to be) on `freed`
+  alignas(64) std::atomic<uint32_t> writer_state;
+  std::atomic<uint32_t> writer_pid;
+  std::atomic<uint64_t> writer_start_time;
+  std::atomic<uint64_t> writer_generation;
+  alignas(64) std::atomic<uint64_t> reader_claimed;  // reader records in use
+  std::atomic<uint64_t> reader_active;               // readers included in new frames
+  std::atomic<uint64_t> reader_generation;
+  alignas(64) ReaderRecord readers[kMaxChannelReaders];
+};
+static_assert(sizeof(ControlHeader) <= kHeaderBytes);
+
+struct alignas(64) SlotHeader {
+  std::atomic<uint32_t> state;
+  std::atomic<uint32_t> meta_size;
+  std::atomic<uint64_t> seq;
+  std::atomic<uint64_t> pending;  // readers that must still take this frame
+  std::atomic<uint64_t> held;     // readers holding it now
+  std::atomic<int64_t> timestamp_ns;
+  alignas(64) std::byte meta[kMaxFrameMeta];
+};
+static_assert(sizeof(SlotHeader) <= kSlotHeaderBytes);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+
+long Futex(std::atomic<uint32_t>* word, int op, uint32_t value, const timespec* timeout) {
+  // No FUTEX_PRIVATE_FLAG: the word lives in a shared mapping and other processes wait on it.
+  return ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, value, timeout, nullptr, 0);
+}
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::nanoseconds timeout) {
+  timespec ts{static_cast<time_t>(timeout.count() / 1000000000),
+              static_cast<long>(timeout.count() % 1000000000)};
+  Futex(word, FUTEX_WAIT, expected, &ts);
+}
+void FutexWakeAll(std::atomic<uint32_t>* word) { Futex(word, FUTEX_WAKE, INT_MAX, nullptr); }
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+int64_t MonotonicNs() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+// Start time of `pid`, or 0 when it does not exist or is a zombie (dead but not yet reaped).
+uint64_t StartTimeOf(uint32_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto paren = text.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(text.substr(paren + 2));
+  std::string state;
+  fields >> state;  // field 3
+  if (state == "Z" || state == "X" || state == "x") return 0;
+  std::string skip;
+  for (int field = 4; field < 22; ++field) fields >> skip;
+  uint64_t start = 0;
+  fields >> start;
+  return start;
+}
+
+ProcessId Self() {
+  static const ProcessId self{static_cast<uint32_t>(::getpid()),
+                              StartTimeOf(static_cast<uint32_t>(::getpid()))};
+  // After fork() the cached value is the parent's: recompute then.
+  if (self.pid != static_cast<uint32_t>(::getpid())) {
+    return {static_cast<uint32_t>(::getpid()), StartTimeOf(static_cast<uint32_t>(::getpid()))};
+  }
+  return self;
+}
+
+bool Alive(uint32_t pid, uint64_t start_time) {
+  if (pid == 0) return false;
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
+  return StartTimeOf(pid) == start_time;
+}
+
+[[noreturn]] void Fail(Errc code, const std::string& what) { throw Error(code, what); }
+
+}  // namespace
+
+struct ChannelShared {
+  std::string name;
+  std::string format;
+  std::vector<uint64_t> shape;
+  Lease control;
+  Lease data;
+  Lease token;
+  ControlHeader* header = nullptr;
+  std::byte* slots_base = nullptr;
+  bool busy_poll = false;
+
+  uint32_t slot_count() const { return header->slot_count; }
+  SlotHeader& slot(uint32_t i) const {
+    auto* base = reinterpret_cast<std::byte*>(header) + kHeaderBytes;
+    return *reinterpret_cast<SlotHeader*>(base + size_t{i} * kSlotHeaderBytes);
+  }
+  std::byte* slot_data(uint32_t i) const { return slots_base + size_t{i} * header->slot_stride; }
+
+  void WakeWriter() {
+    header->freed.fetch_add(1);
+    if (header->writer_waiting.load() != 0) FutexWakeAll(&header->freed);
+  }
+  void WakeReaders() {
+    header->notify.fetch_add(1);
+    if (header->reader_waiters.load() != 0) FutexWakeAll(&header->notify);
+  }
+
+  // Frees reader record `index` if its owner is still `owner`: its bits leave every slot.
+  // Only the caller whose CAS succeeds does the cleanup, so a record is never freed twice.
+  bool FreeReader(uint32_t index, uint64_t owner) {
+    ReaderRecord& rec = header->readers[index];
+    if (!rec.owner.compare_exchange_strong(owner, 0)) return false;
+    uint64_t bit = uint64_t{1} << index;
+    header->reader_active.fetch_and(~bit);
+    for (uint32_t i = 0; i < slot_count(); ++i) {
+      slot(i).pending.fetch_and(~bit);
+      slot(i).held.fetch_and(~bit);
+    }
+    header->reader_claimed.fetch_and(~bit);
+    WakeWriter();
+    return true;
+  }
+
+  // Frees the records of readers whose process is gone. Returns how many.
+  int ReclaimDeadReaders() {
+    int freed = 0;
+    uint64_t claimed = header->reader_claimed.load();
+    for (uint32_t i = 0; i < kMaxChannelReaders; ++i) {
+      if (!(claimed & (uint64_t{1} << i))) continue;
+      ReaderRecord& rec = header->readers[i];
+      uint64_t owner = rec.owner.load();
+      if (owner == 0) continue;
+      uint32_t pid = static_cast<uint32_t>(owner);
+      if (!Alive(pid, rec.start_time.load()) && FreeReader(i, owner)) ++freed;
+    }
+    return freed;
+  }
+
+  // True when the writer has closed, or its process is dead (checked only when `check_process`).
+  bool WriterGone(bool check_process) const {
+    uint32_t state = header->writer_state.load();
+    if (state == kWriterClosed) return true;
+    if (state == kWriterActive && check_process) {
+      return !Alive(header->writer_pid.load(), header->writer_start_time.load());
+    }
+    return false;
+  }
+};
+
+struct ReaderState {
+  uint32_t index = 0;
+  uint64_t bit = 0;
+  uint64_t owner = 0;
+  uint64_t last = 0;           // the newest sequence number this reader is past
+  std::atomic<uint64_t> last_for_helper{0};  // a copy of `last` for the fileno helper thread
+  uint64_t missed_carry = 0;   // kLatest: frames skipped and not yet reported
+  // Adaptive spin before sleeping: doubled when a frame came while spinning, halved when the
+  // reader had to sleep anyway. Spinning on PAUSE for nothing is not free: on a VM the
+  // hypervisor may deschedule a pausing vCPU, and the wake-up that follows costs more
+  // (docs/CHANNELS.md, "Waiting").
+  int spin = kSpinIterations;
+  int event_fd = -1;
+  std::thread helper;
+  std::atomic<bool> stop{false};
+};
+
+}  // namespace detail
+
+using detail::ChannelShared;
+using detail::ControlHeader;
+using detail::SlotHeader;
+using detail::Fail;
+using detail::FutexWakeAll;
+
+// ---------------------------------------------------------------------------------------- Frame
+
+Frame::~Frame() { Release(); }
+Frame::Frame(Frame&& o) noexcept { *this = std::move(o); }
+Frame& Frame::operator=(Frame&& o) noexcept {
+  if (this != &o) {
+    Release();
+    shared_ = std::move(o.shared_);
+    data_ = o.data_;
+    size_ = o.size_;
+    slot_ = o.slot_;
+    reader_bit_ = o.reader_bit_;
+    writer_ = o.writer_;
+    seq_ = o.seq_;
+    timestamp_ns_ = o.timestamp_ns_;
+    meta_ = o.meta_;
+    meta_size_ = o.meta_size_;
+    missed_ = o.missed_;
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+
+void Frame::Release() noexcept {
+  if (!shared_) return;
+  SlotHeader& s = shared_->slot(slot_);
+  if (writer_) {
+    // Discarded unpublished frame: the slot goes back empty (readers never looked at it).
+    s.seq.store(0);
+    s.state.store(detail::kSlotEmpty);
+  } else {
+    s.held.fetch_and(~reader_bit_);
+  }
+  shared_->WakeWriter();
+  shared_.reset();
+  data_ = nullptr;
+  size_ = 0;
+}
+
+std::span<std::byte> Frame::writable_data() const {
+  if (!writer_) throw Error(Errc::kPermissionDenied, "a reader's frame is read-only");
+  return {data_, size_};
+}
+
+std::shared_ptr<const void> Frame::mapping_owner() const noexcept { return shared_; }
+
+// --------------------------------------------------------------------------------------- Writer
+
+Writer::~Writer() { Close(); }
+Writer::Writer(Writer&& o) noexcept : shared_(std::move(o.shared_)), next_seq_(o.next_seq_) {}
+Writer& Writer::operator=(Writer&& o) noexcept {
+  if (this != &o) {
+    Close();
+    shared_ = std::move(o.shared_);
+    next_seq_ = o.next_seq_;
+  }
+  return *this;
+}
+
+void Writer::Close() noexcept {
+  if (!shared_) return;
+  shared_->header->writer_state.store(detail::kWriterClosed);
+  shared_->WakeReaders();
+  shared_->token.Release();
+  shared_.reset();
+}
+
+uint32_t Writer::reader_count() const noexcept {
+  return shared_ ? static_cast<uint32_t>(std::popcount(shared_->header->reader_active.load())) : 0;
+}
+
+bool Writer::WaitForReaders(uint32_t n, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (reader_count() < n) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+Frame Writer::Claim(std::chrono::milliseconds timeout) {
+  if (!shared_) throw Error(Errc::kInvalidArgument, "writer is closed");
+  ChannelShared& sh = *shared_;
+  ControlHeader& h = *sh.header;
+  const bool latest = h.policy == static_cast<uint32_t>(ChannelPolicy::kLatest);
+  const bool forever = timeout.count() < 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+
+  auto try_claim = [&]() -> int {
+    // The free slot with the oldest frame, so readers keep the newest ones longest.
+    int best = -1;
+    uint64_t best_seq = UINT64_MAX;
+    for (uint32_t i = 0; i < sh.slot_count(); ++i) {
+      SlotHeader& s = sh.slot(i);
+      if (s.state.load() == detail::kSlotClaimed || s.held.load() != 0) continue;
+      if (!latest && s.pending.load() != 0) continue;
+      uint64_t seq = s.seq.load();
+      if (seq < best_seq) best = static_cast<int>(i), best_seq = seq;
+    }
+    if (best < 0) return -1;
+    SlotHeader& s = sh.slot(static_cast<uint32_t>(best));
+    if (latest) s.pending.exchange(0);  // readers that had not taken it skip it
+    // A reader takes a frame by setting its held bit and then clearing its pending bit; with
+    // pending empty first, a held of 0 now stays 0 (a reader racing us fails and backs off).
+    if (s.held.load() != 0 || s.pending.load() != 0) return -1;
+    uint32_t state = s.state.load();
+    if (state == detail::kSlotClaimed ||
+        !s.state.compare_exchange_strong(state, detail::kSlotClaimed)) {
+      return -1;
+    }
+    return best;
+  };
+
+  int slot = -1;
+  auto next_reclaim = std::chrono::steady_clock::now() + detail::kSlice;
+  for (;;) {
+    slot = try_claim();
+    if (slot >= 0) break;
+    for (int i = 0; i < detail::kSpinIterations && slot < 0; ++i) {
+      detail::CpuRelax();
+      if ((i & 63) == 63) slot = try_claim();
+    }
+    if (slot >= 0) break;
+    auto now = std::chrono::steady_clock::now();
+    if (now >= next_reclaim) {
+      sh.ReclaimDeadReaders();
+      next_reclaim = now + detail::kSlice;
+      continue;
+    }
+    if (!forever && now >= deadline) {
+      throw Error(Errc::kTimeout, "channel '" + sh.name + "': no free slot (readers hold all " +
+                                      std::to_string(sh.slot_count()) + ")");
+    }
+    h.writer_waiting.store(1);
+    uint32_t v = h.freed.load();
+    slot = try_claim();
+    if (slot < 0) {
+      auto wait = next_reclaim - now;
+      if (!forever) wait = std::min(wait, deadline - now);
+      detail::FutexWait(&h.freed, v, std::chrono::duration_cast<std::chrono::nanoseconds>(wait));
+    }
+    h.writer_waiting.store(0);
+    if (slot >= 0) break;
+  }
+
+  Frame f;
+  f.shared_ = shared_;
+  f.slot_ = static_cast<uint32_t>(slot);
+  f.data_ = sh.slot_data(f.slot_);
+  f.size_ = h.frame_bytes;
+  f.writer_ = true;
+  return f;
+}
+
+uint64_t Writer::Publish(Frame& frame, std::span<const std::byte> meta) {
+  if (!shared_ || frame.shared_ != shared_ || !frame.writer_) {
+    throw Error(Errc::kInvalidArgument, "publish: not a frame claimed from this writer");
+  }
+  if (meta.size() > kMaxFrameMeta) {
+    throw Error(Errc::kInvalidArgument, "publish: metadata longer than " +
+                                            std::to_string(kMaxFrameMeta) + " bytes");
+  }
+  ChannelShared& sh = *shared_;
+  ControlHeader& h = *sh.header;
+  SlotHeader& s = sh.slot(frame.slot_);
+  // Fields a reader reads only after it saw state == published: ordered by that release store.
+  std::memcpy(s.meta, meta.data(), meta.size());
+  s.meta_size.store(static_cast<uint32_t>(meta.size()), std::memory_order_relaxed);
+  s.timestamp_ns.store(detail::MonotonicNs(), std::memory_order_relaxed);
+  const uint64_t seq = next_seq_++;
+  s.seq.store(seq, std::memory_order_relaxed);
+  uint64_t mask = h.reader_active.load();
+  s.pending.store(mask);  // seq_cst: pairs with FreeReader (active cleared, then slots swept)
+  s.state.store(detail::kSlotPublished, std::memory_order_release);
+  // A reader freed while we read the mask has swept the slots already or sees our store: drop
+  // bits that are no longer active so a gone reader never pins this slot.
+  uint64_t active = h.reader_active.load();
+  if (mask & ~active) s.pending.fetch_and(active);
+  // Release; the seq_cst read-modify-write of `notify` in WakeReaders orders it before the
+  // check of `reader_waiters` (a sleeping reader re-checks `published` after it bumped that).
+  h.published_slot.store(frame.slot_, std::memory_order_relaxed);
+  h.published.store(seq, std::memory_order_release);
+  sh.WakeReaders();
+  frame.shared_.reset();  // ownership of the slot passes to the readers
+  frame.data_ = nullptr;
+  frame.size_ = 0;
+  return seq;
+}
+
+// --------------------------------------------------------------------------------------- Reader
+
+Reader::~Reader() {
+  if (!state_) return;
+  if (state_->helper.joinable()) {
+    state_->stop.store(true);
+    FutexWakeAll(&shared_->header->notify);
+    state_->helper.join();
+  }
+  if (state_->event_fd >= 0) ::close(state_->event_fd);
+  shared_->FreeReader(state_->index, state_->owner);
+}
+Reader::Reader(Reader&& o) noexcept : shared_(std::move(o.shared_)), state_(std::move(o.state_)) {}
+Reader& Reader::operator=(Reader&& o) noexcept {
+  if (this != &o) {
+    Reader gone(std::move(*this));
+    shared_ = std::move(o.shared_);
+    state_ = std::move(o.state_);
+  }
+  return *this;
+}
+
+// Takes the next frame if one is ready (docs/CHANNELS.md, "Taking a frame").
+Frame Reader::TryNext() {
+  Frame out;
+  if (!shared_) throw Error(Errc::kInvalidArgument, "reader is closed");
+  ChannelShared& sh = *shared_;
+  detail::ReaderState& rs = *state_;
+  ControlHeader& h = *sh.header;
+  const bool latest = h.policy == static_cast<uint32_t>(ChannelPolicy::kLatest);
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const uint64_t published = h.published.load();
+    if (published <= rs.last) break;
+    int pick = -1;
+    uint64_t pick_seq = 0;
+    // Fast path: exactly one new frame, in the slot the writer names next to `published` (same
+    // cache line). Skips the scan; the take below validates it like any other pick.
+    uint32_t hint = h.published_slot.load(std::memory_order_relaxed);
+    if (attempt == 0 && published == rs.last + 1 && hint < sh.slot_count()) {
+      pick = static_cast<int>(hint);
+      pick_seq = published;
+    }
+    const bool fast = pick >= 0;
+    for (uint32_t i = 0; !fast && i < sh.slot_count(); ++i) {
+      SlotHeader& s = sh.slot(i);
+      if (s.state.load() != detail::kSlotPublished || !(s.pending.load() & rs.bit)) continue;
+      uint64_t seq = s.seq.load();
+      if (seq <= rs.last) continue;
+      if (pick < 0 || (latest ? seq > pick_seq : seq < pick_seq)) {
+        pick = static_cast<int>(i);
+        pick_seq = seq;
+      }
+    }
+    if (pick < 0) {
+      // Nothing for us up to `published`: frames published before we joined, or (kLatest)
+      // taken back by the writer before we came.
+      if (latest) rs.missed_carry += published - rs.last;
+      rs.last = published;
+      rs.last_for_helper.store(published, std::memory_order_relaxed);
+      break;
+    }
+    SlotHeader& s = sh.slot(static_cast<uint32_t>(pick));
+    s.held.fetch_or(rs.bit);
+    uint64_t had = s.pending.fetch_and(~rs.bit);
+    if (!(had & rs.bit) || s.seq.load() != pick_seq ||
+        s.state.load() != detail::kSlotPublished) {
+      s.held.fetch_and(~rs.bit);
+      sh.WakeWriter();
+      continue;  // taken back (kLatest) or reused under us: look again
+    }
+    if (latest) {
+      // Older frames still pending for us are skipped: let them go now.
+      for (uint32_t i = 0; i < sh.slot_count(); ++i) {
+        SlotHeader& o = sh.slot(i);
+        if (static_cast<int>(i) != pick && (o.pending.load() & rs.bit) &&
+            o.seq.load() < pick_seq) {
+          o.pending.fetch_and(~rs.bit);
+        }
+      }
+      out.missed_ = rs.missed_carry + (pick_seq - rs.last - 1);
+      rs.missed_carry = 0;
+    }
+    rs.last = pick_seq;
+    rs.last_for_helper.store(pick_seq, std::memory_order_relaxed);
+    out.shared_ = shared_;
+    out.slot_ = static_cast<uint32_t>(pick);
+    out.data_ = sh.slot_data(out.slot_);
+    out.size_ = h.frame_bytes;
+    out.reader_bit_ = rs.bit;
+    out.seq_ = pick_seq;
+    out.timestamp_ns_ = s.timestamp_ns.load();
+    out.meta_ = s.meta;
+    out.meta_size_ = s.meta_size.load();
+    break;
+  }
+  if (rs.event_fd >= 0) RearmEvent();
+  return out;
+}
+
+// The eventfd is readable while a frame is ready: drain it, then signal again if one still is
+// (the helper may have signalled for a frame we have just taken, or be about to miss one).
+void Reader::RearmEvent() noexcept {
+  uint64_t value;
+  (void)!::read(state_->event_fd, &value, sizeof(value));
+  ControlHeader& h = *shared_->header;
+  if (h.published.load() > state_->last || shared_->WriterGone(false)) {
+    uint64_t one = 1;
+    (void)!::write(state_->event_fd, &one, sizeof(one));
+  }
+}
+
+Frame Reader::Next(std::chrono::milliseconds timeout) {
+  if (!shared_) throw Error(Errc::kInvalidArgument, "reader is closed");
+  ChannelShared& sh = *shared_;
+  ControlHeader& h = *sh.header;
+  detail::ReaderState& rs = *state_;
+  const bool forever = timeout.count() < 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool check_process = false;
+  for (;;) {
+    Frame f = TryNext();
+    if (f) return f;
+    if (sh.WriterGone(check_process)) {
+      // The writer may have published between our look and its end: one more look.
+      f = TryNext();
+      if (f) return f;
+      throw Error(Errc::kEndOfStream, "channel '" + sh.name + "': the writer is gone");
+    }
+    check_process = false;
+    // Spin briefly: a publish that comes within a few microseconds costs no sleep.
+    bool ready = false;
+    for (int i = 0; i < rs.spin; ++i) {
+      if (h.published.load(std::memory_order_acquire) > rs.last) {
+        ready = true;
+        break;
+      }
+      detail::CpuRelax();
+    }
+    if (ready) {
+      rs.spin = std::min(detail::kSpinIterations, rs.spin * 2 + 16);
+      continue;
+    }
+    rs.spin /= 2;
+    auto now = std::chrono::steady_clock::now();
+    if (!forever && now >= deadline) {
+      throw Error(Errc::kTimeout, "channel '" + sh.name + "': no frame within the timeout");
+    }
+    auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(detail::kSlice);
+    if (!forever) wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
+    if (sh.busy_poll) {
+      // Reads the clock only every 1024 looks: a clock read costs more than a look.
+      auto until = now + wait;
+      for (uint32_t i = 1; h.published.load(std::memory_order_acquire) <= rs.last; ++i) {
+        if ((i & 1023) == 0 && (std::chrono::steady_clock::now() >= until ||
+                                h.writer_state.load() == detail::kWriterClosed)) {
+          break;
+        }
+      }
+      if (h.published.load() <= rs.last) check_process = true;
+      continue;
+    }
+    h.reader_waiters.fetch_add(1);
+    uint32_t v = h.notify.load();
+    if (h.published.load() <= rs.last && h.writer_state.load() != detail::kWriterClosed) {
+      auto t0 = std::chrono::steady_clock::now();
+      detail::FutexWait(&h.notify, v, wait);
+      // A full slice without a publish: look whether the writer process is still there.
+      if (std::chrono::steady_clock::now() - t0 >= wait) check_process = true;
+    }
+    h.reader_waiters.fetch_sub(1);
+  }
+}
+
+int Reader::fileno() {
+  if (!shared_) throw Error(Errc::kInvalidArgument, "reader is closed");
+  detail::ReaderState& rs = *state_;
+  if (rs.event_fd >= 0) return rs.event_fd;
+  int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) throw Error(Errc::kInternal, std::string("eventfd: ") + std::strerror(errno));
+  rs.event_fd = fd;
+  // The helper sleeps on the channel's futex word and signals the eventfd when a frame may be
+  // ready or the writer is gone; it never takes frames itself.
+  std::shared_ptr<ChannelShared> sh = shared_;
+  detail::ReaderState* state = state_.get();
+  rs.helper = std::thread([sh, state] {
+    ControlHeader& h = *sh->header;
+    bool check_process = false;
+    while (!state->stop.load()) {
+      h.reader_waiters.fetch_add(1);
+      uint32_t v = h.notify.load();
+      // `last` is the reader's; a stale read only makes us signal once too often.
+      bool ready = h.published.load() > state->last_for_helper.load(std::memory_order_relaxed) ||
+                   sh->WriterGone(check_process);
+      if (ready) {
+        uint64_t one = 1;
+        (void)!::write(state->event_fd, &one, sizeof(one));
+      }
+      auto t0 = std::chrono::steady_clock::now();
+      detail::FutexWait(&h.notify, v, detail::kSlice);
+      check_process = std::chrono::steady_clock::now() - t0 >= detail::kSlice;
+      h.reader_waiters.fetch_sub(1);
+    }
+  });
+  RearmEvent();
+  return fd;
+}
+
+// -------------------------------------------------------------------------------------- Channel
+
+namespace {
+
+std::string Describe(const std::string& format, const std::vector<uint64_t>& shape, uint32_t slots,
+                     uint32_t policy) {
+  std::string s = "format '" + format + "', shape (";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  s += "), " + std::to_string(slots) + " slots, policy " +
+       (policy == static_cast<uint32_t>(ChannelPolicy::kLatest) ? "latest" : "block");
+  return s;
+}
+
+}  // namespace
+
+Channel::Channel(Client& client, std::string_view name, const ChannelOptions& options)
+    : client_(&client), shared_(std::make_shared<ChannelShared>()) {
+  ChannelShared& sh = *shared_;
+  sh.name = std::string(name);
+  const std::string data_name = sh.name + ".data";
+  const std::string token_name = sh.name + ".writer";
+  const bool create = !options.shape.empty();
+  uint64_t frame_bytes = 0;
+  uint64_t stride = 0;
+  if (create) {
+    auto item = FormatItemSize(options.format);
+    if (!item) Fail(Errc::kInvalidArgument, "channel: bad format '" + options.format + "'");
+    if (options.shape.size() > kMaxDims) Fail(Errc::kInvalidArgument, "channel: too many dims");
+    auto bytes = ShapeBytes(options.shape, *item);
+    if (!bytes || *bytes == 0) Fail(Errc::kInvalidArgument, "channel: bad shape");
+    if (options.slots < 2 || options.slots > detail::kMaxSlots) {
+      Fail(Errc::kInvalidArgument, "channel: slots must be 2..64");
+    }
+    if (options.policy != ChannelPolicy::kBlock && options.policy != ChannelPolicy::kLatest) {
+      Fail(Errc::kInvalidArgument, "channel: unknown policy");
+    }
+    frame_bytes = *bytes;
+    // Slots start on a page (large frames) or a cache line (small ones).
+    uint64_t align = frame_bytes >= 4096 ? 4096 : 64;
+    stride = (frame_bytes + align - 1) / align * align;
+    bool creator = true;
+    try {
+      client.Create(sh.name, {.size = detail::kHeaderBytes +
+                                      uint64_t{options.slots} * detail::kSlotHeaderBytes});
+    } catch (const Error& e) {
+      if (e.errc() != Errc::kAlreadyExists) throw;
+      creator = false;
+    }
+    if (creator) {
+      // Data and token first, the header last: whoever sees `ready` finds all three.
+      client.Create(data_name, {.size = stride * options.slots, .exist_ok = true});
+      client.Create(token_name, {.size = 64, .exist_ok = true});
+      sh.control = client.Acquire(sh.name, Mode::kWrite);
+      auto* h = reinterpret_cast<ControlHeader*>(sh.control.writable_data().data());
+      h->magic = detail::kMagic;
+      h->version = detail::kLayoutVersion;
+      h->slot_count = options.slots;
+      h->policy = static_cast<uint32_t>(options.policy);
+      h->frame_bytes = frame_bytes;
+      h->slot_stride = stride;
+      h->ndim = static_cast<uint32_t>(options.shape.size());
+      for (size_t i = 0; i < options.shape.size(); ++i) h->shape[i] = options.shape[i];
+      std::memset(h->format, 0, sizeof(h->format));
+      std::memcpy(h->format, options.format.data(), std::min(options.format.size(), size_t{15}));
+      h->ready.store(1);
+    }
+  }
+  if (!sh.control) sh.control = client.Acquire(sh.name, Mode::kWrite);
+  if (sh.control.size() < detail::kHeaderBytes) {
+    Fail(Errc::kInvalidArgument, "'" + sh.name + "' is not a channel");
+  }
+  sh.header = reinterpret_cast<ControlHeader*>(sh.control.writable_data().data());
+  ControlHeader& h = *sh.header;
+  // A creator that is still writing the header: wait a little (it takes microseconds).
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (h.ready.load() != 1) {
+    if (std::chrono::steady_clock::now() > until) {
+      Fail(Errc::kTimeout, "channel '" + sh.name + "': header never completed (creator died?)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (h.magic != detail::kMagic || h.version != detail::kLayoutVersion ||
+      h.slot_count < 2 || h.slot_count > detail::kMaxSlots || h.ndim > kMaxDims ||
+      sh.control.size() < detail::kHeaderBytes + size_t{h.slot_count} * detail::kSlotHeaderBytes) {
+    Fail(Errc::kInvalidArgument, "'" + sh.name + "' is not a channel of this version");
+  }
+  sh.format.assign(h.format, strnlen(h.format, sizeof(h.format)));
+  sh.shape.assign(h.shape, h.shape + h.ndim);
+  if (create) {
+    if (sh.format != options.format || sh.shape != options.shape ||
+        h.slot_count != options.slots || h.policy != static_cast<uint32_t>(options.policy)) {
+      Fail(Errc::kInvalidArgument,
+           "channel '" + sh.name + "' exists with " +
+               Describe(sh.format, sh.shape, h.slot_count, h.policy) + ", not " +
+               Describe(options.format, options.shape, options.slots,
+                        static_cast<uint32_t>(options.policy)));
+    }
+  }
+}
+
+Channel::~Channel() = default;
+Channel::Channel(Channel&&) noexcept = default;
+Channel& Channel::operator=(Channel&&) noexcept = default;
+
+const std::string& Channel::name() const noexcept { return shared_->name; }
+const std::string& Channel::format() const noexcept { return shared_->format; }
+const std::vector<uint64_t>& Channel::shape() const noexcept { return shared_->shape; }
+size_t Channel::frame_bytes() const noexcept { return shared_->header->frame_bytes; }
+uint32_t Channel::slots() const noexcept { return shared_->header->slot_count; }
+ChannelPolicy Channel::policy() const noexcept {
+  return static_cast<ChannelPolicy>(shared_->header->policy);
+}
+uint32_t Channel::reader_count() const noexcept {
+  return static_cast<uint32_t>(std::popcount(shared_->header->reader_active.load()));
+}
+
+// A participant's own view: the control lease is shared, the data lease is its own (read-only
+// for readers), so a Reader's frames are read-only by the kernel's enforcement.
+static std::shared_ptr<ChannelShared> Participant(Client& client, const ChannelShared& base,
+                                                  Mode data_mode) {
+  auto sh = std::make_shared<ChannelShared>();
+  sh->name = base.name;
+  sh->format = base.format;
+  sh->shape = base.shape;
+  sh->control = client.Acquire(base.name, Mode::kWrite);
+  sh->header = reinterpret_cast<ControlHeader*>(sh->control.writable_data().data());
+  sh->data = client.Acquire(base.name + ".data", data_mode);
+  if (sh->data.size() < sh->header->slot_stride * sh->header->slot_count) {
+    Fail(Errc::kInvalidArgument, "channel '" + base.name + "': data segment too small");
+  }
+  sh->slots_base = const_cast<std::byte*>(sh->data.data().data());
+  return sh;
+}
+
+Writer Channel::writer(std::chrono::milliseconds timeout) {
+  LeaseOptions token_options{.exclusive = true, .timeout = timeout};
+  Lease token;
+  try {
+    token = client_->Acquire(shared_->name + ".writer", Mode::kWrite, token_options);
+  } catch (const Error& e) {
+    if (e.errc() != Errc::kTimeout) throw;
+    throw Error(Errc::kTimeout, "channel '" + shared_->name + "' already has a writer");
+  }
+  Writer w;
+  w.shared_ = Participant(*client_, *shared_, Mode::kWrite);
+  w.shared_->token = std::move(token);
+  ControlHeader& h = *w.shared_->header;
+  // We hold the token, so no other writer runs: a slot left claimed was a dead writer's
+  // half-written frame. It was never published, so no reader has seen it; it becomes free.
+  for (uint32_t i = 0; i < h.slot_count; ++i) {
+    SlotHeader& s = w.shared_->slot(i);
+    uint32_t claimed = detail::kSlotClaimed;
+    if (s.state.compare_exchange_strong(claimed, detail::kSlotEmpty)) s.seq.store(0);
+  }
+  detail::ProcessId self = detail::Self();
+  h.writer_pid.store(self.pid);
+  h.writer_start_time.store(self.start_time);
+  h.writer_generation.fetch_add(1);
+  h.writer_state.store(detail::kWriterActive);
+  w.next_seq_ = h.published.load() + 1;
+  w.shared_->ReclaimDeadReaders();
+  w.shared_->WakeReaders();
+  return w;
+}
+
+Reader Channel::reader(const ReaderOptions& options) {
+  Reader r;
+  r.shared_ = Participant(*client_, *shared_, Mode::kRead);
+  r.shared_->busy_poll = options.busy_poll;
+  ChannelShared& sh = *r.shared_;
+  ControlHeader& h = *sh.header;
+  auto rs = std::make_shared<detail::ReaderState>();
+  for (int round = 0;; ++round) {
+    uint64_t claimed = h.reader_claimed.load();
+    if (~claimed == 0) {
+      if (round == 0 && sh.ReclaimDeadReaders() > 0) continue;
+      Fail(Errc::kLimitLeases, "channel '" + sh.name + "': " +
+                                   std::to_string(kMaxChannelReaders) + " readers already");
+    }
+    uint32_t index = static_cast<uint32_t>(std::countr_one(claimed));
+    uint64_t bit = uint64_t{1} << index;
+    if (!h.reader_claimed.compare_exchange_strong(claimed, claimed | bit)) continue;
+    rs->index = index;
+    rs->bit = bit;
+    break;
+  }
+  detail::ProcessId self = detail::Self();
+  detail::ReaderRecord& rec = h.readers[rs->index];
+  rec.start_time.store(self.start_time);
+  rs->owner = ((h.reader_generation.fetch_add(1) + 1) << 32) | self.pid;
+  rec.owner.store(rs->owner);
+  // Stale bits of an earlier owner of this record were cleared when it was freed.
+  h.reader_active.fetch_or(rs->bit);
+  // We receive the frames published after this point. A frame whose mask already has our bit
+  // but that was published before we read `published` is ours too (delivered, not leaked).
+  uint64_t last = h.published.load();
+  for (uint32_t i = 0; i < sh.slot_count(); ++i) {
+    SlotHeader& s = sh.slot(i);
+    if (s.state.load() == detail::kSlotPublished && (s.pending.load() & rs->bit)) {
+      last = std::min(last, s.seq.load() - 1);
+    }
+  }
+  rs->last = last;
+  rs->last_for_helper.store(last, std::memory_order_relaxed);
+  r.state_ = std::move(rs);
+  return r;
+}
+
+void Channel::Remove(Client& client, std::string_view name) {
+  std::string base(name);
+  int removed = 0;
+  for (const std::string& part : {base, base + ".data", base + ".writer"}) {
+    std::error_code ec;
+    client.Remove(part, ec);
+    if (!ec) ++removed;
+    else if (ec != Errc::kNotFound) throw Error(static_cast<Errc>(ec.value()), ec.message());
+  }
+  if (removed == 0) Fail(Errc::kNotFound, "no channel '" + base + "'");
+}
+
+}  // namespace shmlease

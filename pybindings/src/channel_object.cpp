@@ -1,0 +1,842 @@
+// Ownership: a Channel object holds a reference to its Python Client and a share of the
+// shmlease::Client; Writer and Reader objects hold their C++ counterparts (the writer token, the
+// reader slot) until close() or deallocation; a Frame holds its C++ Frame (the slot) until
+// release() and a share of the mapping until deallocation, so exported memory stays mapped.
+// Exports are counted like a Lease's: release() with live exports raises BufferError.
+#include "channel_object.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <new>
+#include <string>
+
+#include "errors.hpp"
+#include "shmlease/channel.hpp"
+#include "shmlease/format.hpp"
+
+namespace shmlease::python {
+namespace {
+
+// Waits are cut into slices so that Ctrl-C (a pending signal) interrupts them.
+constexpr std::chrono::milliseconds kSignalSlice{100};
+
+bool TimeoutArg(PyObject* obj, std::chrono::milliseconds* out) {
+  if (obj == nullptr || obj == Py_None) {
+    *out = kWaitForever;
+    return true;
+  }
+  double seconds = PyFloat_AsDouble(obj);
+  if (seconds == -1.0 && PyErr_Occurred()) return false;
+  if (std::isnan(seconds) || seconds < 0) {
+    PyErr_SetString(PyExc_ValueError, "timeout must be None or >= 0 seconds");
+    return false;
+  }
+  *out = std::chrono::milliseconds(static_cast<int64_t>(std::ceil(seconds * 1000)));
+  return true;
+}
+
+// Runs `attempt(slice)` (which throws Error(kTimeout) when its slice runs out) without the GIL,
+// slice by slice until `timeout`, checking for signals in between. Returns false with an
+// exception set on failure.
+template <typename Fn>
+bool WaitInSlices(std::chrono::milliseconds timeout, Fn&& attempt) {
+  const bool forever = timeout.count() < 0;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto slice = kSignalSlice;
+    if (!forever) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      slice = std::max(std::chrono::milliseconds(0), std::min(slice, left));
+    }
+    bool timed_out = false;
+    std::exception_ptr error = CallWithoutGil([&] {
+      try {
+        attempt(slice);
+      } catch (const Error& e) {
+        if (e.errc() != Errc::kTimeout) throw;
+        timed_out = true;
+        if (!forever && std::chrono::steady_clock::now() >= deadline) throw;
+      }
+    });
+    if (error) {
+      RaiseFromException(error);
+      return false;
+    }
+    if (!timed_out) return true;
+    if (PyErr_CheckSignals() < 0) return false;
+  }
+}
+
+// ------------------------------------------------------------------------------------- Frame
+
+struct FrameObject {
+  // clang-format off
+  PyObject_HEAD
+  PyObject* weakreflist;
+  // clang-format on
+  Frame* frame;                          // the slot, until release() / publish
+  std::shared_ptr<const void>* mapping;  // keeps buf mapped until deallocation
+  std::byte* buf;
+  Py_ssize_t nbytes;
+  Py_ssize_t itemsize;
+  int ndim;
+  Py_ssize_t shape[kMaxDims];
+  Py_ssize_t strides[kMaxDims];
+  char format[2];
+  bool readonly;
+  bool closed;
+  Py_ssize_t exports;
+  uint64_t seq;
+  int64_t timestamp_ns;
+  uint64_t missed;
+  PyObject* meta;  // bytes
+};
+
+extern PyTypeObject FrameType;
+
+FrameObject* AsFrame(PyObject* o) { return reinterpret_cast<FrameObject*>(o); }
+
+// Frees the slot without the GIL (a futex wake may be a syscall).
+void ReleaseSlot(FrameObject* f) {
+  Frame* frame = f->frame;
+  f->frame = nullptr;
+  if (frame == nullptr) return;
+  Py_BEGIN_ALLOW_THREADS;
+  delete frame;
+  Py_END_ALLOW_THREADS;
+}
+
+PyObject* NewFrameObject(Frame&& frame, const Channel& ch) {
+  PyObject* self = FrameType.tp_alloc(&FrameType, 0);
+  if (self == nullptr) return nullptr;
+  FrameObject* f = AsFrame(self);
+  f->weakreflist = nullptr;
+  f->frame = new (std::nothrow) Frame(std::move(frame));
+  f->mapping = new (std::nothrow) std::shared_ptr<const void>(f->frame ? f->frame->mapping_owner()
+                                                                       : nullptr);
+  f->meta = nullptr;
+  if (f->frame == nullptr || f->mapping == nullptr) {
+    Py_DECREF(self);
+    return PyErr_NoMemory();
+  }
+  Frame& fr = *f->frame;
+  f->buf = const_cast<std::byte*>(fr.data().data());
+  f->nbytes = static_cast<Py_ssize_t>(fr.data().size());
+  f->itemsize = static_cast<Py_ssize_t>(FormatItemSize(ch.format()).value_or(1));
+  f->format[0] = ch.format().empty() ? 'B' : ch.format()[0];
+  f->format[1] = '\0';
+  f->ndim = static_cast<int>(ch.shape().size());
+  Py_ssize_t stride = f->itemsize;
+  for (int i = f->ndim - 1; i >= 0; --i) {
+    f->shape[i] = static_cast<Py_ssize_t>(ch.shape()[i]);
+    f->strides[i] = stride;
+    stride *= f->shape[i];
+  }
+  f->readonly = !fr.writable();
+  f->closed = false;
+  f->exports = 0;
+  f->seq = fr.seq();
+  f->timestamp_ns = fr.timestamp_ns();
+  f->missed = fr.missed();
+  f->meta = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(fr.meta().data()),
+                                      static_cast<Py_ssize_t>(fr.meta().size()));
+  if (f->meta == nullptr) {
+    Py_DECREF(self);
+    return nullptr;
+  }
+  return self;
+}
+
+int Frame_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  FrameObject* f = AsFrame(self);
+  view->obj = nullptr;
+  if (f->closed) {
+    PyErr_SetString(PyExc_ValueError, "operation forbidden on a released or published frame");
+    return -1;
+  }
+  auto wants = [flags](int flag) { return (flags & flag) == flag; };
+  if (wants(PyBUF_WRITABLE) && f->readonly) {
+    PyErr_SetString(PyExc_BufferError, "Object is not writable.");
+    return -1;
+  }
+  int above_one = 0;
+  for (int i = 0; i < f->ndim; ++i) above_one += f->shape[i] > 1;
+  if (wants(PyBUF_F_CONTIGUOUS) && above_one > 1) {
+    PyErr_SetString(PyExc_BufferError, "shmlease.Frame: buffer is not Fortran contiguous");
+    return -1;
+  }
+  if (!wants(PyBUF_ND) && wants(PyBUF_FORMAT)) {
+    PyErr_SetString(PyExc_BufferError,
+                    "shmlease.Frame: cannot export as unsigned bytes if the format flag is present");
+    return -1;
+  }
+  view->buf = f->buf;
+  view->len = f->nbytes;
+  view->readonly = f->readonly ? 1 : 0;
+  view->itemsize = f->itemsize;
+  view->format = wants(PyBUF_FORMAT) ? f->format : nullptr;
+  if (wants(PyBUF_ND)) {
+    view->ndim = f->ndim;
+    view->shape = f->shape;
+  } else {
+    view->ndim = 1;
+    view->shape = nullptr;
+  }
+  view->strides = wants(PyBUF_STRIDES) ? f->strides : nullptr;
+  view->suboffsets = nullptr;
+  view->internal = nullptr;
+  view->obj = Py_NewRef(self);
+  ++f->exports;
+  return 0;
+}
+
+void Frame_releasebuffer(PyObject* self, Py_buffer*) {
+  FrameObject* f = AsFrame(self);
+  if (f->exports > 0) --f->exports;
+}
+
+PyBufferProcs frame_as_buffer = {Frame_getbuffer, Frame_releasebuffer};
+
+PyObject* Frame_release(PyObject* self, PyObject*) {
+  FrameObject* f = AsFrame(self);
+  if (f->exports > 0) {
+    PyErr_Format(PyExc_BufferError,
+                 "cannot release frame %llu: %zd buffer export(s) (memoryview, numpy array, ...) "
+                 "still use it; release or delete them first",
+                 static_cast<unsigned long long>(f->seq), f->exports);
+    return nullptr;
+  }
+  f->closed = true;
+  ReleaseSlot(f);
+  Py_RETURN_NONE;
+}
+
+PyObject* Frame_enter(PyObject* self, PyObject*) {
+  if (AsFrame(self)->closed) {
+    PyErr_SetString(PyExc_ValueError, "cannot enter a released frame");
+    return nullptr;
+  }
+  return Py_NewRef(self);
+}
+
+PyObject* Frame_exit(PyObject* self, PyObject*) {
+  FrameObject* f = AsFrame(self);
+  if (f->exports > 0) {
+    f->closed = true;  // given back when the object and its exports are gone
+    Py_RETURN_FALSE;
+  }
+  PyObject* r = Frame_release(self, nullptr);
+  if (r == nullptr) return nullptr;
+  Py_DECREF(r);
+  Py_RETURN_FALSE;
+}
+
+PyMethodDef frame_methods[] = {
+    {"release", Frame_release, METH_NOARGS,
+     "release($self, /)\n--\n\nGive the slot back. Raises BufferError while buffer exports are\n"
+     "alive. Releasing twice does nothing."},
+    {"__enter__", Frame_enter, METH_NOARGS, "Return the frame itself."},
+    {"__exit__", Frame_exit, METH_VARARGS,
+     "Release the frame (deferred to deallocation while exports made inside the block live)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyObject* Frame_get_seq(PyObject* self, void*) { return PyLong_FromUnsignedLongLong(AsFrame(self)->seq); }
+PyObject* Frame_get_timestamp(PyObject* self, void*) {
+  return PyLong_FromLongLong(AsFrame(self)->timestamp_ns);
+}
+PyObject* Frame_get_missed(PyObject* self, void*) {
+  return PyLong_FromUnsignedLongLong(AsFrame(self)->missed);
+}
+PyObject* Frame_get_meta(PyObject* self, void*) { return Py_NewRef(AsFrame(self)->meta); }
+PyObject* Frame_get_readonly(PyObject* self, void*) { return PyBool_FromLong(AsFrame(self)->readonly); }
+PyObject* Frame_get_exports(PyObject* self, void*) { return PyLong_FromSsize_t(AsFrame(self)->exports); }
+PyObject* Frame_get_released(PyObject* self, void*) { return PyBool_FromLong(AsFrame(self)->closed); }
+PyObject* Frame_get_nbytes(PyObject* self, void*) { return PyLong_FromSsize_t(AsFrame(self)->nbytes); }
+PyObject* Frame_get_format(PyObject* self, void*) { return PyUnicode_FromString(AsFrame(self)->format); }
+PyObject* Frame_get_shape(PyObject* self, void*) {
+  FrameObject* f = AsFrame(self);
+  PyObject* t = PyTuple_New(f->ndim);
+  if (t == nullptr) return nullptr;
+  for (int i = 0; i < f->ndim; ++i) {
+    PyObject* v = PyLong_FromSsize_t(f->shape[i]);
+    if (v == nullptr) {
+      Py_DECREF(t);
+      return nullptr;
+    }
+    PyTuple_SET_ITEM(t, i, v);
+  }
+  return t;
+}
+
+PyGetSetDef frame_getset[] = {
+    {"seq", Frame_get_seq, nullptr, "Sequence number (1, 2, ...); 0 for a claimed frame.", nullptr},
+    {"timestamp", Frame_get_timestamp, nullptr,
+     "Publish time in nanoseconds of time.monotonic_ns() (CLOCK_MONOTONIC).", nullptr},
+    {"meta", Frame_get_meta, nullptr, "The writer's metadata bytes.", nullptr},
+    {"missed", Frame_get_missed, nullptr,
+     "Policy 'latest': frames this reader skipped before this one.", nullptr},
+    {"readonly", Frame_get_readonly, nullptr, "True for a reader's frame.", nullptr},
+    {"exports", Frame_get_exports, nullptr, "Live buffer exports.", nullptr},
+    {"released", Frame_get_released, nullptr, "True after release() or publish.", nullptr},
+    {"nbytes", Frame_get_nbytes, nullptr, "Bytes in the frame.", nullptr},
+    {"format", Frame_get_format, nullptr, "Item format ('B', 'f', ...).", nullptr},
+    {"shape", Frame_get_shape, nullptr, "The channel's frame shape.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyObject* Frame_repr(PyObject* self) {
+  FrameObject* f = AsFrame(self);
+  return PyUnicode_FromFormat("<shmlease.Frame seq=%llu %s exports=%zd%s>",
+                              static_cast<unsigned long long>(f->seq),
+                              f->readonly ? "read-only" : "writable", f->exports,
+                              f->closed ? " released" : "");
+}
+
+void Frame_dealloc(PyObject* self) {
+  FrameObject* f = AsFrame(self);
+  if (f->weakreflist != nullptr) PyObject_ClearWeakRefs(self);
+  ReleaseSlot(f);
+  delete f->mapping;
+  Py_XDECREF(f->meta);
+  Py_TYPE(self)->tp_free(self);
+}
+
+PyTypeObject FrameType = {
+    // clang-format off
+    .ob_base = PyVarObject_HEAD_INIT(nullptr, 0)
+    .tp_name = "shmlease.Frame",
+    // clang-format on
+    .tp_basicsize = sizeof(FrameObject),
+    .tp_dealloc = Frame_dealloc,
+    .tp_repr = Frame_repr,
+    .tp_as_buffer = &frame_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR(
+        "One frame of a channel: a slot leased for reading (Reader.next) or writing\n"
+        "(Writer.claim). Exports its memory through the buffer protocol like a Lease:\n"
+        "np.asarray(frame) is a zero-copy view, read-only for a reader's frame. release() (or\n"
+        "`with frame:`) gives the slot back; it raises BufferError while exports are alive."),
+    .tp_weaklistoffset = offsetof(FrameObject, weakreflist),
+    .tp_methods = frame_methods,
+    .tp_getset = frame_getset,
+};
+
+// ------------------------------------------------------------------------------------ Channel
+
+struct ChannelObject {
+  // clang-format off
+  PyObject_HEAD
+  // clang-format on
+  PyObject* owner;  // the Python Client
+  std::shared_ptr<Client>* client;
+  Channel* channel;
+};
+struct WriterObject {
+  // clang-format off
+  PyObject_HEAD
+  // clang-format on
+  PyObject* channel;  // ChannelObject
+  Writer* writer;     // null once closed
+};
+struct ReaderObject {
+  // clang-format off
+  PyObject_HEAD
+  // clang-format on
+  PyObject* channel;
+  Reader* reader;  // null once closed
+  bool busy;       // a call is running without the GIL
+};
+
+extern PyTypeObject ChannelType;
+extern PyTypeObject WriterType;
+extern PyTypeObject ReaderType;
+
+ChannelObject* AsChannel(PyObject* o) { return reinterpret_cast<ChannelObject*>(o); }
+
+PyObject* Channel_writer(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"timeout", nullptr};
+  PyObject* timeout_obj = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:writer", const_cast<char**>(kwlist),
+                                   &timeout_obj)) {
+    return nullptr;
+  }
+  std::chrono::milliseconds timeout{0};
+  if (timeout_obj != nullptr && !TimeoutArg(timeout_obj, &timeout)) return nullptr;
+  ChannelObject* c = AsChannel(self);
+  Writer w;
+  std::exception_ptr error = CallWithoutGil([&] { w = c->channel->writer(timeout); });
+  if (error) return RaiseFromException(error);
+  WriterObject* obj = PyObject_New(WriterObject, &WriterType);
+  if (obj == nullptr) return nullptr;
+  obj->channel = Py_NewRef(self);
+  obj->writer = new (std::nothrow) Writer(std::move(w));
+  return reinterpret_cast<PyObject*>(obj);
+}
+
+PyObject* Channel_reader(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"busy_poll", nullptr};
+  int busy_poll = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:reader", const_cast<char**>(kwlist),
+                                   &busy_poll)) {
+    return nullptr;
+  }
+  ChannelObject* c = AsChannel(self);
+  Reader r;
+  std::exception_ptr error =
+      CallWithoutGil([&] { r = c->channel->reader({.busy_poll = busy_poll != 0}); });
+  if (error) return RaiseFromException(error);
+  ReaderObject* obj = PyObject_New(ReaderObject, &ReaderType);
+  if (obj == nullptr) return nullptr;
+  obj->channel = Py_NewRef(self);
+  obj->reader = new (std::nothrow) Reader(std::move(r));
+  obj->busy = false;
+  return reinterpret_cast<PyObject*>(obj);
+}
+
+PyObject* Channel_remove(PyObject* self, PyObject*) {
+  ChannelObject* c = AsChannel(self);
+  std::string name = c->channel->name();
+  std::exception_ptr error = CallWithoutGil([&] { Channel::Remove(**c->client, name); });
+  if (error) return RaiseFromException(error);
+  Py_RETURN_NONE;
+}
+
+PyMethodDef channel_methods[] = {
+    {"writer", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Channel_writer)),
+     METH_VARARGS | METH_KEYWORDS,
+     "writer($self, /, timeout=0)\n--\n\nBecome the channel's one writer. Raises\n"
+     "LeaseTimeoutError when another writer holds it beyond `timeout` seconds (None: wait)."},
+    {"reader", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Channel_reader)),
+     METH_VARARGS | METH_KEYWORDS,
+     "reader($self, /, *, busy_poll=False)\n--\n\nAttach a reader: it receives the frames\n"
+     "published from now on."},
+    {"remove", Channel_remove, METH_NOARGS,
+     "remove($self, /)\n--\n\nRemove the channel's segments (freed with their last leases)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyObject* Channel_get_name(PyObject* self, void*) {
+  return PyUnicode_FromString(AsChannel(self)->channel->name().c_str());
+}
+PyObject* Channel_get_shape(PyObject* self, void*) {
+  const auto& shape = AsChannel(self)->channel->shape();
+  PyObject* t = PyTuple_New(static_cast<Py_ssize_t>(shape.size()));
+  if (t == nullptr) return nullptr;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    PyObject* v = PyLong_FromUnsignedLongLong(shape[i]);
+    if (v == nullptr) {
+      Py_DECREF(t);
+      return nullptr;
+    }
+    PyTuple_SET_ITEM(t, static_cast<Py_ssize_t>(i), v);
+  }
+  return t;
+}
+PyObject* Channel_get_dtype(PyObject* self, void*) {
+  return PyUnicode_FromString(AsChannel(self)->channel->format().c_str());
+}
+PyObject* Channel_get_slots(PyObject* self, void*) {
+  return PyLong_FromUnsignedLong(AsChannel(self)->channel->slots());
+}
+PyObject* Channel_get_policy(PyObject* self, void*) {
+  return PyUnicode_FromString(
+      AsChannel(self)->channel->policy() == ChannelPolicy::kLatest ? "latest" : "block");
+}
+PyObject* Channel_get_nbytes(PyObject* self, void*) {
+  return PyLong_FromSize_t(AsChannel(self)->channel->frame_bytes());
+}
+PyObject* Channel_get_readers(PyObject* self, void*) {
+  return PyLong_FromUnsignedLong(AsChannel(self)->channel->reader_count());
+}
+
+PyGetSetDef channel_getset[] = {
+    {"name", Channel_get_name, nullptr, "The channel's name.", nullptr},
+    {"shape", Channel_get_shape, nullptr, "Frame shape (tuple).", nullptr},
+    {"dtype", Channel_get_dtype, nullptr, "Item format of a frame ('B', 'f', ...).", nullptr},
+    {"slots", Channel_get_slots, nullptr, "Number of frame slots.", nullptr},
+    {"policy", Channel_get_policy, nullptr, "'block' or 'latest'.", nullptr},
+    {"frame_nbytes", Channel_get_nbytes, nullptr, "Bytes per frame.", nullptr},
+    {"readers", Channel_get_readers, nullptr, "Readers attached now.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+void Channel_dealloc(PyObject* self) {
+  ChannelObject* c = AsChannel(self);
+  Channel* ch = c->channel;
+  std::shared_ptr<Client>* client = c->client;
+  c->channel = nullptr;
+  c->client = nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  delete ch;
+  delete client;
+  Py_END_ALLOW_THREADS;
+  Py_XDECREF(c->owner);
+  Py_TYPE(self)->tp_free(self);
+}
+
+PyTypeObject ChannelType = {
+    // clang-format off
+    .ob_base = PyVarObject_HEAD_INIT(nullptr, 0)
+    .tp_name = "shmlease.Channel",
+    // clang-format on
+    .tp_basicsize = sizeof(ChannelObject),
+    .tp_dealloc = Channel_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("A frame channel, from Client.channel(); see docs/CHANNELS.md."),
+    .tp_methods = channel_methods,
+    .tp_getset = channel_getset,
+};
+
+// ------------------------------------------------------------------------------------- Writer
+
+Writer* OpenWriter(PyObject* self) {
+  Writer* w = reinterpret_cast<WriterObject*>(self)->writer;
+  if (w == nullptr || !w->valid()) {
+    PyErr_SetString(PyExc_ValueError, "operation on a closed shmlease.Writer");
+    return nullptr;
+  }
+  return w;
+}
+
+PyObject* Writer_claim(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"timeout", nullptr};
+  PyObject* timeout_obj = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:claim", const_cast<char**>(kwlist),
+                                   &timeout_obj)) {
+    return nullptr;
+  }
+  std::chrono::milliseconds timeout;
+  if (!TimeoutArg(timeout_obj, &timeout)) return nullptr;
+  Writer* w = OpenWriter(self);
+  if (w == nullptr) return nullptr;
+  Frame f;
+  if (!WaitInSlices(timeout, [&](std::chrono::milliseconds slice) { f = w->Claim(slice); })) {
+    return nullptr;
+  }
+  Channel* ch = AsChannel(reinterpret_cast<WriterObject*>(self)->channel)->channel;
+  return NewFrameObject(std::move(f), *ch);
+}
+
+PyObject* Writer_publish(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"frame", "meta", nullptr};
+  PyObject* frame_obj = nullptr;
+  Py_buffer meta{};
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|y*:publish", const_cast<char**>(kwlist),
+                                   &FrameType, &frame_obj, &meta)) {
+    return nullptr;
+  }
+  FrameObject* f = AsFrame(frame_obj);
+  Writer* w = OpenWriter(self);
+  PyObject* result = nullptr;
+  if (w == nullptr) {
+  } else if (f->frame == nullptr || f->readonly) {
+    PyErr_SetString(PyExc_ValueError, "publish: not a claimed, unpublished frame of this writer");
+  } else if (f->exports > 0) {
+    PyErr_Format(PyExc_BufferError,
+                 "cannot publish: %zd buffer export(s) of the frame are alive (readers must "
+                 "not see it change); release or delete them first",
+                 f->exports);
+  } else {
+    uint64_t seq = 0;
+    try {
+      seq = w->Publish(*f->frame, {static_cast<const std::byte*>(meta.buf),
+                                   static_cast<size_t>(meta.buf ? meta.len : 0)});
+      f->closed = true;
+      f->seq = seq;
+      delete f->frame;  // now empty
+      f->frame = nullptr;
+      result = PyLong_FromUnsignedLongLong(seq);
+    } catch (...) {
+      RaiseFromException(std::current_exception());
+    }
+  }
+  if (meta.obj != nullptr) PyBuffer_Release(&meta);
+  return result;
+}
+
+PyObject* Writer_close(PyObject* self, PyObject*) {
+  auto* obj = reinterpret_cast<WriterObject*>(self);
+  Writer* w = obj->writer;
+  obj->writer = nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  delete w;
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+PyObject* Writer_wait_for_readers(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"n", "timeout", nullptr};
+  unsigned int n = 1;
+  PyObject* timeout_obj = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "I|O:wait_for_readers", const_cast<char**>(kwlist),
+                                   &n, &timeout_obj)) {
+    return nullptr;
+  }
+  std::chrono::milliseconds timeout;
+  if (!TimeoutArg(timeout_obj, &timeout)) return nullptr;
+  Writer* w = OpenWriter(self);
+  if (w == nullptr) return nullptr;
+  bool ok = WaitInSlices(timeout, [&](std::chrono::milliseconds slice) {
+    if (!w->WaitForReaders(n, slice)) throw Error(Errc::kTimeout, "not enough readers joined");
+  });
+  if (!ok) return nullptr;
+  Py_RETURN_NONE;
+}
+
+PyObject* Writer_enter(PyObject* self, PyObject*) { return Py_NewRef(self); }
+PyObject* Writer_exit(PyObject* self, PyObject*) {
+  PyObject* r = Writer_close(self, nullptr);
+  Py_XDECREF(r);
+  Py_RETURN_FALSE;
+}
+
+PyObject* Writer_get_readers(PyObject* self, void*) {
+  Writer* w = reinterpret_cast<WriterObject*>(self)->writer;
+  return PyLong_FromUnsignedLong(w ? w->reader_count() : 0);
+}
+
+PyMethodDef writer_methods[] = {
+    {"claim", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Writer_claim)),
+     METH_VARARGS | METH_KEYWORDS,
+     "claim($self, /, timeout=None)\n--\n\nA free slot as a writable Frame. Policy 'block' waits\n"
+     "while readers still hold or have not read every slot; LeaseTimeoutError after `timeout`."},
+    {"publish", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Writer_publish)),
+     METH_VARARGS | METH_KEYWORDS,
+     "publish($self, /, frame, meta=b'')\n--\n\nPublish a claimed frame (no exports may be\n"
+     "alive: BufferError) with up to 256 bytes of metadata. Returns its sequence number."},
+    {"wait_for_readers",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Writer_wait_for_readers)),
+     METH_VARARGS | METH_KEYWORDS,
+     "wait_for_readers($self, /, n, timeout=None)\n--\n\nWait until n readers are attached."},
+    {"close", Writer_close, METH_NOARGS,
+     "close($self, /)\n--\n\nEnd the stream: readers get EndOfStreamError once they have read\n"
+     "every frame; another writer may take over."},
+    {"__enter__", Writer_enter, METH_NOARGS, "Return the writer itself."},
+    {"__exit__", Writer_exit, METH_VARARGS, "Close the writer (end of stream)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyGetSetDef writer_getset[] = {
+    {"readers", Writer_get_readers, nullptr, "Readers attached now.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+void Writer_dealloc(PyObject* self) {
+  PyObject* r = Writer_close(self, nullptr);
+  Py_XDECREF(r);
+  Py_XDECREF(reinterpret_cast<WriterObject*>(self)->channel);
+  PyObject_Free(self);
+}
+
+PyTypeObject WriterType = {
+    // clang-format off
+    .ob_base = PyVarObject_HEAD_INIT(nullptr, 0)
+    .tp_name = "shmlease.Writer",
+    // clang-format on
+    .tp_basicsize = sizeof(WriterObject),
+    .tp_dealloc = Writer_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("The one writer of a channel, from Channel.writer()."),
+    .tp_methods = writer_methods,
+    .tp_getset = writer_getset,
+};
+
+// ------------------------------------------------------------------------------------- Reader
+
+Reader* UsableReader(PyObject* self) {
+  auto* obj = reinterpret_cast<ReaderObject*>(self);
+  if (obj->reader == nullptr || !obj->reader->valid()) {
+    PyErr_SetString(PyExc_ValueError, "operation on a closed shmlease.Reader");
+    return nullptr;
+  }
+  if (obj->busy) {
+    PyErr_SetString(PyExc_RuntimeError, "shmlease.Reader is in use by another thread");
+    return nullptr;
+  }
+  return obj->reader;
+}
+
+PyObject* ReaderNext(PyObject* self, std::chrono::milliseconds timeout) {
+  auto* obj = reinterpret_cast<ReaderObject*>(self);
+  Reader* r = UsableReader(self);
+  if (r == nullptr) return nullptr;
+  Frame f;
+  obj->busy = true;
+  bool ok = WaitInSlices(timeout, [&](std::chrono::milliseconds slice) { f = r->Next(slice); });
+  obj->busy = false;
+  if (!ok) return nullptr;
+  return NewFrameObject(std::move(f), *AsChannel(obj->channel)->channel);
+}
+
+PyObject* Reader_next(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"timeout", nullptr};
+  PyObject* timeout_obj = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:next", const_cast<char**>(kwlist),
+                                   &timeout_obj)) {
+    return nullptr;
+  }
+  std::chrono::milliseconds timeout;
+  if (!TimeoutArg(timeout_obj, &timeout)) return nullptr;
+  return ReaderNext(self, timeout);
+}
+
+PyObject* Reader_try_next(PyObject* self, PyObject*) {
+  auto* obj = reinterpret_cast<ReaderObject*>(self);
+  Reader* r = UsableReader(self);
+  if (r == nullptr) return nullptr;
+  Frame f;
+  try {
+    f = r->TryNext();
+  } catch (...) {
+    return RaiseFromException(std::current_exception());
+  }
+  if (!f) Py_RETURN_NONE;
+  return NewFrameObject(std::move(f), *AsChannel(obj->channel)->channel);
+}
+
+PyObject* Reader_iternext(PyObject* self) {
+  PyObject* f = ReaderNext(self, kWaitForever);
+  if (f == nullptr && PyErr_ExceptionMatches(PyExc_EOFError)) PyErr_Clear();  // StopIteration
+  return f;
+}
+
+PyObject* Reader_fileno(PyObject* self, PyObject*) {
+  Reader* r = UsableReader(self);
+  if (r == nullptr) return nullptr;
+  try {
+    return PyLong_FromLong(r->fileno());
+  } catch (...) {
+    return RaiseFromException(std::current_exception());
+  }
+}
+
+PyObject* Reader_close(PyObject* self, PyObject*) {
+  auto* obj = reinterpret_cast<ReaderObject*>(self);
+  if (obj->busy) {
+    PyErr_SetString(PyExc_RuntimeError, "shmlease.Reader is in use by another thread");
+    return nullptr;
+  }
+  Reader* r = obj->reader;
+  obj->reader = nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  delete r;
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+PyObject* Reader_enter(PyObject* self, PyObject*) { return Py_NewRef(self); }
+PyObject* Reader_exit(PyObject* self, PyObject*) {
+  PyObject* r = Reader_close(self, nullptr);
+  if (r == nullptr) return nullptr;
+  Py_DECREF(r);
+  Py_RETURN_FALSE;
+}
+
+PyMethodDef reader_methods[] = {
+    {"next", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Reader_next)),
+     METH_VARARGS | METH_KEYWORDS,
+     "next($self, /, timeout=None)\n--\n\nThe next frame (read-only). Blocks without spinning\n"
+     "for long; LeaseTimeoutError after `timeout`, EndOfStreamError when the writer is gone."},
+    {"try_next", Reader_try_next, METH_NOARGS,
+     "try_next($self, /)\n--\n\nA frame if one is ready now, else None."},
+    {"fileno", Reader_fileno, METH_NOARGS,
+     "fileno($self, /)\n--\n\nAn fd readable while a frame (or end of stream) is ready, for\n"
+     "select/epoll/asyncio. Then call try_next() (or next())."},
+    {"close", Reader_close, METH_NOARGS, "close($self, /)\n--\n\nDetach this reader."},
+    {"__enter__", Reader_enter, METH_NOARGS, "Return the reader itself."},
+    {"__exit__", Reader_exit, METH_VARARGS, "Detach the reader."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+void Reader_dealloc(PyObject* self) {
+  auto* obj = reinterpret_cast<ReaderObject*>(self);
+  Reader* r = obj->reader;
+  obj->reader = nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  delete r;
+  Py_END_ALLOW_THREADS;
+  Py_XDECREF(obj->channel);
+  PyObject_Free(self);
+}
+
+PyTypeObject ReaderType = {
+    // clang-format off
+    .ob_base = PyVarObject_HEAD_INIT(nullptr, 0)
+    .tp_name = "shmlease.Reader",
+    // clang-format on
+    .tp_basicsize = sizeof(ReaderObject),
+    .tp_dealloc = Reader_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("A reader of a channel, from Channel.reader(); iterate it for frames."),
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = Reader_iternext,
+    .tp_methods = reader_methods,
+};
+
+}  // namespace
+
+int AddChannelTypes(PyObject* module) {
+  for (PyTypeObject* t : {&FrameType, &ChannelType, &WriterType, &ReaderType}) {
+    if (PyType_Ready(t) < 0) return -1;
+    const char* short_name = t->tp_name + 9;  // after "shmlease."
+    if (PyModule_AddObjectRef(module, short_name, reinterpret_cast<PyObject*>(t)) < 0) return -1;
+  }
+  return 0;
+}
+
+PyObject* NewChannelObject(PyObject* owner, std::shared_ptr<Client> client, PyObject* args,
+                           PyObject* kwds) {
+  static const char* kwlist[] = {"name", "shape", "dtype", "slots", "policy", nullptr};
+  const char* name = nullptr;
+  PyObject* shape_obj = Py_None;
+  const char* dtype = "B";
+  unsigned int slots = 8;
+  const char* policy = "block";
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O$sIs:channel", const_cast<char**>(kwlist),
+                                   &name, &shape_obj, &dtype, &slots, &policy)) {
+    return nullptr;
+  }
+  ChannelOptions options;
+  options.format = dtype;
+  options.slots = slots;
+  if (std::string_view(policy) == "block") {
+    options.policy = ChannelPolicy::kBlock;
+  } else if (std::string_view(policy) == "latest") {
+    options.policy = ChannelPolicy::kLatest;
+  } else {
+    return RaiseErrc(Errc::kInvalidArgument, "policy must be 'block' or 'latest'");
+  }
+  if (shape_obj != Py_None) {
+    PyObject* seq = PySequence_Fast(shape_obj, "shape must be a sequence of ints");
+    if (seq == nullptr) return nullptr;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
+      unsigned long long d = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+      if (PyErr_Occurred()) {
+        Py_DECREF(seq);
+        return nullptr;
+      }
+      options.shape.push_back(d);
+    }
+    Py_DECREF(seq);
+    if (options.shape.empty()) return RaiseErrc(Errc::kInvalidArgument, "shape must not be empty");
+  }
+  Channel* ch = nullptr;
+  std::string n(name);
+  std::exception_ptr error =
+      CallWithoutGil([&] { ch = new Channel(*client, n, options); });
+  if (error) return RaiseFromException(error);
+  ChannelObject* obj = PyObject_New(ChannelObject, &ChannelType);
+  if (obj == nullptr) {
+    delete ch;
+    return nullptr;
+  }
+  obj->owner = Py_NewRef(owner);
+  obj->client = new std::shared_ptr<Client>(std::move(client));
+  obj->channel = ch;
+  return reinterpret_cast<PyObject*>(obj);
+}
+
+}  // namespace shmlease::python

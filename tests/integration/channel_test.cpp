@@ -1,0 +1,305 @@
+// Frame channels against the real daemon: ordering, both policies, many and late readers, and the
+// faults of issue 4 (a reader or the writer SIGKILLed mid-way).
+#include "shmlease/channel.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <poll.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "daemon_process.hpp"
+#include "errc_of.hpp"
+
+namespace shmlease {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::CodeOf;
+using testing::DaemonProcess;
+
+class ChannelTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    {
+      Client c(daemon_.socket_path());
+      for (const auto& info : c.List()) c.Remove(info.name);
+    }
+    int status = daemon_.Stop();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon_.log();
+    EXPECT_TRUE(daemon_.ShmObjects().empty()) << "shm objects left behind";
+  }
+  Client Connect() { return Client(daemon_.socket_path()); }
+  static ChannelOptions Small(ChannelPolicy policy = ChannelPolicy::kBlock, uint32_t slots = 4) {
+    return {.format = "I", .shape = {16}, .slots = slots, .policy = policy};
+  }
+  // Writes `value` into every element and publishes; returns the sequence number.
+  static uint64_t Send(Writer& w, uint32_t value, std::chrono::milliseconds timeout = 2s) {
+    Frame f = w.Claim(timeout);
+    for (uint32_t& x : f.as_writable<uint32_t>()) x = value;
+    return w.Publish(f, std::as_bytes(std::span(&value, 1)));
+  }
+  static uint32_t ValueOf(const Frame& f) {
+    auto v = f.as<uint32_t>();
+    for (uint32_t x : v) EXPECT_EQ(x, v[0]);  // never a torn frame
+    return v[0];
+  }
+
+  DaemonProcess daemon_;
+};
+
+TEST_F(ChannelTest, CreateOpenAndValidate) {
+  Client c = Connect();
+  Channel ch(c, "cam0", Small());
+  EXPECT_EQ(ch.frame_bytes(), 64u);
+  EXPECT_EQ(ch.slots(), 4u);
+  Channel opened(c, "cam0");
+  EXPECT_EQ(opened.shape(), (std::vector<uint64_t>{16}));
+  EXPECT_EQ(opened.format(), "I");
+  EXPECT_EQ(opened.policy(), ChannelPolicy::kBlock);
+  EXPECT_EQ(CodeOf([&] { Channel(c, "cam0", Small(ChannelPolicy::kLatest)); }),
+            Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([&] { Channel(c, "nope"); }), Errc::kNotFound);
+  EXPECT_EQ(CodeOf([&] { Channel(c, "bad", {.shape = {4}, .slots = 1}); }), Errc::kInvalidArgument);
+  Channel::Remove(c, "cam0");
+  EXPECT_EQ(CodeOf([&] { Channel::Remove(c, "cam0"); }), Errc::kNotFound);
+}
+
+TEST_F(ChannelTest, OneWriterAtATime) {
+  Client c = Connect();
+  Channel ch(c, "w", Small());
+  Writer w = ch.writer();
+  EXPECT_EQ(CodeOf([&] { ch.writer(); }), Errc::kTimeout);
+  Client other = Connect();
+  Channel ch2(other, "w");
+  EXPECT_EQ(CodeOf([&] { ch2.writer(50ms); }), Errc::kTimeout);
+  w.Close();
+  Writer w2 = ch2.writer(1s);
+  EXPECT_TRUE(w2.valid());
+}
+
+TEST_F(ChannelTest, BlockPolicyDeliversEveryFrameInOrderWithMeta) {
+  Client c = Connect();
+  Channel ch(c, "ord", Small());
+  Reader r = ch.reader();
+  Writer w = ch.writer();
+  std::thread producer([&] {
+    for (uint32_t i = 1; i <= 2000; ++i) Send(w, i);
+    w.Close();
+  });
+  uint64_t expected = 1;
+  for (;;) {
+    Frame f;
+    try {
+      f = r.Next(5s);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.errc(), Errc::kEndOfStream);
+      break;
+    }
+    EXPECT_EQ(f.seq(), expected);
+    EXPECT_EQ(ValueOf(f), expected);
+    uint32_t meta;
+    ASSERT_EQ(f.meta().size(), sizeof(meta));
+    std::memcpy(&meta, f.meta().data(), sizeof(meta));
+    EXPECT_EQ(meta, expected);
+    EXPECT_EQ(f.missed(), 0u);
+    EXPECT_GT(f.timestamp_ns(), 0);
+    EXPECT_FALSE(f.writable());
+    EXPECT_EQ(CodeOf([&] { f.writable_data(); }), Errc::kPermissionDenied);
+    ++expected;
+  }
+  producer.join();
+  EXPECT_EQ(expected, 2001u);
+}
+
+TEST_F(ChannelTest, BlockPolicyBackpressureAndSlowReader) {
+  Client c = Connect();
+  Channel ch(c, "bp", Small(ChannelPolicy::kBlock, 3));
+  Reader r = ch.reader();
+  Writer w = ch.writer();
+  for (uint32_t i = 1; i <= 3; ++i) Send(w, i);
+  // Every slot is unread: the writer waits, then times out.
+  EXPECT_EQ(CodeOf([&] { w.Claim(30ms); }), Errc::kTimeout);
+  Frame first = r.Next(1s);
+  EXPECT_EQ(first.seq(), 1u);
+  EXPECT_EQ(CodeOf([&] { w.Claim(30ms); }), Errc::kTimeout);  // still held
+  first.Release();
+  Send(w, 4, 1s);
+  for (uint64_t s = 2; s <= 4; ++s) EXPECT_EQ(r.Next(1s).seq(), s);
+  EXPECT_EQ(CodeOf([&] { r.Next(20ms); }), Errc::kTimeout);
+  EXPECT_FALSE(r.TryNext());
+}
+
+TEST_F(ChannelTest, LatestPolicySkipsAndCountsMissed) {
+  Client c = Connect();
+  Channel ch(c, "lat", Small(ChannelPolicy::kLatest, 3));
+  Reader r = ch.reader();
+  Writer w = ch.writer();
+  for (uint32_t i = 1; i <= 10; ++i) Send(w, i, 0ms);  // never waits for the reader
+  Frame f = r.Next(1s);
+  EXPECT_EQ(f.seq(), 10u);
+  EXPECT_EQ(ValueOf(f), 10u);
+  EXPECT_EQ(f.missed(), 9u);
+  // The held frame is not overwritten; the writer keeps going with the other slots.
+  for (uint32_t i = 11; i <= 20; ++i) Send(w, i, 0ms);
+  EXPECT_EQ(ValueOf(f), 10u);
+  Frame g = r.Next(1s);
+  EXPECT_EQ(g.seq(), 20u);
+  EXPECT_EQ(g.missed(), 9u);
+  Send(w, 21, 0ms);
+  Frame h = r.Next(1s);
+  EXPECT_EQ(h.seq(), 21u);
+  EXPECT_EQ(h.missed(), 0u);
+}
+
+TEST_F(ChannelTest, ManyReadersAndLateJoiner) {
+  Client c = Connect();
+  Channel ch(c, "many", Small(ChannelPolicy::kBlock, 4));
+  Writer w = ch.writer();
+  std::vector<Reader> readers;
+  for (int i = 0; i < 5; ++i) readers.push_back(ch.reader());
+  EXPECT_EQ(w.reader_count(), 5u);
+  for (uint32_t i = 1; i <= 2; ++i) Send(w, i);
+  Reader late = ch.reader();  // sees only what comes after it joined
+  std::vector<std::thread> threads;
+  std::vector<int> counts(readers.size() + 1, 0);
+  for (size_t k = 0; k <= readers.size(); ++k) {
+    Reader* r = k < readers.size() ? &readers[k] : &late;
+    threads.emplace_back([r, k, &counts] {
+      uint64_t prev = 0;
+      for (;;) {
+        try {
+          Frame f = r->Next(5s);
+          EXPECT_GT(f.seq(), prev);
+          EXPECT_EQ(f.seq(), prev == 0 ? f.seq() : prev + 1);
+          prev = f.seq();
+          ++counts[k];
+        } catch (const Error& e) {
+          EXPECT_EQ(e.errc(), Errc::kEndOfStream);
+          return;
+        }
+      }
+    });
+  }
+  for (uint32_t i = 3; i <= 300; ++i) Send(w, i);
+  w.Close();
+  for (auto& t : threads) t.join();
+  for (size_t k = 0; k < readers.size(); ++k) EXPECT_EQ(counts[k], 300) << k;
+  EXPECT_EQ(counts.back(), 298);
+}
+
+TEST_F(ChannelTest, KilledReaderHoldingFramesDoesNotStallTheWriter) {
+  Client c = Connect();
+  Channel ch(c, "kr", Small(ChannelPolicy::kBlock, 3));
+  Writer w = ch.writer();
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    Client cc(daemon_.socket_path());
+    Channel cch(cc, "kr");
+    Reader r = cch.reader();
+    char x = 1;
+    (void)!::write(ready[1], &x, 1);
+    Frame a = r.Next(5s);  // held until the kill
+    Frame b = r.Next(5s);
+    ::pause();
+    ::_exit(0);
+  }
+  char x;
+  ASSERT_EQ(::read(ready[0], &x, 1), 1);
+  Reader mine = ch.reader();
+  for (uint32_t i = 1; i <= 3; ++i) Send(w, i);
+  for (int i = 0; i < 3; ++i) mine.Next(1s);
+  ::usleep(50000);  // the child takes two frames and holds them
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  // The dead reader's frames come back: the writer can go round the ring again.
+  for (uint32_t i = 4; i <= 10; ++i) {
+    Send(w, i, 2s);
+    EXPECT_EQ(mine.Next(1s).seq(), i);
+  }
+  EXPECT_EQ(w.reader_count(), 1u);
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST_F(ChannelTest, KilledWriterMidFrameEndsStreamAndANewWriterTakesOver) {
+  Client c = Connect();
+  Channel ch(c, "kw", Small(ChannelPolicy::kBlock, 4));
+  Reader r = ch.reader();
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    Client cc(daemon_.socket_path());
+    Channel cch(cc, "kw");
+    Writer w = cch.writer();
+    Send(w, 1);
+    Frame half = w.Claim(1s);
+    for (uint32_t& v : half.as_writable<uint32_t>()) v = 0xDEAD;  // never published
+    char x = 1;
+    (void)!::write(ready[1], &x, 1);
+    ::pause();
+    ::_exit(0);
+  }
+  char x;
+  ASSERT_EQ(::read(ready[0], &x, 1), 1);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  Frame f = r.Next(2s);
+  EXPECT_EQ(f.seq(), 1u);
+  EXPECT_EQ(ValueOf(f), 1u);
+  f.Release();
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(CodeOf([&] { r.Next(5s); }), Errc::kEndOfStream);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  // The daemon released the dead writer's token: a new writer takes over, seq continues.
+  Writer w = ch.writer(2s);
+  for (uint32_t i = 2; i <= 5; ++i) Send(w, i, 1s);  // all 4 slots: the half-written one too
+  for (uint64_t s = 2; s <= 5; ++s) {
+    Frame g = r.Next(1s);
+    EXPECT_EQ(g.seq(), s);
+    EXPECT_EQ(ValueOf(g), s);
+  }
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST_F(ChannelTest, FilenoIsReadableWhenAFrameIsReady) {
+  Client c = Connect();
+  Channel ch(c, "fd", Small());
+  Reader r = ch.reader();
+  Writer w = ch.writer();
+  pollfd p{r.fileno(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 30), 0);
+  Send(w, 7);
+  ASSERT_EQ(::poll(&p, 1, 2000), 1);
+  Frame f = r.TryNext();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(ValueOf(f), 7u);
+  EXPECT_EQ(::poll(&p, 1, 30), 0);  // drained
+  w.Close();
+  ASSERT_EQ(::poll(&p, 1, 2000), 1);  // end of stream is an event too
+  EXPECT_EQ(CodeOf([&] { r.Next(100ms); }), Errc::kEndOfStream);
+}
+
+TEST_F(ChannelTest, BusyPollReader) {
+  Client c = Connect();
+  Channel ch(c, "bp2", Small());
+  Reader r = ch.reader({.busy_poll = true});
+  Writer w = ch.writer();
+  std::thread t([&] {
+    for (uint32_t i = 1; i <= 100; ++i) Send(w, i);
+  });
+  for (uint64_t s = 1; s <= 100; ++s) EXPECT_EQ(r.Next(2s).seq(), s);
+  t.join();
+}
+
+}  // namespace
+}  // namespace shmlease

@@ -1,0 +1,246 @@
+"""Frame channels from Python: the API of issue 4, export rules on frames, both policies,
+fileno() with select/asyncio, and the faults (a reader or the writer killed)."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import shmlease
+from conftest import spawn_python
+
+
+@pytest.fixture
+def chan(request, client):
+    """A factory of channels unique to this test; removes them at teardown."""
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:60]
+    made = []
+
+    def make(shape=(4, 6, 3), dtype="B", slots=4, policy="block", tag="c"):
+        name = f"{base}-{tag}{len(made)}"
+        ch = client.channel(name, shape=shape, dtype=dtype, slots=slots, policy=policy)
+        made.append(name)
+        return ch
+
+    yield make
+    for name in made:
+        try:
+            client.channel(name).remove()
+        except shmlease.NotFoundError:
+            pass
+
+
+def test_issue_example_zero_copy_in_order(client, chan):
+    ch = chan(shape=(8, 16, 3))
+    r = client.channel(ch.name).reader()
+    w = ch.writer()
+    for i in range(3):
+        f = w.claim(timeout=1.0)
+        np.asarray(f)[:] = i + 1
+        assert w.publish(f, meta=b"frame %d" % i) == i + 1
+    w.close()
+    got = []
+    for f in r:
+        x = np.asarray(f)
+        assert x.shape == (8, 16, 3) and x.dtype == np.uint8
+        assert not x.flags.writeable
+        got.append((f.seq, int(x[0, 0, 0]), f.meta, f.missed))
+        del x
+        f.release()
+    assert got == [(1, 1, b"frame 0", 0), (2, 2, b"frame 1", 0), (3, 3, b"frame 2", 0)]
+
+
+def test_frame_export_rules(client, chan):
+    ch = chan(dtype="f", shape=(2, 3))
+    r = ch.reader()
+    w = ch.writer()
+    f = w.claim(timeout=1.0)
+    assert not f.readonly
+    a = np.asarray(f)
+    a[:] = 1.5
+    with pytest.raises(BufferError):
+        w.publish(f)  # a live export could still change what readers see
+    del a
+    w.publish(f)
+    assert f.released
+    with pytest.raises(ValueError):
+        memoryview(f)
+    g = r.next(timeout=1.0)
+    assert g.readonly and g.format == "f" and g.shape == (2, 3) and g.nbytes == 24
+    assert not np.frombuffer(g, dtype=np.float32).flags.writeable
+    view = (ctypes.c_byte * 128)()  # room for a Py_buffer
+    with pytest.raises(BufferError, match="not writable"):
+        ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(g), view, 1)  # PyBUF_WRITABLE
+    assert g.exports == 0
+    m = memoryview(g)
+    assert m.readonly and m.tolist() == [[1.5] * 3] * 2
+    assert g.exports == 1
+    with pytest.raises(BufferError):
+        g.release()
+    m.release()
+    with g:
+        b = np.asarray(g)
+    assert g.released is True  # closed: no new export
+    with pytest.raises(ValueError):
+        memoryview(g)
+    assert float(b.sum()) == 9.0  # still mapped and held while the array lives
+    del b
+
+
+def test_block_policy_backpressure(client, chan):
+    ch = chan(slots=2)
+    r = ch.reader()
+    w = ch.writer()
+    for _ in range(2):
+        w.publish(w.claim(timeout=1.0))
+    with pytest.raises(shmlease.LeaseTimeoutError):
+        w.claim(timeout=0.05)
+    assert r.next(timeout=1.0).seq == 1  # released at once (garbage)
+    w.publish(w.claim(timeout=1.0))
+    assert [r.next(timeout=1.0).seq for _ in range(2)] == [2, 3]
+    with pytest.raises(TimeoutError):
+        r.next(timeout=0.02)
+    assert r.try_next() is None
+
+
+def test_latest_policy_reports_missed(client, chan):
+    ch = chan(policy="latest", slots=3)
+    r = ch.reader()
+    w = ch.writer()
+    for i in range(10):
+        f = w.claim(timeout=0)
+        np.asarray(f)[:] = i
+        w.publish(f)
+    f = r.next(timeout=1.0)
+    assert (f.seq, f.missed, int(np.asarray(f)[0, 0, 0])) == (10, 9, 9)
+
+
+def test_second_writer_fails_clearly(client, chan):
+    ch = chan()
+    w = ch.writer()
+    with pytest.raises(shmlease.LeaseTimeoutError, match="already has a writer"):
+        ch.writer()
+    w.close()
+    ch.writer(timeout=1.0).close()
+
+
+def test_open_mismatch_and_missing(client, chan):
+    ch = chan(shape=(4,))
+    with pytest.raises(shmlease.InvalidArgumentError):
+        client.channel(ch.name, shape=(5,))
+    with pytest.raises(ValueError):
+        client.channel("x", shape=(4,), policy="fastest")
+    with pytest.raises(shmlease.NotFoundError):
+        client.channel("no-such-channel")
+    opened = client.channel(ch.name)
+    assert (opened.shape, opened.dtype, opened.slots, opened.policy) == ((4,), "B", 4, "block")
+
+
+def test_fileno_select_and_asyncio(client, chan):
+    ch = chan()
+    r = ch.reader()
+    w = ch.writer()
+    fd = r.fileno()
+    assert select.select([fd], [], [], 0.02)[0] == []
+    w.publish(w.claim(timeout=1.0), meta=b"x")
+    assert select.select([fd], [], [], 2.0)[0] == [fd]
+    assert r.try_next().meta == b"x"
+    assert select.select([fd], [], [], 0.02)[0] == []
+
+    async def consume():
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        loop.add_reader(fd, ready.set)
+        try:
+            loop.call_later(0.05, lambda: w.publish(w.claim(timeout=1.0), meta=b"y"))
+            await asyncio.wait_for(ready.wait(), 5)
+            return r.try_next()
+        finally:
+            loop.remove_reader(fd)
+
+    assert asyncio.run(consume()).meta == b"y"
+
+
+def test_many_readers_in_other_processes(daemon, client, chan):
+    ch = chan(slots=4)
+    w = ch.writer()
+    code = f"""
+        import shmlease, numpy as np
+        r = shmlease.connect().channel({ch.name!r}).reader()
+        print("ready", flush=True)
+        seqs = []
+        for f in r:
+            with f:
+                assert int(np.asarray(f)[0, 0, 0]) == f.seq % 256
+                seqs.append(f.seq)
+        assert seqs == list(range(1, 201)), seqs[:10]
+        print("ok", len(seqs))
+    """
+    procs = [spawn_python(daemon, code, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    w.wait_for_readers(3, timeout=5)
+    for i in range(1, 201):
+        f = w.claim(timeout=5)
+        np.asarray(f)[:] = i % 256
+        w.publish(f)
+    w.close()
+    for p in procs:
+        out, _ = p.communicate(timeout=30)
+        assert p.returncode == 0 and out.strip() == "ok 200"
+
+
+def test_killed_writer_ends_stream_and_new_writer_takes_over(daemon, client, chan):
+    ch = chan(slots=3)
+    r = ch.reader()
+    p = spawn_python(daemon, f"""
+        import shmlease, numpy as np, time
+        w = shmlease.connect().channel({ch.name!r}).writer()
+        f = w.claim(timeout=1); np.asarray(f)[:] = 7; w.publish(f)
+        half = w.claim(timeout=1); np.asarray(half)[:] = 99   # never published
+        print("ready", flush=True); time.sleep(60)
+    """, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    f = r.next(timeout=2)
+    assert f.seq == 1 and int(np.asarray(f).max()) == 7
+    f.release()
+    t0 = time.monotonic()
+    with pytest.raises(shmlease.EndOfStreamError):
+        r.next(timeout=5)
+    assert time.monotonic() - t0 < 1
+    w = ch.writer(timeout=2)
+    for _ in range(3):  # the half-written slot is free again
+        w.publish(w.claim(timeout=1))
+    assert [r.next(timeout=1).seq for _ in range(3)] == [2, 3, 4]
+
+
+def test_killed_reader_does_not_stall_writer(daemon, client, chan):
+    ch = chan(slots=2)
+    w = ch.writer()
+    p = spawn_python(daemon, f"""
+        import shmlease, time
+        r = shmlease.connect().channel({ch.name!r}).reader()
+        print("ready", flush=True)
+        held = [r.next(), r.next()]
+        print("holding", flush=True); time.sleep(60)
+    """, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    w.publish(w.claim(timeout=1))
+    w.publish(w.claim(timeout=1))
+    assert p.stdout.readline().strip() == "holding"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    for _ in range(5):
+        w.publish(w.claim(timeout=2))
+    assert w.readers == 0
