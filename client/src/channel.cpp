@@ -505,9 +505,13 @@ Frame Reader::TryNext() {
     uint64_t had = s.pending.fetch_and(~rs.bit);
     if (!(had & rs.bit) || s.seq.load() != pick_seq ||
         s.state.load() != detail::kSlotPublished) {
+      // Not the frame we meant (a fast-path hint newer than `published` as we read it): if it
+      // was pending for us, it is ours later; give the pending bit back while our held bit
+      // still keeps the writer off the slot.
+      if (had & rs.bit) s.pending.fetch_or(rs.bit);
       s.held.fetch_and(~rs.bit);
       sh.WakeWriter();
-      continue;  // taken back (kLatest) or reused under us: look again
+      continue;  // taken back (kLatest), or another frame: look again
     }
     if (latest) {
       // Older frames still pending for us are skipped: let them go now.
@@ -713,7 +717,23 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
       h->ready.store(1);
     }
   }
-  if (!sh.control) sh.control = client.Acquire(sh.name, Mode::kWrite);
+  if (!sh.control) {
+    // A creator racing us may still be inside its Create (the daemon answers not_found for a
+    // segment it is creating): retry that for a moment.
+    auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    for (;;) {
+      try {
+        sh.control = client.Acquire(sh.name, Mode::kWrite);
+        break;
+      } catch (const Error& e) {
+        if (!create || e.errc() != Errc::kNotFound ||
+            std::chrono::steady_clock::now() > give_up) {
+          throw;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
   if (sh.control.size() < detail::kHeaderBytes) {
     Fail(Errc::kInvalidArgument, "'" + sh.name + "' is not a channel");
   }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <poll.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -68,6 +69,23 @@ TEST_F(ChannelTest, CreateOpenAndValidate) {
   EXPECT_EQ(CodeOf([&] { Channel(c, "bad", {.shape = {4}, .slots = 1}); }), Errc::kInvalidArgument);
   Channel::Remove(c, "cam0");
   EXPECT_EQ(CodeOf([&] { Channel::Remove(c, "cam0"); }), Errc::kNotFound);
+}
+
+TEST_F(ChannelTest, ConcurrentCreatorsAllGetTheChannel) {
+  for (int round = 0; round < 20; ++round) {
+    std::string name = "race" + std::to_string(round);
+    std::vector<std::thread> threads;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&] {
+        Client c = Connect();
+        Channel ch(c, name, Small());
+        if (ch.frame_bytes() == 64) ++ok;
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(ok.load(), 4) << round;
+  }
 }
 
 TEST_F(ChannelTest, OneWriterAtATime) {
