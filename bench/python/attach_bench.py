@@ -35,6 +35,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 import shmlease
+from doc_section import write_section
 
 SIDE = 16384                  # 16384 x 16384 float32 = 1 GiB
 SMALL = (1024,)               # 1024 float32 = 4 KiB
@@ -187,23 +188,6 @@ BEGIN = "<!-- python-attach:begin -->"
 END = "<!-- python-attach:end -->"
 
 
-def _write_section(path: str, section: str) -> None:
-    """Replaces this benchmark's section of `path` (between its markers), keeping the rest."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = "# Benchmarks\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.1f} µs"
 
@@ -339,7 +323,7 @@ def main() -> int:
             report + "\n",
             NOTES,
         ])
-        _write_section(args.markdown, section)
+        write_section(args.markdown, BEGIN, END, section)
     ok = ratio_small <= 2.0 and ratio_queue >= 1000
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1

@@ -101,8 +101,10 @@ void DaemonProcess::Start() {
     std::perror("execv shmleased");
     ::_exit(127);
   }
+  // Ready once it accepts connections and has logged its ready line: the socket listens a moment
+  // before the daemon has said it is ready, as systemd waits for READY=1 after the bind.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (!CanConnect(socket_path_)) {
+  while (!CanConnect(socket_path_) || ready_lines() <= ready_before) {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
@@ -110,21 +112,7 @@ void DaemonProcess::Start() {
     }
     if (std::chrono::steady_clock::now() > deadline) {
       Stop();
-      throw std::runtime_error("shmleased did not answer within 20 s:\n" + log());
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  // The socket listens a moment before the daemon has said it is ready (its startup lines):
-  // wait for that line too, as systemd waits for READY=1.
-  while (ready_lines() <= ready_before) {
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      throw std::runtime_error("shmleased exited during start-up:\n" + log());
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      Stop();
-      throw std::runtime_error("shmleased accepted connections but never logged ready:\n" + log());
+      throw std::runtime_error("shmleased was not ready within 20 s:\n" + log());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }

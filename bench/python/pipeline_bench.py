@@ -1,7 +1,7 @@
 """8 MiB frames through the three-stage pipeline of examples/pipeline, over shmlease channels and
 over multiprocessing.Queue, in one run; writes the ratio to its section of docs/BENCHMARKS.md.
 
-    PYTHONPATH=BUILD/python /usr/bin/python3 bench/pipeline_bench.py --daemon BUILD/server/shmleased
+    PYTHONPATH=BUILD/python /usr/bin/python3 bench/python/pipeline_bench.py --daemon BUILD/server/shmleased
 
 Starts a private shmleased (own socket and shm prefix) and stops it at the end."""
 
@@ -18,8 +18,10 @@ import sys
 import tempfile
 import time
 
+from doc_section import write_section
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+REPO = os.path.dirname(os.path.dirname(HERE))
 PIPELINE = os.path.join(REPO, "examples", "pipeline", "pipeline.py")
 BEGIN, END = "<!-- pipeline-bench:begin -->", "<!-- pipeline-bench:end -->"
 
@@ -29,17 +31,6 @@ def run(transport: str, frames: int, env: dict[str, str]) -> dict:
                           str(8 << 20), "--slots", "4", "--transport", transport],
                          env=env, capture_output=True, text=True, timeout=900, check=True).stdout
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-
-
-def write_section(path: str, section: str) -> None:
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    open(path, "w").write(text)
 
 
 def main() -> int:
@@ -83,11 +74,11 @@ def main() -> int:
                                 "frames/s (target >= 100x)\n")
     print(report)
     if args.markdown:
-        write_section(args.markdown, "\n".join([
+        write_section(args.markdown, BEGIN, END, "\n".join([
             "## 8 MiB frames through the three-stage Python pipeline, one run (issue 4)",
             "",
             "```",
-            "PYTHONPATH=BUILD/python /usr/bin/python3 bench/pipeline_bench.py "
+            "PYTHONPATH=BUILD/python /usr/bin/python3 bench/python/pipeline_bench.py "
             "--daemon BUILD/server/shmleased --markdown docs/BENCHMARKS.md",
             "```",
             "",
