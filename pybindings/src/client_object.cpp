@@ -334,12 +334,7 @@ PyObject* Client_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     return nullptr;
   }
   std::string path;
-  if (socket != Py_None) {
-    PyObject* bytes = nullptr;
-    if (!PyUnicode_FSConverter(socket, &bytes)) return nullptr;
-    path.assign(PyBytes_AS_STRING(bytes), static_cast<size_t>(PyBytes_GET_SIZE(bytes)));
-    Py_DECREF(bytes);
-  }
+  if (!SocketArg(socket, &path)) return nullptr;
   std::shared_ptr<Client> client;
   std::string resolved;
   std::exception_ptr error = CallWithoutGil([&] {
@@ -749,6 +744,16 @@ PyTypeObject ClientType = {
 int AddClientType(PyObject* module) {
   if (PyType_Ready(&ClientType) < 0) return -1;
   return PyModule_AddObjectRef(module, "Client", reinterpret_cast<PyObject*>(&ClientType));
+}
+
+bool SocketArg(PyObject* socket, std::string* out) {
+  out->clear();
+  if (socket == Py_None) return true;
+  PyObject* bytes = nullptr;
+  if (!PyUnicode_FSConverter(socket, &bytes)) return false;
+  out->assign(PyBytes_AS_STRING(bytes), static_cast<size_t>(PyBytes_GET_SIZE(bytes)));
+  Py_DECREF(bytes);
+  return true;
 }
 
 PyObject* SegmentInfoToDict(const SegmentInfo& info) {

@@ -31,12 +31,7 @@ PyObject* ResolveSocket(PyObject* /*module*/, PyObject* args, PyObject* kwds) {
     return nullptr;
   }
   std::string path;
-  if (socket != Py_None) {
-    PyObject* bytes = nullptr;
-    if (!PyUnicode_FSConverter(socket, &bytes)) return nullptr;
-    path.assign(PyBytes_AS_STRING(bytes), static_cast<size_t>(PyBytes_GET_SIZE(bytes)));
-    Py_DECREF(bytes);
-  }
+  if (!SocketArg(socket, &path)) return nullptr;
   try {
     std::string resolved = ResolveSocketPath(path);
     return PyUnicode_DecodeFSDefaultAndSize(resolved.data(),
