@@ -218,16 +218,7 @@ Connection::~Connection() {
 
 bool Connection::SendFrame(const std::vector<std::byte>& frame) {
   std::lock_guard<std::mutex> lock(send_mu_);
-  size_t sent = 0;
-  while (sent < frame.size()) {
-    ssize_t n = ::send(fd_, frame.data() + sent, frame.size() - sent, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    sent += static_cast<size_t>(n);
-  }
-  return true;
+  return WriteAll(fd_, frame);
 }
 
 Response Connection::Call(const proto::Request& request) {
