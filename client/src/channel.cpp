@@ -416,7 +416,7 @@ uint64_t Writer::Publish(Frame& frame, std::span<const std::byte> meta) {
   ControlHeader& h = *sh.header;
   SlotHeader& s = sh.slot(frame.slot_);
   // Fields a reader reads only after it saw state == published: ordered by that release store.
-  std::memcpy(s.meta, meta.data(), meta.size());
+  if (!meta.empty()) std::memcpy(s.meta, meta.data(), meta.size());  // data() may be null when empty
   s.meta_size.store(static_cast<uint32_t>(meta.size()), std::memory_order_relaxed);
   s.timestamp_ns.store(detail::MonotonicNs(), std::memory_order_relaxed);
   const uint64_t seq = next_seq_++;
