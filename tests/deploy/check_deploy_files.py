@@ -304,8 +304,8 @@ def main():
     deploy = os.path.join(os.path.abspath(args.source_dir), "deploy")
     for tool in ("systemd-analyze", "systemd-sysusers", "systemd-tmpfiles"):
         if not shutil.which(tool):
-            print(f"SKIP: {tool} is not installed (package systemd)")
-            return 77
+            print(f"FAIL: {tool} is not installed (package systemd; ./scripts/dev deps installs it)")
+            return 1
     with tempfile.TemporaryDirectory(prefix="shmlease-deploy.") as scratch:
         check_units(deploy, os.path.abspath(args.daemon), scratch)
         check_sysusers_tmpfiles(deploy, scratch)

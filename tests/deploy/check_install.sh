@@ -3,7 +3,7 @@
 # the installed daemon and CLI run, a consumer project builds against the installed library with
 # find_package(shmlease) and with pkg-config and runs, the installed Python module imports, and
 # the service files are where systemd looks for them. Nothing is written outside the temporary
-# directory. Exit 77 (CTest: skipped) only if pkg-config is missing.
+# directory.
 #
 # Environment (set by tests/deploy/CMakeLists.txt): BUILD_DIR, SOURCE_DIR, CMAKE, CXX, PREFIX,
 # BINDIR, LIBDIR, INCLUDEDIR, DOCDIR, UNITDIR, SYSUSERSDIR, TMPFILESDIR (full install paths),
@@ -13,7 +13,7 @@ set -euo pipefail
 fail() { echo "FAIL: $*" >&2; exit 1; }
 step() { echo "== $*"; }
 
-command -v pkg-config >/dev/null || { echo "SKIP: pkg-config is not installed (scripts/dev deps)"; exit 77; }
+command -v pkg-config >/dev/null || fail "pkg-config is not installed (./scripts/dev deps installs it)"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/shmlease-install.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
