@@ -106,6 +106,9 @@ class Daemon:
         log = self.log()
         shutil.rmtree(self.dir, ignore_errors=True)
         assert code == 0, f"shmleased exited with {code}:\n{log}"
+        # UBSan reports go to stderr, which is this log, even when the exit code says nothing.
+        for marker in ("runtime error:", "Sanitizer:"):
+            assert marker not in log, f"shmleased's log has a sanitizer report:\n{log}"
         assert left == [], f"shmleased left shared memory behind: {left}"
 
 

@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <gtest/gtest.h>
+
 namespace shmlease::testing {
 namespace {
 
@@ -31,6 +33,16 @@ bool CanConnect(const std::string& path) {
   bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   ::close(fd);
   return ok;
+}
+
+// The part of a daemon log from the first sanitizer report on (UBSan reports go to stderr, which
+// is the log; ASan and TSan ones too unless scripts/dev sends them to files), or "".
+std::string SanitizerReport(const std::string& log) {
+  size_t at = std::string::npos;
+  for (const char* marker : {"runtime error:", "Sanitizer:"}) at = std::min(at, log.find(marker));
+  if (at == std::string::npos) return "";
+  const size_t line = log.rfind('\n', at);
+  return log.substr(line == std::string::npos ? 0 : line + 1, 8000);
 }
 
 std::string FromEnvOr(const char* name, const char* fallback) {
@@ -119,7 +131,18 @@ void DaemonProcess::Start() {
 }
 
 DaemonProcess::~DaemonProcess() {
-  Stop();
+  // Nobody else looks at these, so they fail the running test here: a daemon that did not exit
+  // cleanly on SIGTERM, and a sanitizer report anywhere in its log (any start of it).
+  const bool was_running = running();
+  const int status = Stop();
+  const std::string text = log();
+  if (was_running && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+    ADD_FAILURE() << "shmleased did not exit cleanly on SIGTERM (wait status " << status << "):\n"
+                  << text.substr(text.size() > 8000 ? text.size() - 8000 : 0);
+  }
+  if (std::string report = SanitizerReport(text); !report.empty()) {
+    ADD_FAILURE() << "shmleased's log has a sanitizer report:\n" << report;
+  }
   // Whatever a failed test left behind must not outlive it.
   for (const auto& name : ShmObjects()) ::unlink(("/dev/shm/" + name).c_str());
   std::error_code ec;
