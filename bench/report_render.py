@@ -423,6 +423,16 @@ def summary_section(results: dict, keys: dict, images: dict, img_rel: str, comma
                        f"{s['peak_shmlease']:,.0f} ops/s ({s['peak_clients']} clients) against "
                        f"{s['peak_epoll']:,.0f} ([plot]({img_rel}/{images['scaling']})).")
     quick = " **Quick mode: too few repetitions to quote.**" if results.get("quick") else ""
+    loads = [", ".join(f"{x:.2f}" for x in m.get(k, [])) for k in ("load_start", "load_end")]
+    machine_text = (
+        f"**Machine**: {m.get('cpu')} ({m.get('virtualization')}), {m.get('cpus')} CPUs online "
+        f"({m.get('cores_note')}), {m.get('ram')} RAM, Linux {m.get('kernel')}, {m.get('os')}; "
+        f"{m.get('compiler')}, {m.get('build_type')} build; Python {m.get('python')}, numpy "
+        f"{m.get('numpy')}. Run on {m.get('date')}, taking "
+        f"{results.get('total_seconds', 0) / 60:.0f} minutes. **Load average** (1, 5, 15 min) at "
+        f"the start {loads[0]}, at the end {loads[1]}; the CPUs were idle "
+        f"{m.get('idle_percent', float('nan')):.0f} % of the run (the benchmarks alone leave "
+        f"much of it idle: the readers sleep).{quick}")
     return f"""# Benchmarks
 
 Every figure here is a ratio to, or sits next to, a baseline measured in the same run, because the
@@ -437,13 +447,7 @@ than editing numbers by hand:
 (`--quick` runs everything with few repetitions into the build directory, for trying changes out;
 the raw numbers of this run are in [bench/results.json](bench/results.json).)
 
-**Machine**: {m.get("cpu")} ({m.get("virtualization")}), {m.get("cpus")} CPUs online
-({m.get("cores_note")}), {m.get("ram")} RAM, Linux {m.get("kernel")}, {m.get("os")};
-{m.get("compiler")}, {m.get("build_type")} build; Python {m.get("python")}, numpy {m.get("numpy")}.
-Run on {m.get("date")}, {results.get("total_seconds", 0) / 60:.0f} minutes. Load average (1, 5, 15
-min) at the start {", ".join(f"{x:.2f}" for x in m.get("load_start", []))}, at the end
-{", ".join(f"{x:.2f}" for x in m.get("load_end", []))}; the CPUs were idle
-{m.get("idle_percent", float("nan")):.0f} % of the run.{quick}
+{machine_text}
 
 Key figures of this run:
 {chr(10).join(bullets)}
