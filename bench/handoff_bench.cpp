@@ -2,8 +2,9 @@
 // futex ping-pong and a Unix socket carrying the frame's bytes, all between two processes, in one
 // run, the three interleaved size by size.
 //
-//   handoff_bench [--iterations N] [--sizes 64,4096,...] [--gap-us 200]
+//   handoff_bench [--iterations N] [--rounds 5] [--sizes 64,4096,...] [--gap-us 200]
 //
+// N frames per size and transport (1000), taken in --rounds rounds that alternate the transports.
 // Every number is one-way: the writer takes a CLOCK_MONOTONIC stamp just before it hands frame i
 // over (Publish, FUTEX_WAKE, the first write) and stores it in shared memory; the reader takes its
 // stamp once it holds the whole frame (Next returned, its futex wait returned, the last byte read).
@@ -93,14 +94,11 @@ void WaitReady(Shared* sh) {
   while (sh->ready.load() == 0) std::this_thread::sleep_for(100us);
 }
 
-struct Result {
-  double p50_us = 0, p99_us = 0, mean_us = 0;
-  int n = 0;
-};
+using Samples = std::vector<int64_t>;  // one-way latencies, ns
 
-// Runs `reader` in a forked child and `writer` here, then summarizes the child's samples.
-Result Measure(int n, const std::function<void(Shared*)>& reader,
-               const std::function<void(Shared*)>& writer) {
+// Runs `reader` in a forked child and `writer` here; returns the child's `n` samples.
+Samples Measure(int n, const std::function<void(Shared*)>& reader,
+                const std::function<void(Shared*)>& writer) {
   Shared* sh = MapShared();
   pid_t pid = fork();
   if (pid < 0) {
@@ -124,22 +122,14 @@ Result Measure(int n, const std::function<void(Shared*)>& reader,
     std::fprintf(stderr, "handoff_bench: reader failed (status %d)\n", status);
     std::exit(1);
   }
-  std::vector<int64_t> v(sh->latency_ns, sh->latency_ns + n);
+  Samples v(sh->latency_ns, sh->latency_ns + n);
   munmap(sh, sizeof(Shared));
-  std::sort(v.begin(), v.end());
-  Result r;
-  r.n = n;
-  r.p50_us = v[n / 2] / 1e3;
-  r.p99_us = v[std::min(n - 1, n * 99 / 100)] / 1e3;
-  double sum = 0;
-  for (int64_t x : v) sum += static_cast<double>(x);
-  r.mean_us = sum / n / 1e3;
-  return r;
+  return v;
 }
 
 // The raw baseline: a counter in shared memory, FUTEX_WAKE after bumping it; the reader sleeps in
 // FUTEX_WAIT. With the reader's acknowledgement it is a futex ping-pong; its first half is timed.
-Result FutexHandoff(int n, std::chrono::microseconds gap) {
+Samples FutexHandoff(int n, std::chrono::microseconds gap) {
   return Measure(
       n,
       [n](Shared* sh) {
@@ -164,13 +154,13 @@ Result FutexHandoff(int n, std::chrono::microseconds gap) {
 }
 
 // A shmlease channel (kBlock, 4 slots) of `size`-byte frames; the reader blocks in Next.
-Result ChannelHandoff(const std::string& socket, int n, size_t size,
-                      std::chrono::microseconds gap) {
+Samples ChannelHandoff(const std::string& socket, int n, size_t size,
+                       std::chrono::microseconds gap) {
   const std::string name = "handoff-" + std::to_string(size);
   shmlease::Client client(socket);
   shmlease::Channel channel(client, name, {.format = "B", .shape = {size}, .slots = 4});
   shmlease::Writer writer = channel.writer();
-  Result r = Measure(
+  Samples r = Measure(
       n,
       [&socket, &name, n](Shared* sh) {
         shmlease::Client reader_client(socket);  // a forked child connects anew
@@ -230,13 +220,13 @@ bool ReadAll(int fd, char* p, size_t n) {
 
 // The frame's bytes through a SOCK_STREAM socketpair (default buffer sizes), blocking reads into a
 // buffer that is already faulted in.
-Result SocketHandoff(int n, size_t size, std::chrono::microseconds gap) {
+Samples SocketHandoff(int n, size_t size, std::chrono::microseconds gap) {
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     std::perror("socketpair");
     std::exit(1);
   }
-  Result r = Measure(
+  Samples r = Measure(
       n,
       [&fds, n, size](Shared* sh) {
         ::close(fds[0]);
@@ -276,14 +266,22 @@ std::vector<size_t> ParseSizes(const std::string& text) {
   return sizes;
 }
 
-nlohmann::json ToJson(const Result& r) {
-  return {{"p50_us", r.p50_us}, {"p99_us", r.p99_us}, {"mean_us", r.mean_us}, {"n", r.n}};
+nlohmann::json Summarize(Samples v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  double sum = 0;
+  for (int64_t x : v) sum += static_cast<double>(x);
+  return {{"p50_us", v[n / 2] / 1e3},
+          {"p99_us", v[std::min(n - 1, n * 99 / 100)] / 1e3},
+          {"mean_us", sum / static_cast<double>(n) / 1e3},
+          {"n", n}};
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   int n = 1000;
+  int rounds = 5;
   long gap_us = 200;
   std::vector<size_t> sizes = {64,       256,       1 << 10,  4 << 10, 16 << 10,
                                64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20};
@@ -293,11 +291,14 @@ int main(int argc, char** argv) {
       n = std::atoi(argv[++i]);
     } else if (i + 1 < argc && arg == "--sizes") {
       sizes = ParseSizes(argv[++i]);
+    } else if (i + 1 < argc && arg == "--rounds") {
+      rounds = std::max(1, std::atoi(argv[++i]));
     } else if (i + 1 < argc && arg == "--gap-us") {
       gap_us = std::atol(argv[++i]);
     } else {
       std::fprintf(stderr,
-                   "usage: handoff_bench [--iterations N] [--sizes 64,4096,...] [--gap-us 200]\n");
+                   "usage: handoff_bench [--iterations N] [--rounds 5] [--sizes 64,4096,...] "
+                   "[--gap-us 200]\n");
       return 2;
     }
   }
@@ -307,23 +308,29 @@ int main(int argc, char** argv) {
   try {
     shmlease::testing::DaemonProcess daemon({"--log-level", "info"});
     nlohmann::json rows = nlohmann::json::array();
+    const int per_round = std::max(10, n / rounds);
     for (size_t size : sizes) {
       std::fprintf(stderr, "handoff_bench: %zu bytes\n", size);
-      // Interleaved size by size, so a change in the machine's load hits all three alike.
-      rows.push_back({{"size", size},
-                      {"transport", "futex"},
-                      {"stats", ToJson(FutexHandoff(n, gap))}});
-      rows.push_back({{"size", size},
-                      {"transport", "shmlease"},
-                      {"stats", ToJson(ChannelHandoff(daemon.socket_path(), n, size, gap))}});
-      rows.push_back({{"size", size},
-                      {"transport", "unix_socket"},
-                      {"stats", ToJson(SocketHandoff(n, size, gap))}});
+      // The three interleaved in rounds, so a burst of load from elsewhere on the machine hits
+      // all of them alike rather than one whole measurement.
+      Samples futex, channel, sock;
+      for (int round = 0; round < rounds; ++round) {
+        Samples f = FutexHandoff(per_round, gap);
+        Samples c = ChannelHandoff(daemon.socket_path(), per_round, size, gap);
+        Samples k = SocketHandoff(per_round, size, gap);
+        futex.insert(futex.end(), f.begin(), f.end());
+        channel.insert(channel.end(), c.begin(), c.end());
+        sock.insert(sock.end(), k.begin(), k.end());
+      }
+      rows.push_back({{"size", size}, {"transport", "futex"}, {"stats", Summarize(futex)}});
+      rows.push_back({{"size", size}, {"transport", "shmlease"}, {"stats", Summarize(channel)}});
+      rows.push_back({{"size", size}, {"transport", "unix_socket"}, {"stats", Summarize(sock)}});
     }
     daemon.Stop();
     nlohmann::json out = {{"program", "handoff_bench"},
                           {"latency", "one-way"},
-                          {"iterations", n},
+                          {"iterations", per_round * rounds},
+                          {"rounds", rounds},
                           {"gap_us", gap_us},
                           {"rows", rows}};
     std::printf("%s\n", out.dump(1).c_str());

@@ -208,7 +208,8 @@ def run_steps(runner: Runner, only: list[str], results: dict) -> None:
     if "handoff" in only:
         iterations = {"full": "1000", "quick": "200", "smoke": "20"}[runner.mode]
         results["handoff"] = runner.run(
-            "handoff", [runner.path("bench", "handoff_bench"), "--iterations", iterations, *sizes],
+            "handoff", [runner.path("bench", "handoff_bench"), "--iterations", iterations,
+                        "--rounds", "2" if runner.mode == "smoke" else "5", *sizes],
             parse_json=True)
     if "queue-handoff" in only:
         iterations = {"full": ["1000", "200"], "quick": ["200", "50"],
@@ -330,14 +331,28 @@ def main() -> int:
     results = {"quick": mode_name != "full", "mode": mode_name, "machine": machine(build),
                "command": "./scripts/dev bench" + {"full": "", "quick": " --quick",
                                                    "smoke": ""}[mode_name]}
+    previous_path = os.path.join(out, "bench", "results.json")
+    rerun = bool(args.only) and os.path.exists(previous_path)
     before = cpu_times()
     t0 = time.monotonic()
     runner = Runner(build, doc, mode_name)
     run_steps(runner, only, results)
-    results["steps"] = runner.steps
-    results["total_seconds"] = time.monotonic() - t0
-    results["machine"]["load_end"] = loadavg()
-    results["machine"]["idle_percent"] = idle_percent(before, cpu_times())
+    if rerun:
+        # Some steps run again: the report keeps the others from the run before, and says so.
+        with open(previous_path) as f:
+            previous = json.load(f)
+        new_machine = results.pop("machine")
+        for step in runner.steps:
+            step["date"] = new_machine["date"]
+        previous.update({k: v for k, v in results.items() if k not in ("quick", "mode", "command")})
+        previous["steps"] = [s for s in previous.get("steps", []) if s["name"] not in only]
+        previous["steps"] += runner.steps
+        results = previous
+    else:
+        results["steps"] = runner.steps
+        results["total_seconds"] = time.monotonic() - t0
+        results["machine"]["load_end"] = loadavg()
+        results["machine"]["idle_percent"] = idle_percent(before, cpu_times())
     written = render(results, out, results["command"])
     shown = os.path.relpath(out, REPO) if out.startswith(REPO + os.sep) else out
     print(f"report.py: wrote {', '.join(written)} into {shown}", file=sys.stderr)

@@ -260,9 +260,10 @@ One-way latency of handing one frame from a writer process to a reader process t
 waiting for it: the writer takes a `CLOCK_MONOTONIC` stamp just before the hand-off, the reader
 one once it holds the whole frame; the reader then acknowledges, and the writer waits for that and
 sleeps {handoff.get("gap_us")} µs before the next frame, so no frame ever queues behind another.
-{handoff.get("iterations")} frames per size and transport (Queue: {queue.get("iterations") if queue
-else "–"}{qn}), the transports interleaved size by size (`bench/handoff_bench.cpp`,
-`bench/python/queue_handoff.py`).
+{handoff.get("iterations")} frames per size and transport, taken in {handoff.get("rounds", 1)} rounds that
+alternate the three C++ transports, so a burst of load from elsewhere hits them alike
+(`bench/handoff_bench.cpp`); the Queue ({queue.get("iterations") if queue else "–"} frames{qn})
+runs after them (`bench/python/queue_handoff.py`).
 - **shmlease channel**: `Writer::Publish` of a claimed slot → `Reader::Next` returns in the
   blocked reader (4 slots, block policy). The bytes are not copied: the reader maps the slot.
 - **raw futex ping-pong**: a counter in shared memory, `FUTEX_WAKE` → the `FUTEX_WAIT`er returns:
@@ -393,7 +394,8 @@ def summary_section(results: dict, keys: dict, images: dict, img_rel: str, comma
     step_lines = ["| step | took | load average at start → end | result |",
                   "|---|---:|---|---|"]
     for s in steps:
-        step_lines.append(f"| {s['name']} | {s['seconds']:.0f} s | {s['load_start']:.2f} → "
+        again = f" (run again on {s['date']})" if s.get("date") else ""
+        step_lines.append(f"| {s['name']}{again} | {s['seconds']:.0f} s | {s['load_start']:.2f} → "
                           f"{s['load_end']:.2f} | {s['status']} |")
     bullets = []
     a = keys.get("attach")
