@@ -246,7 +246,7 @@ def render(results: dict, out: str, command: str) -> list[str]:
     if results.get("attach_sweep"):
         images["attach"] = rr.attach_plot(results["attach_sweep"], img_dir, m)
         text, keys["attach"] = rr.attach_section(results["attach_sweep"], images["attach"], img_rel)
-        write_section(doc, *MARKERS["attach-sweep"], text)
+        write_section(doc, *MARKERS["attach-sweep"], rr.reflow(text))
         written.append("attach-sweep")
     if results.get("handoff"):
         images["handoff"] = rr.handoff_plot(results["handoff"], results.get("queue_handoff"),
@@ -254,15 +254,15 @@ def render(results: dict, out: str, command: str) -> list[str]:
         text, keys["handoff"] = rr.handoff_section(results["handoff"],
                                                    results.get("queue_handoff"),
                                                    images["handoff"], img_rel)
-        write_section(doc, *MARKERS["handoff-sweep"], text)
+        write_section(doc, *MARKERS["handoff-sweep"], rr.reflow(text))
         written.append("handoff-sweep")
     if results.get("scaling"):
         images["scaling"] = rr.scaling_plot(results["scaling"], img_dir, m)
         text, keys["scaling"] = rr.scaling_section(results["scaling"], images["scaling"], img_rel)
-        write_section(doc, *MARKERS["lease-scaling"], text)
+        write_section(doc, *MARKERS["lease-scaling"], rr.reflow(text))
         written.append("lease-scaling")
     if results.get("channel"):
-        write_section(doc, *MARKERS["channels"], rr.channel_section(results["channel"]))
+        write_section(doc, *MARKERS["channels"], rr.reflow(rr.channel_section(results["channel"])))
         written.append("channels")
     # The header last: it quotes the others' key figures. Prepended when the file has none.
     summary = rr.summary_section(results, keys, images, img_rel, command)
@@ -271,7 +271,7 @@ def render(results: dict, out: str, command: str) -> list[str]:
     if begin not in text:
         with open(doc, "w") as f:
             f.write(f"{begin}\n{end}\n\n" + re.sub(r"\A# Benchmarks\n", "", text).lstrip())
-    write_section(doc, begin, end, summary)
+    write_section(doc, begin, end, rr.reflow(summary))
     written.append("report")
     return written
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import textwrap
 
 import matplotlib
 
@@ -22,6 +24,38 @@ COLORS = {"shmlease": "#1f77b4", "shared_memory": "#ff7f0e", "mp_queue": "#d6272
 LABELS = {"shmlease": "shmlease channel", "futex": "raw futex ping-pong (one-way half)",
           "unix_socket": "Unix socket (SOCK_STREAM) carrying the bytes",
           "mp_queue": "multiprocessing.Queue (bytes)"}
+
+
+_UNIT = re.compile(r"(\d) (B|KiB|MiB|GiB|ns|µs|ms|s|min|%)(?=[\s,;.:)]|$)")
+
+
+def reflow(text: str, width: int = 100) -> str:
+    """Re-wraps the prose paragraphs and list items of generated Markdown (the f-strings below
+    break lines wherever the substituted values leave them); tables, code, images and HTML are
+    left alone."""
+    blocks = []
+    for block in text.strip("\n").split("\n\n"):
+        first = block.lstrip()[:1]
+        if first in ("|", "`", "!", "<", "#"):
+            blocks.append(block)
+            continue
+        items, current = [], []
+        for line in block.splitlines():
+            if line.startswith("- ") and current:
+                items.append(current)
+                current = []
+            current.append(line.strip())
+        items.append(current)
+        out = []
+        for item in items:
+            # A number and its unit stay on one line (kept together through the wrapping).
+            joined = _UNIT.sub("\\1\x00\\2", " ".join(item))
+            indent = "  " if joined.startswith("- ") else ""
+            out.append(textwrap.fill(joined, width, subsequent_indent=indent,
+                                     break_long_words=False,
+                                     break_on_hyphens=False).replace("\x00", " "))
+        blocks.append("\n".join(out))
+    return "\n\n".join(blocks) + "\n"
 
 
 def fmt_bytes(n: float) -> str:
