@@ -344,6 +344,8 @@ def main() -> int:
         new_machine = results.pop("machine")
         for step in runner.steps:
             step["date"] = new_machine["date"]
+            if mode_name != "full":
+                step["status"] += f" ({mode_name} mode)"
         previous.update({k: v for k, v in results.items() if k not in ("quick", "mode", "command")})
         previous["steps"] = [s for s in previous.get("steps", []) if s["name"] not in only]
         previous["steps"] += runner.steps
