@@ -160,7 +160,8 @@ int Main(int argc, char** argv) {
   double load[3] = {0, 0, 0};
   ::getloadavg(load, 3);
 
-  testing::DaemonProcess daemon({"--log-level", "warn"});
+  // At info level: DaemonProcess waits for the daemon's ready line, which is logged at info.
+  testing::DaemonProcess daemon({"--log-level", "info"});
   const std::string socket = daemon.socket_path();
   Client c(socket);
   struct Row {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the issue-2 lease benchmark from an existing build and writes its section of
-# docs/BENCHMARKS.md (between the lease-bench markers; the rest of the file is left alone).
+# docs/BENCHMARKS.md, or of $SHMLEASE_BENCH_DOC (between the lease-bench markers; the rest of the
+# file is left alone). bench/report.py runs it as one step of the whole report.
 #
 #   bench/run_benchmarks.sh [BUILD_DIR] [extra Google Benchmark flags...]
 #
@@ -44,7 +45,7 @@ stat_before="$(head -n 1 /proc/stat)"
 "$bench" "${flags[@]}" > "$json"
 stat_after="$(head -n 1 /proc/stat)"
 
-/usr/bin/python3 - "$json" docs/BENCHMARKS.md "$shown_script" "$shown_command" "$stat_before" \
+/usr/bin/python3 - "$json" "${SHMLEASE_BENCH_DOC:-docs/BENCHMARKS.md}" "$shown_script" "$shown_command" "$stat_before" \
     "$stat_after" <<'PYTHON'
 import json
 import os

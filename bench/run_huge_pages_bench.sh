@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the issue-7 huge-page benchmark from an existing build and writes its section of
-# docs/BENCHMARKS.md (between the huge-pages markers; the rest of the file is left alone).
+# docs/BENCHMARKS.md, or of $SHMLEASE_BENCH_DOC (between the huge-pages markers; the rest of the
+# file is left alone). bench/report.py runs it as one step of the whole report.
 #
 #   bench/run_huge_pages_bench.sh [BUILD_DIR] [--reps N]
 #
@@ -31,5 +32,5 @@ case "$build" in
 esac
 extra=""
 for arg in "$@"; do extra+=" $(printf '%q' "$arg")"; done
-"$bench" --markdown docs/BENCHMARKS.md \
+"$bench" --markdown "${SHMLEASE_BENCH_DOC:-docs/BENCHMARKS.md}" \
   --shown-command "bench/run_huge_pages_bench.sh $shown_build$extra" "$@"

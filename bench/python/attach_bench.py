@@ -23,26 +23,27 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from multiprocessing import shared_memory
 
 import numpy as np
 
 import shmlease
+
+import private_daemon
 from doc_section import write_section
 
 SIDE = 16384                  # 16384 x 16384 float32 = 1 GiB
 SMALL = (1024,)               # 1024 float32 = 4 KiB
 BIG_NAME, SMALL_NAME, WARM_NAME = "bench-attach-1g", "bench-attach-4k", "bench-attach-warm"
-COLD_RUNS = 15                # fresh processes for first-attach numbers
-WARM_LOOPS = 2000             # attaches per process on a warm connection
-SHM_LOOPS = 200               # SharedMemory attaches per process
+# SHMLEASE_BENCH_QUICK=1 (bench/report.py --quick): fewer repetitions, for trying the report out.
+# An environment variable because the spawned children read these too.
+QUICK = os.environ.get("SHMLEASE_BENCH_QUICK") == "1"
+COLD_RUNS = 3 if QUICK else 15        # fresh processes for first-attach numbers
+WARM_LOOPS = 200 if QUICK else 2000   # attaches per process on a warm connection
+SHM_LOOPS = 20 if QUICK else 200      # SharedMemory attaches per process
 
 
 NOTES = """
@@ -155,35 +156,6 @@ def _run(ctx, target, *args):
     return value
 
 
-def _start_daemon(binary: str):
-    tmp = tempfile.mkdtemp(prefix="shmlease-bench-")
-    socket = os.path.join(tmp, "d.sock")
-    prefix = f"shmlease-bench-py-{os.getpid()}"
-    log = open(os.path.join(tmp, "daemon.log"), "wb")
-    proc = subprocess.Popen([binary, "--socket", socket, "--shm-prefix", prefix],
-                            stdout=log, stderr=subprocess.STDOUT)
-    end = time.monotonic() + 10
-    while True:
-        try:
-            shmlease.connect(socket).close()
-            break
-        except shmlease.DaemonUnavailableError:
-            if proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError("shmleased did not start") from None
-            time.sleep(0.02)
-
-    def stop():
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
-        left = [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
-        shutil.rmtree(tmp, ignore_errors=True)
-        if left:
-            raise RuntimeError(f"shmleased left {left} in /dev/shm")
-
-    return socket, stop
-
-
 BEGIN = "<!-- python-attach:begin -->"
 END = "<!-- python-attach:end -->"
 
@@ -208,7 +180,7 @@ def main() -> int:
     stop = None
     socket = args.socket
     if not socket:
-        socket, stop = _start_daemon(args.daemon)
+        socket, stop = private_daemon.start(args.daemon)
     ctx = mp.get_context("spawn")
     shm_big = shm_small = None
     try:
