@@ -220,19 +220,14 @@ void AddFlags(CLI::App& app, Config& config, std::map<std::string, std::string>&
   }
 }
 
-bool LoadConfigFile(const std::string& path, const std::set<std::string>& skip, Config& config,
-                    std::string& error) {
-  toml::table table;
-  try {
-    table = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    // Also a file that cannot be opened: toml++ reports it as a parse error at line 0.
-    error = path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
-    return false;
-  }
+namespace {
+
+// Applies a parsed TOML table; `source` names it in errors (a path, or what the text came from).
+bool ApplyTable(const toml::table& table, const std::string& source,
+                const std::set<std::string>& skip, Config& config, std::string& error) {
   for (const auto& [key, node] : table) {
     int line = static_cast<int>(node.source().begin.line);
-    std::string where = path + ":" + std::to_string(line) + ": ";
+    std::string where = source + ":" + std::to_string(line) + ": ";
     const SettingSpec* spec = FindSetting(key.str());
     if (spec == nullptr) {
       error = where + "unknown setting '" + std::string(key.str()) + "'";
@@ -251,6 +246,33 @@ bool LoadConfigFile(const std::string& path, const std::set<std::string>& skip, 
     }
   }
   return true;
+}
+
+}  // namespace
+
+bool LoadConfigFile(const std::string& path, const std::set<std::string>& skip, Config& config,
+                    std::string& error) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    // Also a file that cannot be opened: toml++ reports it as a parse error at line 0.
+    error = path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
+    return false;
+  }
+  return ApplyTable(table, path, skip, config, error);
+}
+
+bool LoadConfigText(std::string_view text, const std::string& source,
+                    const std::set<std::string>& skip, Config& config, std::string& error) {
+  toml::table table;
+  try {
+    table = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    error = source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
+    return false;
+  }
+  return ApplyTable(table, source, skip, config, error);
 }
 
 bool BuildConfig(const std::string& file, const std::map<std::string, std::string>& flags,

@@ -7,6 +7,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace CLI {
@@ -74,6 +75,10 @@ void AddFlags(CLI::App& app, Config& config, std::map<std::string, std::string>&
 // not applied. False with `error` naming the file, the line and the reason.
 bool LoadConfigFile(const std::string& path, const std::set<std::string>& skip, Config& config,
                     std::string& error);
+// The same for TOML text in memory (the config fuzzer's entry point); `source` stands for the path
+// in errors.
+bool LoadConfigText(std::string_view text, const std::string& source,
+                    const std::set<std::string>& skip, Config& config, std::string& error);
 
 // Builds the configuration from defaults, `file` (if not empty) and `flags` (which win).
 // `own_bytes`: bytes of /dev/shm held by this daemon's segments, counted as free for the default

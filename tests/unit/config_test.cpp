@@ -1,0 +1,41 @@
+#include "config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace shmlease::server {
+namespace {
+
+TEST(ConfigText, AppliesSettings) {
+  Config config;
+  std::string error;
+  ASSERT_TRUE(LoadConfigText("max-segments = 7\nmax-total-bytes = \"2GiB\"\nsocket-mode = 0o640\n",
+                             "test.toml", {}, config, error))
+      << error;
+  EXPECT_EQ(config.max_segments, 7u);
+  EXPECT_EQ(config.max_total_bytes, 2ull << 30);
+  EXPECT_EQ(config.socket_mode, 0640u);
+}
+
+TEST(ConfigText, RefusalNamesSourceAndLine) {
+  Config config;
+  std::string error;
+  EXPECT_FALSE(LoadConfigText("max-segments = 1\nno-such-setting = 2\n", "test.toml", {}, config,
+                              error));
+  EXPECT_EQ(error.rfind("test.toml:2: ", 0), 0u) << error;
+}
+
+// Found by fuzz_config: a non-ASCII letter inside a bare key drives toml++ 3.3.0 to
+// __builtin_unreachable in its whitespace classifier (marzer/tomlplusplus#190, #295) when it is
+// built with UBSan. The daemon must still refuse the file with a parse error.
+TEST(ConfigText, NonAsciiInsideABareKeyIsAParseError) {
+  Config config;
+  std::string error;
+  EXPECT_FALSE(LoadConfigText("log\xD0\x93level = \"debug\"\n", "test.toml", {}, config, error));
+  EXPECT_EQ(error.rfind("test.toml:1: ", 0), 0u) << error;
+  EXPECT_EQ(config.log_level, "info");
+}
+
+}  // namespace
+}  // namespace shmlease::server
