@@ -320,6 +320,11 @@ bool Finalize(Config& config, std::string& error, uint64_t own_bytes) {
     error = "max-connections, max-segments and max-leases-per-connection must be at least 1";
     return false;
   }
+  if (config.reclaim_grace_ms > kLongestTimerMs) {
+    error = "reclaim-grace-ms must be at most " + std::to_string(kLongestTimerMs) +
+            " (292 years, what a timer can count)";
+    return false;
+  }
   if (config.admins.empty()) config.admins = {0, static_cast<uint64_t>(::geteuid())};
   // Under systemd, StateDirectory= names the state dir unless a flag or the file did.
   if (config.state_dir.empty()) {

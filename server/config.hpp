@@ -41,6 +41,10 @@ struct Config {
 // The default config file, read when it exists and no --config is given.
 inline constexpr const char* kDefaultConfigFile = "/etc/shmlease/shmleased.toml";
 
+// The longest time a steady-clock timer holds (its nanoseconds in an int64): about 292 years.
+// A longer reclaim-grace-ms is refused; a longer lease timeout waits without limit.
+inline constexpr int64_t kLongestTimerMs = 9223372036854;
+
 // Fraction of /dev/shm's free space used as the default total byte limit.
 inline constexpr double kTotalBytesFraction = 0.5;
 

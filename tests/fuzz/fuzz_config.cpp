@@ -88,6 +88,8 @@ void CheckFile(std::string_view text) {
                  config.max_leases_per_connection > 0,
              Show(config));
   FUZZ_CHECK(!config.admins.empty(), Show(config));
+  FUZZ_CHECK(config.reclaim_grace_ms <= static_cast<uint64_t>(server::kLongestTimerMs),
+             Show(config));
   std::string finalized = Show(config);
   FUZZ_CHECK(server::Finalize(config, error), error);
   FUZZ_CHECK(Show(config) == finalized, finalized + "\nthen\n" + Show(config));

@@ -37,5 +37,19 @@ TEST(ConfigText, NonAsciiInsideABareKeyIsAParseError) {
   EXPECT_EQ(config.log_level, "info");
 }
 
+// A grace period longer than a steady-clock timer can count (292 years) overflowed when the timer
+// was set after a restart, which then fired at once.
+TEST(ConfigText, ReclaimGraceBeyondWhatATimerHoldsIsRefused) {
+  Config config;
+  std::string error;
+  ASSERT_TRUE(LoadConfigText("socket = \"/tmp/x.sock\"\nreclaim-grace-ms = 9223372036854775807\n",
+                             "test.toml", {}, config, error))
+      << error;
+  EXPECT_FALSE(Finalize(config, error));
+  EXPECT_NE(error.find("reclaim-grace-ms"), std::string::npos) << error;
+  config.reclaim_grace_ms = kLongestTimerMs;
+  EXPECT_TRUE(Finalize(config, error)) << error;
+}
+
 }  // namespace
 }  // namespace shmlease::server
