@@ -5,7 +5,9 @@
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <optional>
 #include <toml++/toml.h>
 
 #include "shm_backend.hpp"
@@ -86,6 +88,21 @@ const SettingSpec* FindSetting(std::string_view name) {
   return nullptr;
 }
 
+// A TOML integer, or a float holding a whole number in range (4096.0). Not node.value<int64_t>():
+// toml++ 3.3.0 casts a float to int64_t before checking that it fits (undefined behaviour for
+// 1e300; found by fuzz_config).
+std::optional<int64_t> TomlInteger(const toml::node& node) {
+  if (const auto* i = node.as_integer()) return i->get();
+  if (const auto* f = node.as_floating_point()) {
+    double d = f->get();
+    if (std::isfinite(d) && std::trunc(d) == d && d >= -9223372036854775808.0 &&
+        d < 9223372036854775808.0) {
+      return static_cast<int64_t>(d);
+    }
+  }
+  return std::nullopt;
+}
+
 // A TOML value as the text a flag would carry: strings as they are, integers in decimal (octal
 // settings take TOML's 0o660 as that number), arrays of integers comma-separated.
 bool TomlToText(const SettingSpec& spec, const toml::node& node, std::string& text) {
@@ -93,7 +110,7 @@ bool TomlToText(const SettingSpec& spec, const toml::node& node, std::string& te
     text = *s;
     return true;
   }
-  if (auto i = node.value<int64_t>()) {
+  if (auto i = TomlInteger(node)) {
     if (*i < 0) return false;
     if (spec.kind == K::kOctal) {
       char buf[24];
@@ -107,7 +124,7 @@ bool TomlToText(const SettingSpec& spec, const toml::node& node, std::string& te
   if (const toml::array* array = node.as_array(); array && spec.kind == K::kUidList) {
     text.clear();
     for (const toml::node& item : *array) {
-      auto i = item.value<int64_t>();
+      auto i = TomlInteger(item);
       if (!i || *i < 0) return false;
       text += (text.empty() ? "" : ",") + std::to_string(*i);
     }

@@ -37,6 +37,26 @@ TEST(ConfigText, NonAsciiInsideABareKeyIsAParseError) {
   EXPECT_EQ(config.log_level, "info");
 }
 
+// Found by fuzz_config: toml++ 3.3.0 converted an out-of-range float to an integer before checking
+// it (undefined behaviour). Whole floats in range still count as integers.
+TEST(ConfigText, FloatsOutOfIntegerRangeAreTheWrongType) {
+  for (const char* text : {"max-segments = 6.55e38\n", "max-segments = -1e300\n",
+                           "admins = [0, 1e19]\n", "max-segments = inf\n", "max-segments = nan\n",
+                           "max-segments = 1.5\n"}) {
+    Config config;
+    std::string error;
+    EXPECT_FALSE(LoadConfigText(text, "test.toml", {}, config, error)) << text;
+    EXPECT_NE(error.find("wrong type"), std::string::npos) << text << ": " << error;
+  }
+  Config config;
+  std::string error;
+  ASSERT_TRUE(LoadConfigText("max-segments = 100.0\nadmins = [0.0, 1000]\n", "test.toml", {},
+                             config, error))
+      << error;
+  EXPECT_EQ(config.max_segments, 100u);
+  EXPECT_EQ(config.admins, (std::vector<uint64_t>{0, 1000}));
+}
+
 // A grace period longer than a steady-clock timer can count (292 years) overflowed when the timer
 // was set after a restart, which then fired at once.
 TEST(ConfigText, ReclaimGraceBeyondWhatATimerHoldsIsRefused) {
