@@ -8,6 +8,8 @@
 //     and a second Finalize changes nothing;
 //   - each setting's parser, given the input as a flag value, either refuses it or accepts it
 //     and then accepts its own rendering of the value unchanged.
+#include <toml++/toml.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -15,7 +17,6 @@
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <toml++/toml.h>
 
 #include "config.hpp"
 #include "shmlease/format.hpp"
@@ -28,9 +29,9 @@ namespace {
   std::fprintf(stderr, "fuzz_config: %s (%s)\n", what, detail.c_str());
   std::abort();
 }
-#define FUZZ_CHECK(cond, detail)       \
-  do {                                 \
-    if (!(cond)) Fail(#cond, detail);  \
+#define FUZZ_CHECK(cond, detail)      \
+  do {                                \
+    if (!(cond)) Fail(#cond, detail); \
   } while (0)
 
 // Every setting as text, in table order: two configs are the same when these are.
@@ -84,9 +85,9 @@ void CheckFile(std::string_view text) {
   FUZZ_CHECK(config.socket_mode <= 0777, shown);
   FUZZ_CHECK(config.max_segment_size <= config.max_total_bytes, Show(config));
   FUZZ_CHECK(config.max_message_size >= 256, Show(config));
-  FUZZ_CHECK(config.max_connections > 0 && config.max_segments > 0 &&
-                 config.max_leases_per_connection > 0,
-             Show(config));
+  FUZZ_CHECK(
+      config.max_connections > 0 && config.max_segments > 0 && config.max_leases_per_connection > 0,
+      Show(config));
   FUZZ_CHECK(!config.admins.empty(), Show(config));
   FUZZ_CHECK(config.reclaim_grace_ms <= static_cast<uint64_t>(server::kLongestTimerMs),
              Show(config));
@@ -106,7 +107,8 @@ void CheckFlagValues(std::string_view text) {
     }
     std::string shown = server::ShowSetting(spec, config);
     server::Config again;
-    FUZZ_CHECK(server::ApplySetting(spec, shown, again, error), std::string(spec.name) + ": " + error);
+    FUZZ_CHECK(server::ApplySetting(spec, shown, again, error),
+               std::string(spec.name) + ": " + error);
     FUZZ_CHECK(server::ShowSetting(spec, again) == shown, std::string(spec.name) + ": " + shown);
   }
 }

@@ -27,9 +27,9 @@ namespace {
   std::fprintf(stderr, "fuzz_format: %s (input of %zu bytes)\n", what, input.size());
   std::abort();
 }
-#define FUZZ_CHECK(cond, input)       \
-  do {                                \
-    if (!(cond)) Fail(#cond, input);  \
+#define FUZZ_CHECK(cond, input)      \
+  do {                               \
+    if (!(cond)) Fail(#cond, input); \
   } while (0)
 
 std::string Cased(std::string_view s, bool upper) {

@@ -33,8 +33,8 @@ namespace {
                header.body_length);
   std::abort();
 }
-#define FUZZ_CHECK(cond, header) \
-  do {                           \
+#define FUZZ_CHECK(cond, header)      \
+  do {                                \
     if (!(cond)) Fail(#cond, header); \
   } while (0)
 
@@ -109,8 +109,8 @@ void CheckStream(std::span<const std::byte> input, uint32_t max_body) {
     FUZZ_CHECK(frame.body.size() == h.body_length, h);
     FUZZ_CHECK((h.flags & ~proto::kKnownFlags) == 0, h);
     // Every shorter prefix waits for more bytes; a reader fed one byte at a time must not fail.
-    for (size_t cut : {size_t{0}, size_t{1}, size_t{4}, size_t{15}, proto::kHeaderSize,
-                       frame.consumed - 1}) {
+    for (size_t cut :
+         {size_t{0}, size_t{1}, size_t{4}, size_t{15}, proto::kHeaderSize, frame.consumed - 1}) {
       if (cut >= frame.consumed) continue;
       auto partial = proto::DecodeFrame(input.first(cut), max_body);
       FUZZ_CHECK(partial.status == proto::DecodeStatus::kNeedMore, h);
@@ -135,7 +135,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     header.body_length = static_cast<uint32_t>(body.size());
     std::vector<std::byte> frame;
     auto put = [&frame](uint64_t v, int bytes) {
-      for (int i = 0; i < bytes; ++i) frame.push_back(static_cast<std::byte>((v >> (8 * i)) & 0xFF));
+      for (int i = 0; i < bytes; ++i)
+        frame.push_back(static_cast<std::byte>((v >> (8 * i)) & 0xFF));
     };
     put(proto::kMagic, 4);
     put(header.body_length, 4);

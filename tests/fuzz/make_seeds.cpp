@@ -16,7 +16,8 @@ namespace {
 
 void Write(const std::string& dir, const std::string& name, const std::vector<std::byte>& bytes) {
   std::ofstream out(dir + "/" + name, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 // The typed-body form: the frame's u16 type, then its body.
@@ -60,16 +61,16 @@ int main(int argc, char** argv) {
       {"create", proto::Create{"frames", 0, "f", {480, 640, 3}, proto::kCreateExistOk, 0640}},
       {"create-raw", proto::Create{"raw", 4096, "", {}, 0, proto::kDefaultMode}},
       {"acquire", proto::Acquire{"frames", proto::LeaseMode::kWrite, 1, 250}},
-      {"acquire-forever", proto::Acquire{"frames", proto::LeaseMode::kRead, 0, proto::kWaitForever}},
+      {"acquire-forever",
+       proto::Acquire{"frames", proto::LeaseMode::kRead, 0, proto::kWaitForever}},
       {"release", proto::Release{42}},
       {"remove", proto::Remove{"frames"}},
       {"stat", proto::Stat{"frames"}},
       {"list", proto::List{}},
       {"chmod", proto::Chmod{"frames", 0664}},
       {"stats", proto::Stats{}},
-      {"reclaim",
-       proto::Reclaim{{{3, 7, 1700000000123456789, proto::LeaseMode::kWrite, 0}},
-                      {{7, 1700000000123456789, 1}}}},
+      {"reclaim", proto::Reclaim{{{3, 7, 1700000000123456789, proto::LeaseMode::kWrite, 0}},
+                                 {{7, 1700000000123456789, 1}}}},
   };
   proto::StatsOk stats{3, 1 << 20, 1 << 30, 2, 2, 5000, {}};
   stats.clients.push_back(

@@ -19,12 +19,10 @@
 // SHMLEASE_WIRE_FUZZ_SECONDS (default 20) bounds the run; SHMLEASE_WIRE_FUZZ_SEED (default
 // 20261123) seeds it: each thread draws from its own generator, so a seed replays the same
 // attacks (their interleaving is up to the scheduler).
-#include "shmlease/client.hpp"
-
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <poll.h>
-#include <grp.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -55,6 +53,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "shmlease/client.hpp"
 #include "shmlease/codec.hpp"
 #include "shmlease/format.hpp"
 #include "shmlease/protocol.hpp"
@@ -70,7 +69,7 @@ using proto::MsgType;
 
 constexpr int kAttackers = 8;
 constexpr uint32_t kMaxMessage = proto::kDefaultMaxMessage;  // the daemon's default
-constexpr uint32_t kForeignUid = 65534;                       // nobody
+constexpr uint32_t kForeignUid = 65534;                      // nobody
 
 int EnvInt(const char* name, int fallback) {
   const char* value = std::getenv(name);
@@ -121,9 +120,8 @@ enum Category {
   kCategoryCount
 };
 constexpr const char* kCategoryNames[kCategoryCount] = {
-    "random bytes",         "mutated frames", "replies as requests", "valid requests",
-    "fd passing",           "slow writes",    "half-close",          "hold and die",
-    "never read (flood)",   "odd lengths"};
+    "random bytes", "mutated frames", "replies as requests", "valid requests",     "fd passing",
+    "slow writes",  "half-close",     "hold and die",        "never read (flood)", "odd lengths"};
 
 struct Counters {
   std::array<std::atomic<uint64_t>, kCategoryCount> connections{};
@@ -171,11 +169,11 @@ Bytes RandomBytes(std::mt19937_64& rng, size_t n) {
 }
 
 constexpr MsgType kAllTypes[] = {
-    MsgType::kHello,   MsgType::kHelloOk,   MsgType::kPing,     MsgType::kPong,
-    MsgType::kCreate,  MsgType::kCreateOk,  MsgType::kAcquire,  MsgType::kAcquireOk,
-    MsgType::kRelease, MsgType::kReleaseOk, MsgType::kRemove,   MsgType::kRemoveOk,
-    MsgType::kStat,    MsgType::kStatOk,    MsgType::kList,     MsgType::kListOk,
-    MsgType::kChmod,   MsgType::kChmodOk,   MsgType::kStats,    MsgType::kStatsOk,
+    MsgType::kHello,   MsgType::kHelloOk,   MsgType::kPing,        MsgType::kPong,
+    MsgType::kCreate,  MsgType::kCreateOk,  MsgType::kAcquire,     MsgType::kAcquireOk,
+    MsgType::kRelease, MsgType::kReleaseOk, MsgType::kRemove,      MsgType::kRemoveOk,
+    MsgType::kStat,    MsgType::kStatOk,    MsgType::kList,        MsgType::kListOk,
+    MsgType::kChmod,   MsgType::kChmodOk,   MsgType::kStats,       MsgType::kStatsOk,
     MsgType::kReclaim, MsgType::kReclaimOk, MsgType::kSegmentGone, MsgType::kError};
 
 // Everything an attacker thread needs to make requests.
@@ -184,34 +182,42 @@ struct Attacker {
   std::mt19937_64 rng;
   const GoodLeases& good_leases;
   const std::vector<uint64_t>& good_segment_ids;
-  std::vector<uint64_t> own_leases;    // granted on the current connection
-  std::vector<uint64_t> seen_segments; // ids from CreateOk/AcquireOk/StatOk
+  std::vector<uint64_t> own_leases;     // granted on the current connection
+  std::vector<uint64_t> seen_segments;  // ids from CreateOk/AcquireOk/StatOk
   uint32_t next_id = 2;
 
   uint64_t Below(uint64_t n) { return n == 0 ? 0 : rng() % n; }
   bool Chance(int percent) { return Below(100) < static_cast<uint64_t>(percent); }
 
-  // A name of this attacker's own (16 per thread, so at most 128 segments exist), or a name
-  // nobody has, or one the daemon must refuse.
+  // A name of this attacker's own (16 per thread), or one nobody has yet (which a create may
+  // take), or one the daemon must refuse. Every name it can create starts with "fz".
   std::string Name() {
     switch (Below(10)) {
-      case 0: return "nobody-has-" + std::to_string(Below(1000));
+      case 0:
+        return "fz-nobody-" + std::to_string(Below(1000));
       case 1: {
-        static const char* kBad[] = {"", ".", "..", "-x", "a/b", "../etc", "a b", "caf\xC3\xA9",
-                                     "x\x01y"};
+        static const char* kBad[] = {"",       ".",   "..",          "-x",    "a/b",
+                                     "../etc", "a b", "caf\xC3\xA9", "x\x01y"};
         return Chance(10) ? std::string(129, 'n') : std::string(kBad[Below(std::size(kBad))]);
       }
-      default: return "fz" + std::to_string(index) + "-" + std::to_string(Below(16));
+      default:
+        return "fz" + std::to_string(index) + "-" + std::to_string(Below(16));
     }
   }
   uint64_t Size() {
     switch (Below(8)) {
-      case 0: return 0;
-      case 1: return 1;
-      case 2: return 4096;
-      case 3: return uint64_t{1} << (20 + Below(44));  // far beyond any limit
-      case 4: return UINT64_MAX;
-      default: return 1 + Below(256 * 1024);
+      case 0:
+        return 0;
+      case 1:
+        return 1;
+      case 2:
+        return 4096;
+      case 3:
+        return uint64_t{1} << (20 + Below(44));  // far beyond any limit
+      case 4:
+        return UINT64_MAX;
+      default:
+        return 1 + Below(256 * 1024);
     }
   }
   std::vector<uint64_t> Shape() {
@@ -221,13 +227,20 @@ struct Attacker {
   }
   int64_t Timeout() {
     switch (Below(8)) {
-      case 0: return proto::kWaitForever;
-      case 1: return -2 - static_cast<int64_t>(Below(1000));
-      case 2: return INT64_MAX;
-      case 3: return INT64_MAX / 1000 + static_cast<int64_t>(Below(1000));
-      case 4: return static_cast<int64_t>(rng() >> 1);
-      case 5: return 1 + static_cast<int64_t>(Below(200));
-      default: return 0;
+      case 0:
+        return proto::kWaitForever;
+      case 1:
+        return -2 - static_cast<int64_t>(Below(1000));
+      case 2:
+        return INT64_MAX;
+      case 3:
+        return INT64_MAX / 1000 + static_cast<int64_t>(Below(1000));
+      case 4:
+        return static_cast<int64_t>(rng() >> 1);
+      case 5:
+        return 1 + static_cast<int64_t>(Below(200));
+      default:
+        return 0;
     }
   }
   uint64_t LeaseId() {
@@ -245,9 +258,11 @@ struct Attacker {
   // client's leases and must be refused.
   proto::Request Request() {
     switch (Below(12)) {
-      case 0: return proto::Hello{Chance(80) ? proto::kVersion : static_cast<uint32_t>(rng()),
-                                  std::string(Below(40), 'h')};
-      case 1: return proto::Ping{};
+      case 0:
+        return proto::Hello{Chance(80) ? proto::kVersion : static_cast<uint32_t>(rng()),
+                            std::string(Below(40), 'h')};
+      case 1:
+        return proto::Ping{};
       case 2: {
         proto::Create c;
         c.name = Name();
@@ -271,12 +286,17 @@ struct Attacker {
         return a;
       }
       case 5:
-      case 6: return proto::Release{LeaseId()};
-      case 7: return proto::Remove{Name()};
-      case 8: return proto::Stat{Chance(30) ? "good-" + std::to_string(Below(4)) : Name()};
-      case 9: return Chance(50) ? proto::Request{proto::List{}} : proto::Request{proto::Stats{}};
-      case 10: return proto::Chmod{Name(), Chance(80) ? static_cast<uint32_t>(Below(01000))
-                                                      : static_cast<uint32_t>(rng())};
+      case 6:
+        return proto::Release{LeaseId()};
+      case 7:
+        return proto::Remove{Name()};
+      case 8:
+        return proto::Stat{Chance(30) ? "good-" + std::to_string(Below(4)) : Name()};
+      case 9:
+        return Chance(50) ? proto::Request{proto::List{}} : proto::Request{proto::Stats{}};
+      case 10:
+        return proto::Chmod{Name(), Chance(80) ? static_cast<uint32_t>(Below(01000))
+                                               : static_cast<uint32_t>(rng())};
       default: {
         // Re-grants act like Acquire: never on the good client's segments.
         proto::Reclaim r;
@@ -288,8 +308,8 @@ struct Attacker {
                               static_cast<uint8_t>(Below(2))});
         }
         for (uint64_t i = Below(4); i > 0; --i) {
-          r.mappings.push_back({SegmentId(), static_cast<int64_t>(rng()),
-                                static_cast<uint8_t>(Below(2))});
+          r.mappings.push_back(
+              {SegmentId(), static_cast<int64_t>(rng()), static_cast<uint8_t>(Below(2))});
         }
         return r;
       }
@@ -304,19 +324,32 @@ struct Attacker {
     info.shape = Shape();
     if (info.shape.size() > kMaxDims) info.shape.resize(kMaxDims);
     switch (Below(13)) {
-      case 0: return proto::HelloOk{proto::kVersion, 1, kMaxMessage, "evil"};
-      case 1: return proto::Pong{};
-      case 2: return proto::CreateOk{info};
-      case 3: return proto::AcquireOk{LeaseId(), proto::LeaseMode::kWrite, 1, info};
-      case 4: return proto::ReleaseOk{};
-      case 5: return proto::RemoveOk{};
-      case 6: return proto::StatOk{info};
-      case 7: return proto::ListOk{{info, info}};
-      case 8: return proto::ChmodOk{info};
-      case 9: return proto::StatsOk{1, 2, 3, 4, 5, 6, {}};
-      case 10: return proto::SegmentGone{SegmentId()};
-      case 11: return proto::ErrorReply{static_cast<Errc>(Below(40)), "from a client"};
-      default: return proto::ReclaimOk{{{LeaseId(), LeaseId(), Errc::kOk}}, {}};
+      case 0:
+        return proto::HelloOk{proto::kVersion, 1, kMaxMessage, "evil"};
+      case 1:
+        return proto::Pong{};
+      case 2:
+        return proto::CreateOk{info};
+      case 3:
+        return proto::AcquireOk{LeaseId(), proto::LeaseMode::kWrite, 1, info};
+      case 4:
+        return proto::ReleaseOk{};
+      case 5:
+        return proto::RemoveOk{};
+      case 6:
+        return proto::StatOk{info};
+      case 7:
+        return proto::ListOk{{info, info}};
+      case 8:
+        return proto::ChmodOk{info};
+      case 9:
+        return proto::StatsOk{1, 2, 3, 4, 5, 6, {}};
+      case 10:
+        return proto::SegmentGone{SegmentId()};
+      case 11:
+        return proto::ErrorReply{static_cast<Errc>(Below(40)), "from a client"};
+      default:
+        return proto::ReclaimOk{{{LeaseId(), LeaseId(), Errc::kOk}}, {}};
     }
   }
 
@@ -349,17 +382,18 @@ struct Attacker {
         }
         case 4:  // another type, including reply types, SegmentGone and Error
           if (frame.size() >= proto::kHeaderSize) {
-            PutU16(frame, 8, Chance(80) ? static_cast<uint16_t>(kAllTypes[Below(std::size(kAllTypes))])
-                                        : static_cast<uint16_t>(rng()));
+            PutU16(frame, 8,
+                   Chance(80) ? static_cast<uint16_t>(kAllTypes[Below(std::size(kAllTypes))])
+                              : static_cast<uint16_t>(rng()));
           }
           break;
         case 5:  // a length that lies
           if (frame.size() >= proto::kHeaderSize) {
-            static const uint32_t kLengths[] = {0, 1, kMaxMessage, kMaxMessage + 1, UINT32_MAX,
-                                                0x80000000u};
+            static const uint32_t kLengths[] = {
+                0, 1, kMaxMessage, kMaxMessage + 1, UINT32_MAX, 0x80000000u};
             uint32_t actual = static_cast<uint32_t>(frame.size() - proto::kHeaderSize);
-            uint32_t length = Chance(50) ? kLengths[Below(6)]
-                                         : actual + static_cast<uint32_t>(Below(5)) - 2;
+            uint32_t length =
+                Chance(50) ? kLengths[Below(6)] : actual + static_cast<uint32_t>(Below(5)) - 2;
             PutU32(frame, 4, length);
           }
           break;
@@ -473,7 +507,8 @@ class AttackConn {
     auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
     while (!peer_closed_) {
       int wait = static_cast<int>(std::max<int64_t>(
-          0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
+          0,
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, wait) <= 0) break;
       std::byte chunk[65536];
@@ -615,13 +650,13 @@ void ValidRequest(AttackConn& c, Attacker& a, Counters& counters) {
   bool meddling = false;
   if (release != nullptr) {
     if (a.Chance(40)) release->lease_id = a.good_leases.Pick(a.rng);
-    meddling = std::find(c.granted().begin(), c.granted().end(), release->lease_id) ==
-               c.granted().end();
+    meddling =
+        std::find(c.granted().begin(), c.granted().end(), release->lease_id) == c.granted().end();
     if (!meddling && a.Chance(30)) flags = proto::kFlagNoReply;
   }
   // Hellos with another version close the connection; keep those rare.
-  if (auto* hello = std::get_if<proto::Hello>(&request); hello && hello->version != proto::kVersion &&
-                                                         a.Chance(80)) {
+  if (auto* hello = std::get_if<proto::Hello>(&request);
+      hello && hello->version != proto::kVersion && a.Chance(80)) {
     hello->version = proto::kVersion;
   }
   bool wait = meddling || a.Chance(60);
@@ -632,15 +667,16 @@ void ValidRequest(AttackConn& c, Attacker& a, Counters& counters) {
   if (!c.Request(request, id, flags) || !wait || flags != 0) return;
   auto reply = c.Await(id, 10000);
   if (!reply) {
-    if (c.usable()) c.Finding(std::string("no answer to ") + proto::TypeName(proto::TypeOf(request)));
+    if (c.usable())
+      c.Finding(std::string("no answer to ") + proto::TypeName(proto::TypeOf(request)));
     return;
   }
   if (meddling) {
     counters.meddling_releases++;
     auto* error = std::get_if<proto::ErrorReply>(&*reply);
     // A random id may be a lease granted here meanwhile: its grant was read before this answer.
-    bool ours = std::find(c.granted().begin(), c.granted().end(), release->lease_id) !=
-                c.granted().end();
+    bool ours =
+        std::find(c.granted().begin(), c.granted().end(), release->lease_id) != c.granted().end();
     if (!ours && (error == nullptr || error->code != Errc::kNotHeld)) {
       c.Finding("release of lease " + std::to_string(release->lease_id) +
                 ", held by another connection, was not refused with not_held");
@@ -667,7 +703,9 @@ std::vector<int> SomeFds(Attacker& a, int own_socket) {
   std::vector<int> fds;
   for (uint64_t n = 1 + a.Below(4); n > 0; --n) {
     switch (a.Below(5)) {
-      case 0: fds.push_back(::open("/dev/null", O_RDONLY | O_CLOEXEC)); break;
+      case 0:
+        fds.push_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        break;
       case 1: {
         int p[2];
         if (::pipe2(p, O_CLOEXEC) == 0) {
@@ -681,8 +719,12 @@ std::vector<int> SomeFds(Attacker& a, int own_socket) {
         if (fd >= 0 && ::ftruncate(fd, 4096) == 0) fds.push_back(fd);
         break;
       }
-      case 3: fds.push_back(::eventfd(0, EFD_CLOEXEC)); break;
-      default: fds.push_back(::dup(own_socket)); break;
+      case 3:
+        fds.push_back(::eventfd(0, EFD_CLOEXEC));
+        break;
+      default:
+        fds.push_back(::dup(own_socket));
+        break;
     }
   }
   std::erase_if(fds, [](int fd) { return fd < 0; });
@@ -817,9 +859,10 @@ void RunOneConnection(const std::string& socket, Attacker& a, Findings& findings
         auto w = std::make_unique<AttackConn>(socket, findings, counters, kHoldAndDie);
         if (!SayHello(*w, a)) continue;
         // The first waits without limit; the second with any timeout, huge ones included.
-        w->Request(proto::Acquire{name, a.Chance(50) ? proto::LeaseMode::kRead : proto::LeaseMode::kWrite,
-                                  0, i == 0 ? proto::kWaitForever : a.Timeout()},
-                   a.next_id++);
+        w->Request(
+            proto::Acquire{name, a.Chance(50) ? proto::LeaseMode::kRead : proto::LeaseMode::kWrite,
+                           0, i == 0 ? proto::kWaitForever : a.Timeout()},
+            a.next_id++);
         waiters.push_back(std::move(w));
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(a.Below(50)));
@@ -842,7 +885,9 @@ void RunOneConnection(const std::string& socket, Attacker& a, Findings& findings
       // A body exactly at the limit (bad contents, framing intact: answered, connection kept),
       // one byte above (too large: answered and closed), or a length the body never reaches.
       Bytes frame = Encode(proto::Stat{"x"}, a.next_id++);
-      uint32_t length = a.Chance(40) ? kMaxMessage : a.Chance(50) ? kMaxMessage + 1 : 1 + a.Below(kMaxMessage);
+      uint32_t length = a.Chance(40)   ? kMaxMessage
+                        : a.Chance(50) ? kMaxMessage + 1
+                                       : 1 + a.Below(kMaxMessage);
       PutU32(frame, 4, length);
       Bytes body = RandomBytes(a.rng, a.Chance(70) ? length : a.Below(length));
       frame.resize(proto::kHeaderSize);
@@ -859,8 +904,13 @@ void RunOneConnection(const std::string& socket, Attacker& a, Findings& findings
 void AttackerLoop(int index, uint64_t seed, const std::string& socket, Clock::time_point deadline,
                   const GoodLeases& good_leases, const std::vector<uint64_t>& good_segments,
                   Findings& findings, Counters& counters) {
-  Attacker a{index, std::mt19937_64(seed + 1 + static_cast<uint64_t>(index)), good_leases,
-             good_segments, {}, {}, 2};
+  Attacker a{index,
+             std::mt19937_64(seed + 1 + static_cast<uint64_t>(index)),
+             good_leases,
+             good_segments,
+             {},
+             {},
+             2};
   while (Clock::now() < deadline) RunOneConnection(socket, a, findings, counters);
 }
 
@@ -896,7 +946,8 @@ GoodResult GoodClientLoop(Client& client, uint64_t seed, Clock::time_point deadl
       {
         Lease w = client.Acquire(name, Mode::kWrite, {.timeout = 10s});
         leases.Publish(w.id());
-        check(w.size() == 4 * n && w.writable() && w.info().id == info.id, "write lease of " + name);
+        check(w.size() == 4 * n && w.writable() && w.info().id == info.id,
+              "write lease of " + name);
         auto words = w.as_writable<uint32_t>();
         for (size_t i = 0; i < words.size(); ++i) words[i] = Pattern(round, i);
         SegmentInfo held = client.Stat(name);
@@ -919,7 +970,8 @@ GoodResult GoodClientLoop(Client& client, uint64_t seed, Clock::time_point deadl
       {
         Lease x = client.Acquire(name, Mode::kWrite, {.exclusive = true, .timeout = 0ms});
         leases.Publish(x.id());
-        check(x.as<uint32_t>()[n - 1] == Pattern(round, n - 1), "contents under an exclusive lease");
+        check(x.as<uint32_t>()[n - 1] == Pattern(round, n - 1),
+              "contents under an exclusive lease");
       }
       SegmentInfo after = client.Stat(name);
       check(after.readers == 0 && after.writers == 0 && after.exclusive == 0,
@@ -991,7 +1043,8 @@ GoodResult GoodClientLoop(Client& client, uint64_t seed, Clock::time_point deadl
     uint32_t list = id++;
     c.Await(list);
     c.Request(proto::List{}, list);
-    if (auto reply = c.Await(list, 10000); auto* ok = reply ? std::get_if<proto::ListOk>(&*reply) : nullptr) {
+    if (auto reply = c.Await(list, 10000);
+        auto* ok = reply ? std::get_if<proto::ListOk>(&*reply) : nullptr) {
       for (const auto& s : ok->segments) {
         if (s.name.rfind("good", 0) == 0) {
           ++breaches;
@@ -1002,7 +1055,8 @@ GoodResult GoodClientLoop(Client& client, uint64_t seed, Clock::time_point deadl
     uint32_t stats = id++;
     c.Await(stats);
     c.Request(proto::Stats{}, stats);
-    if (auto reply = c.Await(stats, 10000); auto* ok = reply ? std::get_if<proto::StatsOk>(&*reply) : nullptr) {
+    if (auto reply = c.Await(stats, 10000);
+        auto* ok = reply ? std::get_if<proto::StatsOk>(&*reply) : nullptr) {
       for (const auto& client : ok->clients) {
         if (client.uid != kForeignUid) {
           ++breaches;
@@ -1012,9 +1066,10 @@ GoodResult GoodClientLoop(Client& client, uint64_t seed, Clock::time_point deadl
     }
   }
   if (findings.count() != 0) std::fprintf(stderr, "%s", findings.Describe().c_str());
-  std::printf("wire fuzz: uid %u sent %u requests at '%s' and the good client's lease: %d not "
-              "refused\n",
-              kForeignUid, id - 2, name.c_str(), breaches);
+  std::printf(
+      "wire fuzz: uid %u sent %u requests at '%s' and the good client's lease: %d not "
+      "refused\n",
+      kForeignUid, id - 2, name.c_str(), breaches);
   std::fflush(stdout);
   ::_exit(std::min<int>(99, breaches + static_cast<int>(findings.count())));
 }
@@ -1044,7 +1099,8 @@ std::string LogTail(const std::string& log) {
   std::istringstream lines(log);
   std::vector<std::string> last;
   for (std::string line; std::getline(lines, line);) {
-    if (line.find("runtime error") != std::string::npos || line.find("Sanitizer") != std::string::npos) {
+    if (line.find("runtime error") != std::string::npos ||
+        line.find("Sanitizer") != std::string::npos) {
       reports += line + "\n";
     }
     last.push_back(line);
@@ -1106,18 +1162,20 @@ TEST(WireFuzz, DaemonSurvivesAndTheGoodClientIsServedRight) {
                 static_cast<unsigned long long>(counters.bytes[c].load()));
     total_messages += counters.messages[c].load();
   }
-  std::printf("wire fuzz: %llu messages sent, %llu replies checked, %llu descriptors passed, "
-              "%llu releases of others' leases refused\n",
-              static_cast<unsigned long long>(total_messages),
-              static_cast<unsigned long long>(counters.replies.load()),
-              static_cast<unsigned long long>(counters.fds_passed.load()),
-              static_cast<unsigned long long>(counters.meddling_releases.load()));
+  std::printf(
+      "wire fuzz: %llu messages sent, %llu replies checked, %llu descriptors passed, "
+      "%llu releases of others' leases refused\n",
+      static_cast<unsigned long long>(total_messages),
+      static_cast<unsigned long long>(counters.replies.load()),
+      static_cast<unsigned long long>(counters.fds_passed.load()),
+      static_cast<unsigned long long>(counters.meddling_releases.load()));
 
   if (foreign > 0) {
     int status = 0;
     ::waitpid(foreign, &status, 0);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        << "foreign-uid attacker: exit status " << status << " (breaches, or 100+ for a setup failure)";
+        << "foreign-uid attacker: exit status " << status
+        << " (breaches, or 100+ for a setup failure)";
   }
 
   EXPECT_EQ(findings.count(), 0u) << findings.Describe();

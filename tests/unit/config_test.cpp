@@ -21,8 +21,8 @@ TEST(ConfigText, AppliesSettings) {
 TEST(ConfigText, RefusalNamesSourceAndLine) {
   Config config;
   std::string error;
-  EXPECT_FALSE(LoadConfigText("max-segments = 1\nno-such-setting = 2\n", "test.toml", {}, config,
-                              error));
+  EXPECT_FALSE(
+      LoadConfigText("max-segments = 1\nno-such-setting = 2\n", "test.toml", {}, config, error));
   EXPECT_EQ(error.rfind("test.toml:2: ", 0), 0u) << error;
 }
 
@@ -40,9 +40,9 @@ TEST(ConfigText, NonAsciiInsideABareKeyIsAParseError) {
 // Found by fuzz_config: toml++ 3.3.0 converted an out-of-range float to an integer before checking
 // it (undefined behaviour). Whole floats in range still count as integers.
 TEST(ConfigText, FloatsOutOfIntegerRangeAreTheWrongType) {
-  for (const char* text : {"max-segments = 6.55e38\n", "max-segments = -1e300\n",
-                           "admins = [0, 1e19]\n", "max-segments = inf\n", "max-segments = nan\n",
-                           "max-segments = 1.5\n"}) {
+  for (const char* text :
+       {"max-segments = 6.55e38\n", "max-segments = -1e300\n", "admins = [0, 1e19]\n",
+        "max-segments = inf\n", "max-segments = nan\n", "max-segments = 1.5\n"}) {
     Config config;
     std::string error;
     EXPECT_FALSE(LoadConfigText(text, "test.toml", {}, config, error)) << text;
