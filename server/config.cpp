@@ -5,7 +5,9 @@
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <optional>
 #include <toml++/toml.h>
 
 #include "shm_backend.hpp"
@@ -86,6 +88,21 @@ const SettingSpec* FindSetting(std::string_view name) {
   return nullptr;
 }
 
+// A TOML integer, or a float holding a whole number in range (4096.0). Not node.value<int64_t>():
+// toml++ 3.3.0 casts a float to int64_t before checking that it fits (undefined behaviour for
+// 1e300; found by fuzz_config).
+std::optional<int64_t> TomlInteger(const toml::node& node) {
+  if (const auto* i = node.as_integer()) return i->get();
+  if (const auto* f = node.as_floating_point()) {
+    double d = f->get();
+    if (std::isfinite(d) && std::trunc(d) == d && d >= -9223372036854775808.0 &&
+        d < 9223372036854775808.0) {
+      return static_cast<int64_t>(d);
+    }
+  }
+  return std::nullopt;
+}
+
 // A TOML value as the text a flag would carry: strings as they are, integers in decimal (octal
 // settings take TOML's 0o660 as that number), arrays of integers comma-separated.
 bool TomlToText(const SettingSpec& spec, const toml::node& node, std::string& text) {
@@ -93,7 +110,7 @@ bool TomlToText(const SettingSpec& spec, const toml::node& node, std::string& te
     text = *s;
     return true;
   }
-  if (auto i = node.value<int64_t>()) {
+  if (auto i = TomlInteger(node)) {
     if (*i < 0) return false;
     if (spec.kind == K::kOctal) {
       char buf[24];
@@ -107,7 +124,7 @@ bool TomlToText(const SettingSpec& spec, const toml::node& node, std::string& te
   if (const toml::array* array = node.as_array(); array && spec.kind == K::kUidList) {
     text.clear();
     for (const toml::node& item : *array) {
-      auto i = item.value<int64_t>();
+      auto i = TomlInteger(item);
       if (!i || *i < 0) return false;
       text += (text.empty() ? "" : ",") + std::to_string(*i);
     }
@@ -220,19 +237,14 @@ void AddFlags(CLI::App& app, Config& config, std::map<std::string, std::string>&
   }
 }
 
-bool LoadConfigFile(const std::string& path, const std::set<std::string>& skip, Config& config,
-                    std::string& error) {
-  toml::table table;
-  try {
-    table = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    // Also a file that cannot be opened: toml++ reports it as a parse error at line 0.
-    error = path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
-    return false;
-  }
+namespace {
+
+// Applies a parsed TOML table; `source` names it in errors (a path, or what the text came from).
+bool ApplyTable(const toml::table& table, const std::string& source,
+                const std::set<std::string>& skip, Config& config, std::string& error) {
   for (const auto& [key, node] : table) {
     int line = static_cast<int>(node.source().begin.line);
-    std::string where = path + ":" + std::to_string(line) + ": ";
+    std::string where = source + ":" + std::to_string(line) + ": ";
     const SettingSpec* spec = FindSetting(key.str());
     if (spec == nullptr) {
       error = where + "unknown setting '" + std::string(key.str()) + "'";
@@ -251,6 +263,33 @@ bool LoadConfigFile(const std::string& path, const std::set<std::string>& skip, 
     }
   }
   return true;
+}
+
+}  // namespace
+
+bool LoadConfigFile(const std::string& path, const std::set<std::string>& skip, Config& config,
+                    std::string& error) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    // Also a file that cannot be opened: toml++ reports it as a parse error at line 0.
+    error = path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
+    return false;
+  }
+  return ApplyTable(table, path, skip, config, error);
+}
+
+bool LoadConfigText(std::string_view text, const std::string& source,
+                    const std::set<std::string>& skip, Config& config, std::string& error) {
+  toml::table table;
+  try {
+    table = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    error = source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
+    return false;
+  }
+  return ApplyTable(table, source, skip, config, error);
 }
 
 bool BuildConfig(const std::string& file, const std::map<std::string, std::string>& flags,
@@ -296,6 +335,11 @@ bool Finalize(Config& config, std::string& error, uint64_t own_bytes) {
   if (config.max_connections == 0 || config.max_segments == 0 ||
       config.max_leases_per_connection == 0) {
     error = "max-connections, max-segments and max-leases-per-connection must be at least 1";
+    return false;
+  }
+  if (config.reclaim_grace_ms > kLongestTimerMs) {
+    error = "reclaim-grace-ms must be at most " + std::to_string(kLongestTimerMs) +
+            " (292 years, what a timer can count)";
     return false;
   }
   if (config.admins.empty()) config.admins = {0, static_cast<uint64_t>(::geteuid())};

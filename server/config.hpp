@@ -7,6 +7,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace CLI {
@@ -39,6 +40,10 @@ struct Config {
 
 // The default config file, read when it exists and no --config is given.
 inline constexpr const char* kDefaultConfigFile = "/etc/shmlease/shmleased.toml";
+
+// The longest time a steady-clock timer holds (its nanoseconds in an int64): about 292 years.
+// A longer reclaim-grace-ms is refused; a longer lease timeout waits without limit.
+inline constexpr int64_t kLongestTimerMs = 9223372036854;
 
 // Fraction of /dev/shm's free space used as the default total byte limit.
 inline constexpr double kTotalBytesFraction = 0.5;
@@ -74,6 +79,10 @@ void AddFlags(CLI::App& app, Config& config, std::map<std::string, std::string>&
 // not applied. False with `error` naming the file, the line and the reason.
 bool LoadConfigFile(const std::string& path, const std::set<std::string>& skip, Config& config,
                     std::string& error);
+// The same for TOML text in memory (the config fuzzer's entry point); `source` stands for the path
+// in errors.
+bool LoadConfigText(std::string_view text, const std::string& source,
+                    const std::set<std::string>& skip, Config& config, std::string& error);
 
 // Builds the configuration from defaults, `file` (if not empty) and `flags` (which win).
 // `own_bytes`: bytes of /dev/shm held by this daemon's segments, counted as free for the default

@@ -165,7 +165,13 @@ void RequestHandler::OnAcquire(const SessionPtr& s, uint32_t id, const proto::Ac
       return;
     case LeaseTable::Outcome::kQueued: {
       Wait wait{s, id, nullptr};
-      if (m.timeout_ms > 0) {
+      // The timer counts in the steady clock's nanoseconds: a timeout it cannot hold (above
+      // about 292 years, such as std::chrono::milliseconds::max()) overflowed into a timer that
+      // fired at once. It is a wait without limit.
+      static_assert(kLongestTimerMs == std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           boost::asio::steady_timer::duration::max())
+                                           .count());
+      if (m.timeout_ms > 0 && m.timeout_ms <= kLongestTimerMs) {
         wait.timer = std::make_unique<boost::asio::steady_timer>(
             io_, std::chrono::milliseconds(m.timeout_ms));
         uint64_t ticket = result.ticket;

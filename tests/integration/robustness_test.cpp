@@ -139,6 +139,27 @@ TEST_F(RobustnessTest, ReleaseOfALeaseNotHeld) {
   ExpectGoodClientServed();
 }
 
+// Found by wire_fuzz_test: a timeout beyond what the daemon's steady clock counts in nanoseconds
+// (about 292 years; here INT64_MAX ms, which is what std::chrono::milliseconds::max() sends)
+// overflowed when the wait's timer was set: undefined behaviour, and in practice a timer that
+// fired at once with kTimeout. It must wait like any long timeout.
+TEST_F(RobustnessTest, AcquireWithAHugeTimeoutWaits) {
+  Lease held = good_->Acquire("good", Mode::kWrite, {.exclusive = true});
+  RawSocket raw(daemon_.socket_path());
+  ASSERT_TRUE(raw.Hello());
+  for (int64_t timeout : {INT64_MAX, INT64_MAX / 1000, int64_t{9223372036855}}) {
+    raw.SendRequest(proto::Acquire{"good", proto::LeaseMode::kRead, 0, timeout}, 2);
+  }
+  EXPECT_FALSE(raw.ReadReply(300).has_value()) << "a wait of 292+ years ended at once";
+  held.Release();
+  for (int i = 0; i < 3; ++i) {
+    auto granted = raw.ReadReply();
+    ASSERT_TRUE(granted.has_value());
+    EXPECT_TRUE(std::holds_alternative<proto::AcquireOk>(*granted));
+  }
+  EXPECT_EQ(good_->Stat("good").readers, 3u);
+}
+
 TEST_F(RobustnessTest, RandomBytesFromManyConnections) {
   std::mt19937 rng(20261122);
   for (int round = 0; round < 200; ++round) {

@@ -1,0 +1,75 @@
+#include "config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace shmlease::server {
+namespace {
+
+TEST(ConfigText, AppliesSettings) {
+  Config config;
+  std::string error;
+  ASSERT_TRUE(LoadConfigText("max-segments = 7\nmax-total-bytes = \"2GiB\"\nsocket-mode = 0o640\n",
+                             "test.toml", {}, config, error))
+      << error;
+  EXPECT_EQ(config.max_segments, 7u);
+  EXPECT_EQ(config.max_total_bytes, 2ull << 30);
+  EXPECT_EQ(config.socket_mode, 0640u);
+}
+
+TEST(ConfigText, RefusalNamesSourceAndLine) {
+  Config config;
+  std::string error;
+  EXPECT_FALSE(
+      LoadConfigText("max-segments = 1\nno-such-setting = 2\n", "test.toml", {}, config, error));
+  EXPECT_EQ(error.rfind("test.toml:2: ", 0), 0u) << error;
+}
+
+// Found by fuzz_config: a non-ASCII letter inside a bare key drives toml++ 3.3.0 to
+// __builtin_unreachable in its whitespace classifier (marzer/tomlplusplus#190, #295) when it is
+// built with UBSan. The daemon must still refuse the file with a parse error.
+TEST(ConfigText, NonAsciiInsideABareKeyIsAParseError) {
+  Config config;
+  std::string error;
+  EXPECT_FALSE(LoadConfigText("log\xD0\x93level = \"debug\"\n", "test.toml", {}, config, error));
+  EXPECT_EQ(error.rfind("test.toml:1: ", 0), 0u) << error;
+  EXPECT_EQ(config.log_level, "info");
+}
+
+// Found by fuzz_config: toml++ 3.3.0 converted an out-of-range float to an integer before checking
+// it (undefined behaviour). Whole floats in range still count as integers.
+TEST(ConfigText, FloatsOutOfIntegerRangeAreTheWrongType) {
+  for (const char* text :
+       {"max-segments = 6.55e38\n", "max-segments = -1e300\n", "admins = [0, 1e19]\n",
+        "max-segments = inf\n", "max-segments = nan\n", "max-segments = 1.5\n"}) {
+    Config config;
+    std::string error;
+    EXPECT_FALSE(LoadConfigText(text, "test.toml", {}, config, error)) << text;
+    EXPECT_NE(error.find("wrong type"), std::string::npos) << text << ": " << error;
+  }
+  Config config;
+  std::string error;
+  ASSERT_TRUE(LoadConfigText("max-segments = 100.0\nadmins = [0.0, 1000]\n", "test.toml", {},
+                             config, error))
+      << error;
+  EXPECT_EQ(config.max_segments, 100u);
+  EXPECT_EQ(config.admins, (std::vector<uint64_t>{0, 1000}));
+}
+
+// A grace period longer than a steady-clock timer can count (292 years) overflowed when the timer
+// was set after a restart, which then fired at once.
+TEST(ConfigText, ReclaimGraceBeyondWhatATimerHoldsIsRefused) {
+  Config config;
+  std::string error;
+  ASSERT_TRUE(LoadConfigText("socket = \"/tmp/x.sock\"\nreclaim-grace-ms = 9223372036854775807\n",
+                             "test.toml", {}, config, error))
+      << error;
+  EXPECT_FALSE(Finalize(config, error));
+  EXPECT_NE(error.find("reclaim-grace-ms"), std::string::npos) << error;
+  config.reclaim_grace_ms = kLongestTimerMs;
+  EXPECT_TRUE(Finalize(config, error)) << error;
+}
+
+}  // namespace
+}  // namespace shmlease::server
