@@ -74,7 +74,7 @@ class Daemon {
   // Held open (/dev/null) so that at the descriptor limit one connection can still be accepted
   // and told why it is refused, instead of hanging in the listen backlog.
   int spare_fd_ = -1;
-  bool out_of_fds_ = false;     // since the last accept that failed with EMFILE/ENFILE
+  bool out_of_fds_ = false;      // since the last accept that failed with EMFILE/ENFILE
   uint64_t refused_no_fds_ = 0;  // connections refused in that episode
   bool listening_ = false;
   bool socket_inherited_ = false;  // socket activation: systemd owns the socket file

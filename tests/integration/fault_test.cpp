@@ -4,8 +4,6 @@
 // environment scales them for by-hand runs:
 //   SHMLEASE_FAULT_CLIENTS (1000)  clients killed      SHMLEASE_FAULT_SEED    the kill schedule
 //   SHMLEASE_FAULT_WAVE (50)       clients at a time   SHMLEASE_FLOOD_CONNECTIONS (1000)
-#include "shmlease/client.hpp"
-
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -31,6 +29,7 @@
 
 #include "daemon_process.hpp"
 #include "errc_of.hpp"
+#include "shmlease/client.hpp"
 
 namespace shmlease {
 namespace {
@@ -65,7 +64,8 @@ template <typename T>
 class SharedArray {
  public:
   explicit SharedArray(size_t count) : count_(count) {
-    void* area = ::mmap(nullptr, Bytes(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void* area =
+        ::mmap(nullptr, Bytes(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (area == MAP_FAILED) throw std::runtime_error("mmap failed");
     items_ = static_cast<T*>(area);
     for (size_t i = 0; i < count; ++i) new (items_ + i) T();
@@ -189,11 +189,12 @@ TEST(Faults, ThousandClientsKilledAtRandomMomentsLeaveNoLeaseAndNoSegment) {
   const size_t clients = EnvOr("SHMLEASE_FAULT_CLIENTS", 1000);
   const size_t wave = std::max<uint64_t>(1, EnvOr("SHMLEASE_FAULT_WAVE", 50));
   const uint64_t seed = EnvOr("SHMLEASE_FAULT_SEED", static_cast<uint64_t>(::time(nullptr)));
-  std::printf("fault: %zu clients, %zu at a time, seed %llu (SHMLEASE_FAULT_SEED=%llu repeats it)\n",
-              clients, wave, static_cast<unsigned long long>(seed),
-              static_cast<unsigned long long>(seed));
+  std::printf(
+      "fault: %zu clients, %zu at a time, seed %llu (SHMLEASE_FAULT_SEED=%llu repeats it)\n",
+      clients, wave, static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
   // Room for every "keep-" segment and the own ones a kill leaves unremoved.
-  DaemonProcess daemon({"--log-level", "info", "--max-segments", std::to_string(3 * clients + 4 * wave + 64)});
+  DaemonProcess daemon(
+      {"--log-level", "info", "--max-segments", std::to_string(3 * clients + 4 * wave + 64)});
   Client checker(daemon.socket_path());
   for (int s = 0; s < kSharedSegments; ++s) checker.Create(SharedName(s), kSharedSize);
 
@@ -245,7 +246,8 @@ TEST(Faults, ThousandClientsKilledAtRandomMomentsLeaveNoLeaseAndNoSegment) {
     }
     for (auto it = running.begin(); it != running.end();) {
       ChildBoard& board = boards[it->index];
-      bool due = board.steps.load(std::memory_order_relaxed) >= it->kill_step || board.failed.load();
+      bool due =
+          board.steps.load(std::memory_order_relaxed) >= it->kill_step || board.failed.load();
       // A child that makes no progress for a minute hangs (a client or daemon bug).
       if (!due && Clock::now() - it->started > 60s) {
         ++stuck;
@@ -327,10 +329,11 @@ TEST(Faults, ThousandClientsKilledAtRandomMomentsLeaveNoLeaseAndNoSegment) {
       "kill: %zu before connecting, %zu connected, %zu holding a lease, %zu between leases\n",
       clients, kill_ms, static_cast<unsigned long long>(iterations), killed_in_phase[kForked],
       killed_in_phase[kConnected], killed_in_phase[kHoldingLease], killed_in_phase[kBetweenLeases]);
-  std::printf("fault: zero leases and one client (the checker) %.1f ms after the last kill; "
-              "%zu segments left (%zu keep-, %zu own created but not confirmed removed) == %zu "
-              "objects in /dev/shm\n",
-              settle_ms, listed.size(), kept, own_left, objects.size());
+  std::printf(
+      "fault: zero leases and one client (the checker) %.1f ms after the last kill; "
+      "%zu segments left (%zu keep-, %zu own created but not confirmed removed) == %zu "
+      "objects in /dev/shm\n",
+      settle_ms, listed.size(), kept, own_left, objects.size());
   EXPECT_EQ(exited_on_their_own, 0u);
   EXPECT_EQ(stuck, 0u);
   EXPECT_EQ(daemon.Stop(), 0) << daemon.log().substr(0, 4000);
@@ -388,8 +391,8 @@ TEST(Faults, DaemonAtItsDescriptorLimitRefusesNewClientsClearlyAndKeepsServing) 
   const size_t connected = extra.size() + 1;
   extra.resize(extra.size() / 2);
   Errc code = Errc::kLimitConnections;
-  ASSERT_TRUE(WaitFor([&] { return (code = CodeOf([&] { Client c(daemon.socket_path()); })) == Errc::kOk; },
-                      10s))
+  ASSERT_TRUE(WaitFor(
+      [&] { return (code = CodeOf([&] { Client c(daemon.socket_path()); })) == Errc::kOk; }, 10s))
       << ErrcName(code);
   Lease w = first.Acquire("seg", Mode::kWrite);
   w.writable_data()[0] = std::byte{7};
@@ -397,7 +400,8 @@ TEST(Faults, DaemonAtItsDescriptorLimitRefusesNewClientsClearlyAndKeepsServing) 
   EXPECT_EQ(r.data()[0], std::byte{7});
   w.Release();
   extra.clear();
-  EXPECT_TRUE(WaitFor([&] { return CodeOf([&] { first.Create("new", 4096); }) == Errc::kOk; }, 10s));
+  EXPECT_TRUE(
+      WaitFor([&] { return CodeOf([&] { first.Create("new", 4096); }) == Errc::kOk; }, 10s));
 
   std::string log = daemon.log();
   size_t episodes = 0;
@@ -407,10 +411,11 @@ TEST(Faults, DaemonAtItsDescriptorLimitRefusesNewClientsClearlyAndKeepsServing) 
   }
   EXPECT_EQ(episodes, 1u) << "logged once per episode, not once per refusal:\n" << log;
   EXPECT_NE(log.find("accepting connections again"), std::string::npos) << log;
-  std::printf("fault: daemon at RLIMIT_NOFILE %llu: %zu clients connected, the next refused "
-              "with limit_connections in %.2f ms each; lease/create failed cleanly; accepting "
-              "again after closes\n",
-              static_cast<unsigned long long>(limit.rlim_cur), connected, refuse_ms);
+  std::printf(
+      "fault: daemon at RLIMIT_NOFILE %llu: %zu clients connected, the next refused "
+      "with limit_connections in %.2f ms each; lease/create failed cleanly; accepting "
+      "again after closes\n",
+      static_cast<unsigned long long>(limit.rlim_cur), connected, refuse_ms);
   first.Remove("seg");
   first.Remove("other");
   first.Remove("new");
@@ -457,7 +462,8 @@ TEST(Faults, ClientAtItsDescriptorLimitGetsAClearErrorNotACrash) {
         say(std::string("again on the same connection: ") + e.what());
       }
       Client fresh(daemon.socket_path());
-      say(std::string("new connection: ") + (fresh.Acquire("a", Mode::kRead).valid() ? "ok" : "FAIL"));
+      say(std::string("new connection: ") +
+          (fresh.Acquire("a", Mode::kRead).valid() ? "ok" : "FAIL"));
     } catch (const std::exception& e) {
       say(std::string("FAIL ") + e.what());
     }
@@ -467,16 +473,18 @@ TEST(Faults, ClientAtItsDescriptorLimitGetsAClearErrorNotACrash) {
   ::close(to_parent[1]);
   std::string report;
   char buf[512];
-  for (ssize_t n; (n = ::read(to_parent[0], buf, sizeof(buf))) > 0;) report.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::read(to_parent[0], buf, sizeof(buf))) > 0;)
+    report.append(buf, static_cast<size_t>(n));
   ::close(to_parent[0]);
   int status = 0;
   ::waitpid(pid, &status, 0);
   std::printf("%s", report.c_str());
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the client crashed: " << status;
   EXPECT_EQ(report.find("FAIL"), std::string::npos) << report;
-  EXPECT_NE(report.find("acquire at the limit: map_failed: cannot receive the descriptor of segment "
-                        "'a': this process has reached its limit of open files"),
-            std::string::npos)
+  EXPECT_NE(
+      report.find("acquire at the limit: map_failed: cannot receive the descriptor of segment "
+                  "'a': this process has reached its limit of open files"),
+      std::string::npos)
       << report;
   EXPECT_NE(report.find("ping ok"), std::string::npos) << report;
   Client c(daemon.socket_path());
@@ -499,7 +507,8 @@ TEST(Faults, ThousandConcurrentConnectionsAreAllServed) {
                 connections);
     connections = fd_limit - 128;
   }
-  DaemonProcess daemon({"--log-level", "info", "--max-connections", std::to_string(connections + 8)});
+  DaemonProcess daemon(
+      {"--log-level", "info", "--max-connections", std::to_string(connections + 8)});
   Client checker(daemon.socket_path());
   checker.Create("flood", 4096);
   {
@@ -532,14 +541,16 @@ TEST(Faults, ThousandConcurrentConnectionsAreAllServed) {
         }
         while (!board[0].go.load()) std::this_thread::sleep_for(1ms);
       } catch (const std::exception& e) {
-        if (board[0].failures++ == 0) std::snprintf(board[0].error, sizeof(board[0].error), "%s", e.what());
+        if (board[0].failures++ == 0)
+          std::snprintf(board[0].error, sizeof(board[0].error), "%s", e.what());
         ::_exit(3);
       }
       ::_exit(0);
     }
     pids.push_back(pid);
   }
-  bool all = WaitFor([&] { return board[0].served.load() == connections || board[0].failures.load() > 0; }, 120s);
+  bool all = WaitFor(
+      [&] { return board[0].served.load() == connections || board[0].failures.load() > 0; }, 120s);
   const double connect_ms = MsSince(t0);
   DaemonStats stats = checker.Stats();
   board[0].go = 1;
@@ -555,9 +566,10 @@ TEST(Faults, ThousandConcurrentConnectionsAreAllServed) {
   EXPECT_TRUE(WaitFor([&] { return checker.Stats().connections == 1; }, 30s));
   EXPECT_EQ(checker.Stats().leases, 0u);
   checker.Remove("flood");
-  std::printf("fault: %zu connections from %zu processes open at once, each pinged and leased "
-              "(%.0f ms to connect them all); daemon served all; back to 1 connection after\n",
-              connections, kProcesses, connect_ms);
+  std::printf(
+      "fault: %zu connections from %zu processes open at once, each pinged and leased "
+      "(%.0f ms to connect them all); daemon served all; back to 1 connection after\n",
+      connections, kProcesses, connect_ms);
   EXPECT_EQ(daemon.Stop(), 0);
 }
 

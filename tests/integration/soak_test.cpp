@@ -6,8 +6,6 @@
 //   SHMLEASE_SOAK_CLIENTS (64)  client threads, one connection each
 //   SHMLEASE_SOAK_CSV           where the samples go (default soak_samples.csv, in the working
 //                               directory: the build directory under CTest)
-#include "shmlease/client.hpp"
-
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -23,6 +21,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "shmlease/client.hpp"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr bool kSanitized = true;
@@ -175,13 +174,14 @@ TEST(Soak, DaemonMemoryAndDescriptorsStayFlatUnderLoopingClients) {
   {
     std::ofstream csv(csv_path);
     csv << "seconds,rss_kib,fds,ops\n";
-    for (const Sample& s : samples) csv << s.t_s << ',' << s.rss_kib << ',' << s.fds << ',' << s.ops << '\n';
+    for (const Sample& s : samples)
+      csv << s.t_s << ',' << s.rss_kib << ',' << s.fds << ',' << s.ops << '\n';
   }
   // Flat: after a warm-up (the first fifth, at least 5 s), the last quarter of the samples peaks
   // no higher than the first quarter did, give or take a small slack.
   size_t warm = std::max<size_t>(5, samples.size() / 5);
-  std::vector<Sample> steady(samples.begin() + static_cast<long>(std::min(warm, samples.size() - 4)),
-                             samples.end());
+  std::vector<Sample> steady(
+      samples.begin() + static_cast<long>(std::min(warm, samples.size() - 4)), samples.end());
   size_t quarter = std::max<size_t>(1, steady.size() / 4);
   auto peak = [](auto from, auto to, auto field) {
     uint64_t m = 0;
@@ -199,15 +199,17 @@ TEST(Soak, DaemonMemoryAndDescriptorsStayFlatUnderLoopingClients) {
   double total_s = samples.back().t_s;
   std::printf("soak: %d clients for %.0f s, %llu requests (%.0f/s), 0 failures\n", clients, total_s,
               static_cast<unsigned long long>(samples.back().ops), samples.back().ops / total_s);
-  std::printf("soak: daemon VmRSS %llu KiB before the clients, steady first quarter peak %llu KiB, "
-              "last quarter peak %llu KiB (slack %llu KiB)\n",
-              static_cast<unsigned long long>(rss_before), static_cast<unsigned long long>(rss_first),
-              static_cast<unsigned long long>(rss_last), static_cast<unsigned long long>(rss_slack));
-  std::printf("soak: daemon fds %zu before, peak %llu during (first quarter %llu, last quarter "
-              "%llu), %zu after the clients left\n",
-              fds_before, static_cast<unsigned long long>(fds_max),
-              static_cast<unsigned long long>(fds_first), static_cast<unsigned long long>(fds_last),
-              fds_after);
+  std::printf(
+      "soak: daemon VmRSS %llu KiB before the clients, steady first quarter peak %llu KiB, "
+      "last quarter peak %llu KiB (slack %llu KiB)\n",
+      static_cast<unsigned long long>(rss_before), static_cast<unsigned long long>(rss_first),
+      static_cast<unsigned long long>(rss_last), static_cast<unsigned long long>(rss_slack));
+  std::printf(
+      "soak: daemon fds %zu before, peak %llu during (first quarter %llu, last quarter "
+      "%llu), %zu after the clients left\n",
+      fds_before, static_cast<unsigned long long>(fds_max),
+      static_cast<unsigned long long>(fds_first), static_cast<unsigned long long>(fds_last),
+      fds_after);
   std::printf("soak: samples in %s\n", std::filesystem::absolute(csv_path).c_str());
   // Between samples a client holds one or no fresh segment (two descriptors): that much wobble.
   EXPECT_LE(fds_last, fds_first + static_cast<uint64_t>(clients) * 2) << "descriptors grow";
