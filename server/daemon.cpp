@@ -1,10 +1,13 @@
 #include "daemon.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -56,6 +59,7 @@ Daemon::Daemon(Config config, ConfigSource source)
       reclaim_grace_(io_) {}
 
 Daemon::~Daemon() {
+  if (spare_fd_ >= 0) ::close(spare_fd_);
   if (listening_ && !socket_inherited_) ::unlink(config_.socket.c_str());
   // With a state directory the segments outlive this process, however it ends.
   if (state_.is_open()) registry_.Preserve();
@@ -209,6 +213,7 @@ int Daemon::Run() {
   }
   spdlog::info("{}", DescribeHugePageSupport(ProbeHugePages(), config_.huge_dir,
                                              config_.huge_threshold));
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   Accept();
   spdlog::info(
       "shmleased {} ready: listening on {} (shm prefix {}, limits: {} segments, {} total, {} per "
@@ -340,14 +345,25 @@ void Daemon::Accept() {
 
 void Daemon::OnAccept(const boost::system::error_code& ec, stream::socket socket) {
   if (stopping_ || ec == asio::error::operation_aborted) return;
+  if (ec == asio::error::no_descriptors ||
+      ec == boost::system::errc::too_many_files_open_in_system) {
+    RefuseWhileOutOfDescriptors();
+    return;
+  }
   if (ec) {
-    // Out of descriptors: pause instead of spinning on a listening socket that stays readable.
+    // Pause instead of spinning on a listening socket that stays readable.
     spdlog::warn("accept failed: {}; retrying in 100 ms", ec.message());
     accept_retry_.expires_after(std::chrono::milliseconds(100));
     accept_retry_.async_wait([this](const boost::system::error_code& wait_ec) {
       if (!wait_ec) Accept();
     });
     return;
+  }
+  if (out_of_fds_) {
+    spdlog::info("accepting connections again ({} refused while out of file descriptors)",
+                 refused_no_fds_);
+    out_of_fds_ = false;
+    refused_no_fds_ = 0;
   }
   if (sessions_.size() >= config_.max_connections) {
     std::vector<std::byte> bytes;
@@ -389,6 +405,49 @@ void Daemon::OnAccept(const boost::system::error_code& ec, stream::socket socket
   sessions_.Add(session);
   session->Start();
   Accept();
+}
+
+void Daemon::RefuseWhileOutOfDescriptors() {
+  if (!out_of_fds_) {
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    spdlog::error("out of file descriptors (limit {}): refusing new connections until some close; "
+                  "the {} connected clients are still served",
+                  static_cast<uint64_t>(limit.rlim_cur), sessions_.size());
+    out_of_fds_ = true;
+  }
+  std::vector<std::byte> bytes;
+  proto::EncodeReply(proto::ErrorReply{Errc::kLimitConnections,
+                                       "shmleased is out of file descriptors (its RLIMIT_NOFILE); "
+                                       "connection refused, try again later"},
+                     0, 0, bytes);
+  // One connection per freed spare, as long as connections wait: each is told, then closed.
+  bool drained = false;
+  while (spare_fd_ >= 0) {
+    pollfd waiting{acceptor_.native_handle(), POLLIN, 0};
+    if (::poll(&waiting, 1, 0) != 1) {
+      drained = true;
+      break;
+    }
+    ::close(spare_fd_);
+    int fd = ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) {
+      [[maybe_unused]] ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      ::close(fd);
+      ++refused_no_fds_;
+    }
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;
+  }
+  if (drained) {
+    Accept();  // waits without spinning until the next connection arrives
+    return;
+  }
+  // No spare to refuse with, or accept failed even with it: look again shortly, never spin.
+  accept_retry_.expires_after(std::chrono::milliseconds(100));
+  accept_retry_.async_wait([this](const boost::system::error_code& wait_ec) {
+    if (!wait_ec) Accept();
+  });
 }
 
 }  // namespace shmlease::server

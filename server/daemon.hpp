@@ -52,6 +52,9 @@ class Daemon {
   bool SaveState(std::string* error = nullptr);
   void OnAccept(const boost::system::error_code& ec,
                 boost::asio::local::stream_protocol::socket socket);
+  // accept() failed for want of descriptors: refuses the waiting connections one by one with an
+  // Error reply (through the spare descriptor), then accepts again; never spins.
+  void RefuseWhileOutOfDescriptors();
 
   Config config_;
   ConfigSource source_;
@@ -68,6 +71,11 @@ class Daemon {
   uint64_t boot_ = 0;
   boost::asio::steady_timer reclaim_grace_;
   uint64_t next_conn_id_ = 1;
+  // Held open (/dev/null) so that at the descriptor limit one connection can still be accepted
+  // and told why it is refused, instead of hanging in the listen backlog.
+  int spare_fd_ = -1;
+  bool out_of_fds_ = false;      // since the last accept that failed with EMFILE/ENFILE
+  uint64_t refused_no_fds_ = 0;  // connections refused in that episode
   bool listening_ = false;
   bool socket_inherited_ = false;  // socket activation: systemd owns the socket file
   bool stopping_ = false;

@@ -189,14 +189,22 @@ void RequestHandler::OnAcquire(const SessionPtr& s, uint32_t id, const proto::Ac
 void RequestHandler::SendGrant(Session& session, uint32_t request_id, const LeaseRecord& lease) {
   Segment* segment = registry_.FindById(lease.segment_id);
   bool writable = lease.mode == proto::LeaseMode::kWrite;
-  int fd = -1;
-  if (!session.HasFd(segment->id, writable)) {
-    fd = writable ? segment->shm->rw_fd() : segment->shm->ro_fd();
-    session.MarkFdSent(segment->id, writable);
-  }
+  const bool pass_fd = !session.HasFd(segment->id, writable);
+  int fd = pass_fd ? (writable ? segment->shm->rw_fd() : segment->shm->ro_fd()) : -1;
   proto::AcquireOk ok{lease.lease_id, lease.mode, static_cast<uint8_t>(lease.exclusive),
                       Info(*segment)};
-  session.Send(ok, request_id, fd);
+  if (!session.Send(ok, request_id, fd)) {
+    // Out of descriptors: the client got an error instead of the grant and never learns the
+    // lease id, so the lease is undone here rather than held until the connection closes.
+    spdlog::warn("client {}: lease {} on '{}' undone: its descriptor could not be passed",
+                 session.id(), lease.lease_id, segment->name);
+    if (auto released = table_.Release(lease.lease_id, lease.conn_id)) {
+      PromoteWaiters(released->segment_id);
+      FreeIfUnused(released->segment_id);
+    }
+    return;
+  }
+  if (pass_fd) session.MarkFdSent(segment->id, writable);
 }
 
 void RequestHandler::OnWaitExpired(uint64_t ticket) {

@@ -97,17 +97,23 @@ bool Session::ProcessInput() {
   return !close_after_flush_;
 }
 
-void Session::Send(const proto::Reply& reply, uint32_t request_id, int fd_to_pass) {
-  if (closed_) return;
+bool Session::Send(const proto::Reply& reply, uint32_t request_id, int fd_to_pass) {
+  if (closed_) return true;
   Outgoing o;
   uint16_t flags = 0;
+  bool delivered = true;
   if (fd_to_pass >= 0) {
     o.fd = ::dup(fd_to_pass);
     if (o.fd < 0) {
+      int err = errno;
       spdlog::error("client {}: cannot duplicate a descriptor to pass: {}", conn_id_,
-                    std::strerror(errno));
-      proto::EncodeReply(proto::ErrorReply{Errc::kInternal, "daemon is out of descriptors"},
+                    std::strerror(err));
+      proto::EncodeReply(proto::ErrorReply{Errc::kInternal,
+                                           std::string("shmleased cannot pass the segment's "
+                                                       "descriptor: ") +
+                                               std::strerror(err) + "; try again later"},
                          request_id, 0, o.bytes);
+      delivered = false;
     } else {
       flags = proto::kFlagFd;
     }
@@ -119,9 +125,10 @@ void Session::Send(const proto::Reply& reply, uint32_t request_id, int fd_to_pas
     spdlog::warn("client {} (pid {}) is not reading its replies ({} bytes queued); disconnecting",
                  conn_id_, peer_.pid, pending_bytes_);
     Close();
-    return;
+    return delivered;
   }
   Flush();
+  return delivered;
 }
 
 void Session::FailAndClose(Errc code, const std::string& message, uint32_t request_id) {

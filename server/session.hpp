@@ -47,8 +47,11 @@ class Session : public std::enable_shared_from_this<Session> {
   Session& operator=(const Session&) = delete;
 
   void Start();
-  // Queues a reply; `fd_to_pass` (if >= 0) is duplicated now and passed with it.
-  void Send(const proto::Reply& reply, uint32_t request_id, int fd_to_pass = -1);
+  // Queues a reply; `fd_to_pass` (if >= 0) is duplicated now and passed with it. False when the
+  // descriptor could not be duplicated (the daemon is out of descriptors): an Error reply
+  // (kInternal, saying so) was queued instead of `reply`, and the caller must undo what `reply`
+  // announced.
+  bool Send(const proto::Reply& reply, uint32_t request_id, int fd_to_pass = -1);
   // Sends an error reply, then closes once it is written (or at once if writing is stuck).
   void FailAndClose(Errc code, const std::string& message, uint32_t request_id);
   // Closes now: the handler releases everything this connection held.

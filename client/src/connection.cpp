@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -396,6 +397,8 @@ void Connection::Reconnect(uint64_t attempts_seen) {
     fd_ = fd;
     for (int passed : fds_) ::close(passed);
     fds_.clear();
+    fds_dropped_ = 0;
+    dropped_keys_.clear();
     filled_ = 0;
     in_.assign(greeting.leftover.begin(), greeting.leftover.end());
     filled_ = in_.size();
@@ -568,6 +571,8 @@ bool Connection::ReadAndDispatch(std::unique_lock<std::mutex>& lock) {
   } while (n < 0 && errno == EINTR);
   lock.lock();
   if (n > 0) {
+    // The kernel drops a passed descriptor it cannot install (EMFILE) and says so only here.
+    if ((msg.msg_flags & MSG_CTRUNC) != 0) ++fds_dropped_;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
       size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -620,7 +625,17 @@ void Connection::Dispatch(const proto::Header& header, proto::Reply&& reply) {
     bool writable = ok->mode == proto::LeaseMode::kWrite;
     auto key = std::make_pair(ok->info.id, writable);
     if ((header.flags & proto::kFlagFd) != 0) {
-      if (fds_.empty()) {
+      if (fds_.empty() && fds_dropped_ > 0) {
+        --fds_dropped_;
+        dropped_keys_.insert(key);
+        rlimit limit{};
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+        response->map_error = Errc::kMapFailed;
+        response->map_message = "cannot receive the descriptor of segment '" + ok->info.name +
+                                "': this process has reached its limit of open files "
+                                "(RLIMIT_NOFILE " + std::to_string(limit.rlim_cur) +
+                                "); close some or raise the limit (ulimit -n)";
+      } else if (fds_.empty()) {
         response->map_error = Errc::kMapFailed;
         response->map_message = "shmleased announced a descriptor that did not arrive";
       } else {
@@ -647,6 +662,11 @@ void Connection::Dispatch(const proto::Header& header, proto::Reply&& reply) {
       auto it = mappings_.find(key);
       if (it != mappings_.end()) {
         response->mapping = it->second;
+      } else if (dropped_keys_.count(key) != 0) {
+        response->map_error = Errc::kMapFailed;
+        response->map_message = "the descriptor of segment '" + ok->info.name +
+                                "' was dropped earlier on this connection (open-file limit) and "
+                                "shmleased passes it only once per connection: connect anew";
       } else {
         response->map_error = Errc::kMapFailed;
         response->map_message = "no mapping of segment '" + ok->info.name + "' in this process";

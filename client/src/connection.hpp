@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -174,6 +175,12 @@ class Connection {
   std::vector<std::byte> in_;
   size_t filled_ = 0;
   std::deque<int> fds_;  // received, not yet claimed by an AcquireOk
+  // Descriptors the kernel dropped on receipt (MSG_CTRUNC: this process was at its open-file
+  // limit); the AcquireOk that announced each one fails with a message that says so.
+  size_t fds_dropped_ = 0;
+  // (segment id, writable) whose descriptor was dropped: the daemon counts it as passed and will
+  // not pass it again on this connection.
+  std::set<std::pair<uint64_t, bool>> dropped_keys_;
   std::unordered_map<uint32_t, std::unique_ptr<Response>> replies_;  // by request id
   std::unordered_map<uint32_t, bool> waiting_;  // request ids whose callers wait
   // Mappings by (segment id, writable), reused by later leases until the daemon frees the segment.
