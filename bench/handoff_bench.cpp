@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "fd_io.hpp"
 #include "shmlease/channel.hpp"
 
 namespace {
@@ -196,27 +197,8 @@ Samples ChannelHandoff(const std::string& socket, int n, size_t size,
   return r;
 }
 
-bool WriteAll(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool ReadAll(int fd, char* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
+using shmlease::bench::ReadAll;
+using shmlease::bench::WriteAll;
 
 // The frame's bytes through a SOCK_STREAM socketpair (default buffer sizes), blocking reads into a
 // buffer that is already faulted in.

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "fd_io.hpp"
 #include "shmlease/client.hpp"
 #include "shmlease/codec.hpp"
 #include "shmlease/protocol.hpp"
@@ -72,27 +73,8 @@ WireSizes MeasureWireSizes(const SegmentInfo& info) {
   return sizes;
 }
 
-bool WriteAll(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool ReadAll(int fd, char* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
+using shmlease::bench::ReadAll;
+using shmlease::bench::WriteAll;
 
 // The echo server's loop (in the forked child): level-triggered epoll, non-blocking sockets; each
 // connection alternates between collecting a request (then replying) and collecting a one-way

@@ -91,16 +91,6 @@ class SharedArray {
   T* items_;
 };
 
-size_t OpenDescriptors(pid_t pid) {
-  std::error_code ec;
-  size_t count = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++count;
-  }
-  return count;
-}
-
 // Raises this process's soft descriptor limit to its hard limit (children and a daemon started
 // afterwards inherit it); returns the new soft limit.
 uint64_t RaiseDescriptorLimit() {
@@ -378,7 +368,7 @@ TEST(Faults, DaemonAtItsDescriptorLimitRefusesNewClientsClearlyAndKeepsServing) 
   first.Create("seg", 4096);
   first.Create("other", 4096);
   // Room for a few more descriptors than the daemon holds now (the spare one included).
-  size_t base = OpenDescriptors(daemon.pid());
+  size_t base = daemon.OpenDescriptors();
   rlimit limit{base + 6, base + 6};
   ASSERT_EQ(::prlimit(daemon.pid(), RLIMIT_NOFILE, &limit, nullptr), 0) << std::strerror(errno);
 

@@ -51,16 +51,6 @@ uint64_t RssKiB(pid_t pid) {
   return 0;
 }
 
-size_t OpenDescriptors(pid_t pid) {
-  std::error_code ec;
-  size_t count = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++count;
-  }
-  return count;
-}
-
 struct Sample {
   double t_s;
   uint64_t rss_kib;
@@ -127,7 +117,7 @@ TEST(Soak, DaemonMemoryAndDescriptorsStayFlatUnderLoopingClients) {
   DaemonProcess daemon({"--log-level", "info"});
   Client checker(daemon.socket_path());
   for (int s = 0; s < kShared; ++s) checker.Create("shared-" + std::to_string(s), 16 << 10);
-  const size_t fds_before = OpenDescriptors(daemon.pid());
+  const size_t fds_before = daemon.OpenDescriptors();
   const uint64_t rss_before = RssKiB(daemon.pid());
 
   std::atomic<bool> stop{false};
@@ -145,7 +135,7 @@ TEST(Soak, DaemonMemoryAndDescriptorsStayFlatUnderLoopingClients) {
   for (uint64_t second = 1; second <= seconds && failures.load() == 0; ++second) {
     std::this_thread::sleep_until(t0 + std::chrono::seconds(second));
     double t = std::chrono::duration<double>(Clock::now() - t0).count();
-    samples.push_back({t, RssKiB(daemon.pid()), OpenDescriptors(daemon.pid()), ops.load()});
+    samples.push_back({t, RssKiB(daemon.pid()), daemon.OpenDescriptors(), ops.load()});
     // An hours-long run logs gigabytes of creates and removes: keep the file small (the daemon
     // appends, so it writes on at the new end).
     std::error_code ec;
@@ -163,7 +153,7 @@ TEST(Soak, DaemonMemoryAndDescriptorsStayFlatUnderLoopingClients) {
   // Once the clients are gone, the daemon holds the descriptors it held before them.
   size_t fds_after = 0;
   auto deadline = Clock::now() + 10s;
-  while ((fds_after = OpenDescriptors(daemon.pid())) != fds_before && Clock::now() < deadline) {
+  while ((fds_after = daemon.OpenDescriptors()) != fds_before && Clock::now() < deadline) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(fds_after, fds_before) << "descriptors leaked";

@@ -191,6 +191,16 @@ int DaemonProcess::Stop(std::chrono::milliseconds grace) {
   return status_;
 }
 
+size_t DaemonProcess::OpenDescriptors() const {
+  std::error_code ec;
+  size_t count = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++count;
+  }
+  return count;
+}
+
 std::vector<std::string> DaemonProcess::ShmObjects() const {
   std::vector<std::string> names;
   DIR* dir = ::opendir("/dev/shm");

@@ -36,6 +36,8 @@ class DaemonProcess {
   // waits until it accepts connections. The log file is appended to. Throws like the constructor.
   void Start();
   bool running() const { return pid_ > 0; }
+  // How many descriptors the running daemon has open (/proc/<pid>/fd).
+  size_t OpenDescriptors() const;
   // Names in /dev/shm that start with this daemon's prefix.
   std::vector<std::string> ShmObjects() const;
 
