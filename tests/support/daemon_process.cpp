@@ -166,6 +166,7 @@ int DaemonProcess::Kill(int signo) {
 
 int DaemonProcess::Stop(std::chrono::milliseconds grace) {
   if (pid_ <= 0) return status_;
+  const size_t logged_before = log().size();
   ::kill(pid_, SIGTERM);
   const auto start = std::chrono::steady_clock::now();
   auto deadline = start + grace;
@@ -176,8 +177,10 @@ int DaemonProcess::Stop(std::chrono::milliseconds grace) {
     const auto now = std::chrono::steady_clock::now();
     if (now > resend) {
       // Under TSan a SIGTERM can stay pending in the runtime until the next one arrives
-      // (HugePagesTest.StartupLine..., about 1 run in 20): ask again each second.
-      ::kill(pid_, SIGTERM);
+      // (HugePagesTest.StartupLine..., about 1 run in 20): ask again each second, but only while
+      // the daemon has not said it is shutting down, since once it has, its handler may be gone
+      // and a second SIGTERM would kill it.
+      if (log().find("shutting down", logged_before) == std::string::npos) ::kill(pid_, SIGTERM);
       resend = now + std::chrono::seconds(1);
     }
     if (now > deadline) {
