@@ -25,10 +25,13 @@
 #include "shmlease/client.hpp"
 #include "shmlease/codec.hpp"
 #include "shmlease/protocol.hpp"
+#include "wire_sizes.hpp"
 
 namespace shmlease {
 namespace {
 
+using bench::MeasureWireSizes;
+using bench::WireSizes;
 using testing::DaemonProcess;
 
 constexpr char kSegmentName[] = "bench-frames";
@@ -76,29 +79,6 @@ bool ReadAll(int fd, std::byte* data, size_t n) {
     n -= static_cast<size_t>(r);
   }
   return true;
-}
-
-// The encoded sizes of an acquire request and its reply for the benchmark's segment, measured
-// with the codec the client and daemon use.
-struct WireSizes {
-  size_t acquire_request = 0;
-  size_t acquire_reply = 0;
-  size_t release_request = 0;
-};
-
-WireSizes MeasureWireSizes(const SegmentInfo& info) {
-  WireSizes sizes;
-  std::vector<std::byte> frame;
-  proto::EncodeRequest(proto::Acquire{info.name, proto::LeaseMode::kRead, 0, proto::kWaitForever},
-                       1, 0, frame);
-  sizes.acquire_request = frame.size();
-  frame.clear();
-  proto::EncodeReply(proto::AcquireOk{1, proto::LeaseMode::kRead, 0, info}, 1, 0, frame);
-  sizes.acquire_reply = frame.size();
-  frame.clear();
-  proto::EncodeRequest(proto::Release{1}, 2, proto::kFlagNoReply, frame);
-  sizes.release_request = frame.size();
-  return sizes;
 }
 
 // A forked process on the other end of a socketpair that answers every `request`-byte message

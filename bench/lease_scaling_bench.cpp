@@ -42,39 +42,19 @@
 #include "shmlease/client.hpp"
 #include "shmlease/codec.hpp"
 #include "shmlease/protocol.hpp"
+#include "wire_sizes.hpp"
 
 namespace shmlease {
 namespace {
 
+using bench::MeasureWireSizes;
+using bench::ReadAll;
+using bench::WireSizes;
+using bench::WriteAll;
 using Clock = std::chrono::steady_clock;
 constexpr char kSegmentName[] = "bench-scaling";
 // The same segment as lease_bench's: a format and shape make the reply as large as a typical one.
 const CreateOptions kSegmentOptions{.size = 0, .format = "f", .shape = {512, 512}};
-
-struct WireSizes {
-  size_t request = 0;  // acquire request
-  size_t reply = 0;    // acquire reply
-  size_t oneway = 0;   // release (no reply)
-};
-
-// Measured with the codec the client and the daemon use.
-WireSizes MeasureWireSizes(const SegmentInfo& info) {
-  WireSizes sizes;
-  std::vector<std::byte> frame;
-  proto::EncodeRequest(proto::Acquire{info.name, proto::LeaseMode::kRead, 0, proto::kWaitForever},
-                       1, 0, frame);
-  sizes.request = frame.size();
-  frame.clear();
-  proto::EncodeReply(proto::AcquireOk{1, proto::LeaseMode::kRead, 0, info}, 1, 0, frame);
-  sizes.reply = frame.size();
-  frame.clear();
-  proto::EncodeRequest(proto::Release{1}, 2, proto::kFlagNoReply, frame);
-  sizes.oneway = frame.size();
-  return sizes;
-}
-
-using shmlease::bench::ReadAll;
-using shmlease::bench::WriteAll;
 
 // The echo server's loop (in the forked child): level-triggered epoll, non-blocking sockets; each
 // connection alternates between collecting a request (then replying) and collecting a one-way
@@ -90,7 +70,7 @@ using shmlease::bench::WriteAll;
     bool oneway = false;  // collecting the one-way message
   };
   std::unordered_map<int, Conn> conns;
-  std::vector<char> reply(sizes.reply, 0x5A), buffer(64 * 1024);
+  std::vector<char> reply(sizes.acquire_reply, 0x5A), buffer(64 * 1024);
   std::vector<epoll_event> events(256);
   for (;;) {
     int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), -1);
@@ -119,7 +99,7 @@ using shmlease::bench::WriteAll;
       Conn& conn = conns[fd];
       size_t left = static_cast<size_t>(got);
       while (left > 0) {
-        const size_t want = conn.oneway ? sizes.oneway : sizes.request;
+        const size_t want = conn.oneway ? sizes.release_request : sizes.acquire_request;
         const size_t take = std::min(left, want - conn.have);
         conn.have += take;
         left -= take;
@@ -129,7 +109,7 @@ using shmlease::bench::WriteAll;
           conn.oneway = false;
         } else {
           if (!WriteAll(fd, reply.data(), reply.size())) break;  // the peer went away
-          conn.oneway = sizes.oneway > 0;
+          conn.oneway = sizes.release_request > 0;
         }
       }
     }
@@ -237,9 +217,9 @@ double LeaseOps(const std::string& socket, int n, double seconds) {
 
 double EchoOps(const EchoServer& server, WireSizes sizes, int n, double seconds) {
   std::vector<int> fds(static_cast<size_t>(n), -1);
-  std::vector<char> request(sizes.request, 0x11), oneway(sizes.oneway, 0x22);
+  std::vector<char> request(sizes.acquire_request, 0x11), oneway(sizes.release_request, 0x22);
   // The replies' bytes are never looked at; one buffer per thread all the same.
-  std::vector<std::vector<char>> replies(static_cast<size_t>(n), std::vector<char>(sizes.reply));
+  std::vector<std::vector<char>> replies(static_cast<size_t>(n), std::vector<char>(sizes.acquire_reply));
   double ops = RunThreads(
       n, seconds, [&](int t) { fds[static_cast<size_t>(t)] = server.Connect(); },
       [&](int t) {
@@ -328,9 +308,9 @@ int main(int argc, char** argv) {
     nlohmann::json out = {{"program", "lease_scaling_bench"},
                           {"seconds_per_run", seconds},
                           {"repeats", repeats},
-                          {"request_bytes", sizes.request},
-                          {"reply_bytes", sizes.reply},
-                          {"oneway_bytes", sizes.oneway},
+                          {"request_bytes", sizes.acquire_request},
+                          {"reply_bytes", sizes.acquire_reply},
+                          {"oneway_bytes", sizes.release_request},
                           {"rows", rows}};
     std::printf("%s\n", out.dump(1).c_str());
   } catch (const std::exception& e) {
