@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUN_LANGS = ("python", "sh", "cpp")
 TEXT_LANGS = ("", "text", "json", "ini", "toml", "cmake")
 DIRECTIVE = re.compile(r"^\s*<!--\s*example:\s*(.*?)\s*-->\s*$")
-FENCE = re.compile(r"^(\s{0,3})(`{3,}|~{3,})\s*([^\s`]*)[^`]*$")
+FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([^\s`]*)[^`]*$")
 TIMEOUT_S = 180
 
 
@@ -116,7 +116,7 @@ def parse_blocks(source: str, path: str) -> list[Block]:
         d = DIRECTIVE.match(prev)
         start, body = i, []
         i += 1
-        close = re.compile(r"^\s{0,3}" + re.escape(fence[0]) + "{" + str(len(fence)) + r",}\s*$")
+        close = re.compile(r"^\s*" + re.escape(fence[0]) + "{" + str(len(fence)) + r",}\s*$")
         while i < len(lines) and not close.match(lines[i]):
             line = lines[i]
             body.append(line[min(indent, len(line) - len(line.lstrip(" "))):])
@@ -127,8 +127,20 @@ def parse_blocks(source: str, path: str) -> list[Block]:
     return blocks
 
 
-def classify(blocks: list[Block], path: str) -> Doc:
-    doc = Doc(path)
+def stray_directives(source: str, path: str) -> list[str]:
+    """Directives that no block follows (they would silently apply to nothing)."""
+    lines = source.split("\n")
+    errors = []
+    for i, line in enumerate(lines):
+        if DIRECTIVE.match(line):
+            following = next((l for l in lines[i + 1:] if l.strip()), "")
+            if not FENCE.match(following):
+                errors.append(f"{path}:{i + 1}: a directive must come right before a block")
+    return errors
+
+
+def classify(blocks: list[Block], path: str, source: str = "") -> Doc:
+    doc = Doc(path, errors=stray_directives(source, path))
     last: Example | None = None  # the example an `output` or `continues` block refers to
     for b in blocks:
         if b.directive == "output":
@@ -171,8 +183,11 @@ def classify(blocks: list[Block], path: str) -> Doc:
 
 
 def load_docs() -> list[Doc]:
-    return [classify(parse_blocks(p.read_text(), str(p.relative_to(REPO))), str(p.relative_to(REPO)))
-            for p in doc_files()]
+    docs = []
+    for p in doc_files():
+        source, path = p.read_text(), str(p.relative_to(REPO))
+        docs.append(classify(parse_blocks(source, path), path, source))
+    return docs
 
 
 def output_matches(expected: str, actual: str) -> bool:
@@ -386,7 +401,7 @@ sudo reboot
 
 
 def test_parser_applies_each_directive():
-    doc = classify(parse_blocks(SAMPLE, "S.md"), "S.md")
+    doc = classify(parse_blocks(SAMPLE, "S.md"), "S.md", SAMPLE)
     assert doc.errors == []
     assert [ex.where for ex in doc.examples] == ["S.md:3", "S.md:24"]
     first = doc.examples[0]
@@ -408,9 +423,10 @@ def test_parser_applies_each_directive():
     ("```sh\nx\n```\n<!-- example: output -->\n```\n1\n```\n<!-- example: output -->\n```\n2\n```\n",
      "must follow an example that has none"),
     ("<!-- example: skip -->\n```sh\nx\n```\n", "unknown directive"),
+    ("<!-- example: not run: a reason -->\nSome text.\n\n```sh\nx\n```\n", "right before a block"),
 ])
 def test_parser_refuses_what_breaks_the_rules(source, error):
-    doc = classify(parse_blocks(source, "S.md"), "S.md")
+    doc = classify(parse_blocks(source, "S.md"), "S.md", source)
     assert len(doc.errors) == 1 and error in doc.errors[0], doc.errors
 
 
