@@ -61,17 +61,36 @@ class AccessTest : public ::testing::Test {
     if (::geteuid() != 0) GTEST_SKIP() << "switching to a second uid needs root";
     // nobody must reach the socket: its directory is private to the test by default.
     ASSERT_EQ(::chmod(daemon_.dir().c_str(), 0755), 0);
+    // nobody runs its own copy of the CLI, in a directory only it may enter: the build tree can be
+    // out of its reach (a clone under a mode-0700 home directory).
+    std::string tmpl = std::filesystem::temp_directory_path().string() + "/shmlease-nobody-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);  // mode 0700
+    stage_ = tmpl;
+    cli_ = stage_ + "/shmlease";
+    std::filesystem::copy_file(DaemonProcess::CliBinary(), cli_);
+    ASSERT_EQ(::chmod(cli_.c_str(), 0755), 0);
+    ASSERT_EQ(::chown(cli_.c_str(), 65534, 65534), 0);
+    ASSERT_EQ(::chown(stage_.c_str(), 65534, 65534), 0);
+    Result r = RunShell("setpriv --reuid=65534 --regid=65534 --clear-groups test -x " + cli_ +
+                        " -a -w " + daemon_.socket_path());
+    ASSERT_EQ(r.status, 0) << "nobody cannot run " << cli_ << " or cannot write "
+                           << daemon_.socket_path() << ": " << r.output;
   }
   void TearDown() override {
     if (::geteuid() != 0) return;
     daemon_.Stop();
     EXPECT_TRUE(daemon_.ShmObjects().empty());
+    std::error_code ec;
+    if (!stage_.empty()) std::filesystem::remove_all(stage_, ec);
   }
   Result AsNobody(const std::string& args, const std::string& groups = "") {
     std::string who = groups.empty() ? "--clear-groups" : "--groups " + groups;
-    return RunShell("setpriv --reuid=65534 --regid=65534 " + who + " " + DaemonProcess::CliBinary() +
-               " --socket " + daemon_.socket_path() + " " + args);
+    return RunShell("setpriv --reuid=65534 --regid=65534 " + who + " " + cli_ + " --socket " +
+                    daemon_.socket_path() + " " + args);
   }
+
+  std::string stage_;  // nobody's copy of the CLI lives here
+  std::string cli_;
 
   DaemonProcess daemon_{{"--socket-mode", "0666"}};
 };

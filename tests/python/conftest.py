@@ -3,10 +3,16 @@
 CTest passes the daemon binary in $SHMLEASE_DAEMON and puts the built package on PYTHONPATH.
 Every daemon gets its own socket in a fresh temporary directory and its own shm prefix starting
 with "shmlease-test-", and after it stops the fixture checks that it left nothing in /dev/shm.
+
+A test that runs a child as another uid (nobody) cannot let it read the checkout or the build tree:
+a clone may sit in a directory other users cannot enter (a mode-0700 home). Such a test starts its
+daemon with `own_daemon(..., other_uid=NOBODY)` (a socket directory that uid can reach) and gives
+the child what it needs through `stage_for_uid`: a private copy, owned by that uid, removed after.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -17,6 +23,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +33,15 @@ import shmlease
 SHM_DIR = Path("/dev/shm")
 _daemon_counter = itertools.count()
 _name_counter = itertools.count()
+NOBODY = 65534  # uid and gid of the user tests switch to
+
+
+def reachable_tmp() -> str:
+    """A temporary directory every user can pass through: $TMPDIR's if so, else /tmp."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    if all(p.stat().st_mode & 0o001 for p in (tmp, *tmp.parents)):
+        return str(tmp)
+    return "/tmp"
 
 
 def daemon_binary() -> str:
@@ -49,9 +65,14 @@ def _die_with_parent() -> None:
 class Daemon:
     """One shmleased process on a private socket and shm prefix."""
 
-    def __init__(self, *extra_args: str) -> None:
+    def __init__(self, *extra_args: str, other_uid: int | None = None) -> None:
+        """other_uid: a uid that must reach the socket (its directory then is 0755, under a
+        directory every user can pass through); the socket's own mode is the daemon's business."""
         n = next(_daemon_counter)
-        self.dir = tempfile.mkdtemp(prefix="shmlease-py-")
+        self.dir = tempfile.mkdtemp(prefix="shmlease-py-",
+                                    dir=reachable_tmp() if other_uid is not None else None)
+        if other_uid is not None:
+            os.chmod(self.dir, 0o755)
         self.socket = os.path.join(self.dir, "d.sock")
         self.prefix = f"shmlease-test-py-{os.getpid()}-{n}"
         self.log_path = os.path.join(self.dir, "daemon.log")
@@ -124,8 +145,8 @@ def own_daemon():
     """A daemon for this test alone (for tests that stop it or change its limits)."""
     daemons: list[Daemon] = []
 
-    def start(*extra_args: str) -> Daemon:
-        d = Daemon(*extra_args)
+    def start(*extra_args: str, other_uid: int | None = None) -> Daemon:
+        d = Daemon(*extra_args, other_uid=other_uid)
         daemons.append(d)
         return d
 
@@ -160,13 +181,42 @@ def seg(request, daemon):
                 pass
 
 
-def child_env(daemon: Daemon) -> dict[str, str]:
+def child_env(daemon: Daemon, pythonpath: str | None = None) -> dict[str, str]:
+    """The environment of a child process: the daemon's socket, and the built package on
+    PYTHONPATH (or only `pythonpath`, e.g. a stage_for_uid directory)."""
     env = dict(os.environ)
     env["SHMLEASE_SOCKET"] = daemon.socket
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+        return env
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(shmlease.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
     return env
+
+
+@contextlib.contextmanager
+def stage_for_uid(uid: int, gid: int, files: dict[str, str] | None = None,
+                  binaries: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A fresh directory only `uid` (and root) may enter, holding a copy of the built package
+    (`shmlease/`, so the directory is the child's PYTHONPATH), the given files (name -> text) and
+    binaries (copied by their base name, mode 0755), all owned by uid:gid; removed afterwards.
+    The checkout and build tree may be out of that uid's reach; this copy is not."""
+    stage = Path(tempfile.mkdtemp(prefix="shmlease-uid-", dir=reachable_tmp()))
+    try:
+        shutil.copytree(os.path.dirname(os.path.abspath(shmlease.__file__)), stage / "shmlease",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for name, text in (files or {}).items():
+            (stage / name).write_text(text)
+        for binary in binaries:
+            shutil.copy2(binary, stage / os.path.basename(binary))
+            os.chmod(stage / os.path.basename(binary), 0o755)
+        for path in (stage, *stage.rglob("*")):
+            os.chown(path, uid, gid, follow_symlinks=False)
+        os.chmod(stage, 0o700)
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def spawn_python(daemon: Daemon, code: str, **kwargs) -> subprocess.Popen:
