@@ -831,7 +831,6 @@ PyAsyncMethods reader_as_async = {
     .am_await = nullptr,
     .am_aiter = PyObject_SelfIter,
     .am_anext = Reader_am_anext,
-    .am_send = nullptr,
 };
 
 PyObject* Reader_repr(PyObject* self) {

@@ -574,3 +574,46 @@ def test_many_aleases_at_once(client, seg):
         return n
 
     assert run(main()) == 8
+
+
+def test_closed_objects_fail_at_the_await(daemon, client, chan, seg):
+    ch = chan()
+    r = ch.reader()
+    assert r.__aiter__() is r
+    r.close()
+    name = seg()
+    client.create(name, size=64)
+    closed = shmlease.connect(daemon.socket)
+    closed.close()
+
+    async def main():
+        with pytest.raises(ValueError, match="closed"):
+            await r.anext(timeout=1)
+        with pytest.raises(ValueError, match="closed"):
+            async for _ in r:
+                pass
+        with pytest.raises(ValueError, match="closed"):
+            await closed.alease(name)
+
+    run(main())
+
+
+def test_client_closed_while_alease_waits(daemon, client, seg):
+    """close() while the worker waits: the await fails (no hang), nothing is left waiting."""
+    name = seg()
+    client.create(name, size=64)
+    holder = client.lease(name, "w", exclusive=True)
+    waiter = shmlease.connect(daemon.socket)
+
+    async def main():
+        task = asyncio.get_running_loop().create_task(waiter.alease(name, timeout=10))
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        waiter.close()
+        with pytest.raises(ValueError, match="closed"):
+            await task
+        return time.monotonic() - t0
+
+    assert run(main()) < 2
+    holder.release()
+    wait_until(lambda: client.stat(name)["waiting"] == 0, what="no request left")
