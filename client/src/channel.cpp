@@ -18,6 +18,7 @@
 #include <climits>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -34,6 +35,7 @@ constexpr size_t kSlotHeaderBytes = 512;
 constexpr uint32_t kMaxSlots = 64;
 constexpr int kSpinIterations = 2000;
 constexpr auto kSlice = std::chrono::milliseconds(20);  // longest sleep between death checks
+constexpr uint64_t kNoEnd = UINT64_MAX;  // ReaderState::end_reported before any end
 
 enum SlotState : uint32_t { kSlotEmpty = 0, kSlotClaimed = 1, kSlotPublished = 2 };
 enum WriterState : uint32_t { kWriterNone = 0, kWriterActive = 1, kWriterClosed = 2 };
@@ -222,6 +224,15 @@ struct ChannelShared {
     }
     return false;
   }
+
+  // The writer generation whose stream has ended (closed, or the writer's process dead: checked
+  // only when `check_process`), or kNoEnd while a writer is active or none ever came. The
+  // generation is read before the state and Channel::writer() bumps it after setting the state
+  // active, so an end is never attributed to a writer that has not ended.
+  uint64_t EndedGeneration(bool check_process) const {
+    uint64_t generation = header->writer_generation.load();
+    return WriterGone(check_process) ? generation : kNoEnd;
+  }
 };
 
 struct ReaderState {
@@ -239,6 +250,20 @@ struct ReaderState {
   int event_fd = -1;
   std::thread helper;
   std::atomic<bool> stop{false};
+  // The writer generation whose end this reader has reported (Next() threw kEndOfStream or
+  // AtEnd() returned true): the eventfd is not signalled for that end any more, so a poller
+  // does not wake forever after the stream ended. `event_mutex` orders the helper's decision to
+  // signal against ReportEnd's drain (otherwise a signal decided just before the report could
+  // land just after its drain and leave the fd readable).
+  std::atomic<uint64_t> end_reported{kNoEnd};
+  std::mutex event_mutex;
+  std::chrono::steady_clock::time_point next_process_check{};  // AtEnd's rate limit
+
+  // An end of stream this reader has not reported yet.
+  bool EndUnreported(const ChannelShared& sh, bool check_process) const {
+    uint64_t generation = sh.EndedGeneration(check_process);
+    return generation != kNoEnd && generation != end_reported.load();
+  }
 };
 
 }  // namespace detail
@@ -548,10 +573,41 @@ void Reader::RearmEvent() noexcept {
   uint64_t value;
   (void)!::read(state_->event_fd, &value, sizeof(value));
   ControlHeader& h = *shared_->header;
-  if (h.published.load() > state_->last || shared_->WriterGone(false)) {
+  if (h.published.load() > state_->last || state_->EndUnreported(*shared_, false)) {
     uint64_t one = 1;
     (void)!::write(state_->event_fd, &one, sizeof(one));
   }
+}
+
+// Records that the end of `generation`'s stream was reported, and re-arms the eventfd under the
+// helper's lock, so that once this returns the fd is readable only for a new frame or end.
+void Reader::ReportEnd(uint64_t generation) noexcept {
+  detail::ReaderState& rs = *state_;
+  std::lock_guard<std::mutex> lock(rs.event_mutex);
+  rs.end_reported.store(generation);
+  if (rs.event_fd >= 0) RearmEvent();
+}
+
+bool Reader::AtEnd() {
+  if (!shared_) throw Error(Errc::kInvalidArgument, "reader is closed");
+  detail::ReaderState& rs = *state_;
+  auto now = std::chrono::steady_clock::now();
+  bool check_process = now >= rs.next_process_check;
+  if (check_process) rs.next_process_check = now + detail::kSlice;
+  uint64_t generation = shared_->EndedGeneration(check_process);
+  if (generation == detail::kNoEnd) return false;
+  // A frame published before the end (or by a writer that took over since) is still to be read.
+  if (shared_->header->published.load() > rs.last) return false;
+  ReportEnd(generation);
+  return true;
+}
+
+bool Reader::ended() const noexcept {
+  if (!shared_) return false;
+  uint64_t reported = state_->end_reported.load();
+  return reported != detail::kNoEnd && reported == shared_->header->writer_generation.load() &&
+         shared_->header->published.load() <=
+             state_->last_for_helper.load(std::memory_order_relaxed);
 }
 
 Frame Reader::Next(std::chrono::milliseconds timeout) {
@@ -565,10 +621,11 @@ Frame Reader::Next(std::chrono::milliseconds timeout) {
   for (;;) {
     Frame f = TryNext();
     if (f) return f;
-    if (sh.WriterGone(check_process)) {
+    if (uint64_t generation = sh.EndedGeneration(check_process); generation != detail::kNoEnd) {
       // The writer may have published between our look and its end: one more look.
       f = TryNext();
       if (f) return f;
+      ReportEnd(generation);
       throw Error(Errc::kEndOfStream, "channel '" + sh.name + "': the writer is gone");
     }
     check_process = false;
@@ -633,12 +690,17 @@ int Reader::fileno() {
     while (!state->stop.load()) {
       h.reader_waiters.fetch_add(1);
       uint32_t v = h.notify.load();
-      // `last` is the reader's; a stale read only makes us signal once too often.
-      bool ready = h.published.load() > state->last_for_helper.load(std::memory_order_relaxed) ||
-                   sh->WriterGone(check_process);
-      if (ready) {
-        uint64_t one = 1;
-        (void)!::write(state->event_fd, &one, sizeof(one));
+      {
+        // `last` is the reader's; a stale read only makes us signal once too often. An end the
+        // reader has reported is not signalled again (ReaderState::end_reported).
+        std::lock_guard<std::mutex> lock(state->event_mutex);
+        bool ready =
+            h.published.load() > state->last_for_helper.load(std::memory_order_relaxed) ||
+            state->EndUnreported(*sh, check_process);
+        if (ready) {
+          uint64_t one = 1;
+          (void)!::write(state->event_fd, &one, sizeof(one));
+        }
       }
       auto t0 = std::chrono::steady_clock::now();
       detail::FutexWait(&h.notify, v, detail::kSlice);
@@ -823,8 +885,9 @@ Writer Channel::writer(std::chrono::milliseconds timeout) {
   detail::ProcessId self = detail::Self();
   h.writer_pid.store(self.pid);
   h.writer_start_time.store(self.start_time);
-  h.writer_generation.fetch_add(1);
+  // Active before the new generation: ChannelShared::EndedGeneration reads them the other way.
   h.writer_state.store(detail::kWriterActive);
+  h.writer_generation.fetch_add(1);
   w.next_seq_ = h.published.load() + 1;
   w.shared_->ReclaimDeadReaders();
   w.shared_->WakeReaders();

@@ -463,6 +463,30 @@ PyGetSetDef channel_getset[] = {
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
+// "name='cam' shape=(480, 640, 3) dtype='B'": what Channel, Writer and Reader reprs start with.
+// Names and formats are validated ([A-Za-z0-9._-], one struct character): no quoting needed.
+PyObject* DescribeChannel(const Channel& ch) {
+  std::string shape = "(";
+  for (size_t i = 0; i < ch.shape().size(); ++i) {
+    shape += (i ? ", " : "") + std::to_string(ch.shape()[i]);
+  }
+  shape += ch.shape().size() == 1 ? ",)" : ")";
+  return PyUnicode_FromFormat("'%s' shape=%s dtype='%s'", ch.name().c_str(), shape.c_str(),
+                              ch.format().c_str());
+}
+
+PyObject* Channel_repr(PyObject* self) {
+  const Channel& ch = *AsChannel(self)->channel;
+  PyObject* what = DescribeChannel(ch);
+  if (what == nullptr) return nullptr;
+  PyObject* r = PyUnicode_FromFormat(
+      "<shmlease.Channel %U slots=%u policy='%s' frame_nbytes=%zu readers=%u>", what,
+      static_cast<unsigned>(ch.slots()), ch.policy() == ChannelPolicy::kLatest ? "latest" : "block",
+      ch.frame_bytes(), static_cast<unsigned>(ch.reader_count()));
+  Py_DECREF(what);
+  return r;
+}
+
 void Channel_dealloc(PyObject* self) {
   ChannelObject* c = AsChannel(self);
   Channel* ch = c->channel;
@@ -484,6 +508,7 @@ PyTypeObject ChannelType = {
     // clang-format on
     .tp_basicsize = sizeof(ChannelObject),
     .tp_dealloc = Channel_dealloc,
+    .tp_repr = Channel_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = PyDoc_STR("A frame channel, from Client.channel(); see docs/CHANNELS.md."),
     .tp_methods = channel_methods,
@@ -624,6 +649,19 @@ PyGetSetDef writer_getset[] = {
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
+PyObject* Writer_repr(PyObject* self) {
+  auto* obj = reinterpret_cast<WriterObject*>(self);
+  PyObject* what = DescribeChannel(*AsChannel(obj->channel)->channel);
+  if (what == nullptr) return nullptr;
+  Writer* w = obj->writer;
+  PyObject* r = w != nullptr && w->valid()
+                    ? PyUnicode_FromFormat("<shmlease.Writer of %U readers=%u>", what,
+                                           static_cast<unsigned>(w->reader_count()))
+                    : PyUnicode_FromFormat("<shmlease.Writer of %U closed>", what);
+  Py_DECREF(what);
+  return r;
+}
+
 void Writer_dealloc(PyObject* self) {
   PyObject* r = Writer_close(self, nullptr);
   Py_XDECREF(r);
@@ -638,6 +676,7 @@ PyTypeObject WriterType = {
     // clang-format on
     .tp_basicsize = sizeof(WriterObject),
     .tp_dealloc = Writer_dealloc,
+    .tp_repr = Writer_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = PyDoc_STR("The one writer of a channel, from Channel.writer()."),
     .tp_methods = writer_methods,
@@ -688,10 +727,17 @@ PyObject* Reader_try_next(PyObject* self, PyObject*) {
   Reader* r = UsableReader(self);
   if (r == nullptr) return nullptr;
   Frame f;
+  bool ended = false;
   try {
     f = r->TryNext();
+    // Reporting the end also stops fileno() from staying readable for it.
+    if (!f) ended = r->AtEnd();
   } catch (...) {
     return RaiseFromException(std::current_exception());
+  }
+  if (ended) {
+    return RaiseErrc(Errc::kEndOfStream, "channel '" + AsChannel(obj->channel)->channel->name() +
+                                             "': the writer is gone and every frame was read");
   }
   if (!f) Py_RETURN_NONE;
   return NewFrameObject(std::move(f), *AsChannel(obj->channel)->channel);
@@ -735,21 +781,71 @@ PyObject* Reader_exit(PyObject* self, PyObject*) {
   Py_RETURN_FALSE;
 }
 
+// asyncio: the waiting is written in Python (shmlease._aio, over loop.add_reader(fileno())); these
+// only delegate to it. Each returns a coroutine.
+PyObject* CallAio(const char* function, PyObject* self, PyObject* timeout) {
+  PyObject* aio = PyImport_ImportModule("shmlease._aio");
+  if (aio == nullptr) return nullptr;
+  PyObject* r = PyObject_CallMethod(aio, function, "OO", self, timeout);
+  Py_DECREF(aio);
+  return r;
+}
+
+PyObject* Reader_anext(PyObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"timeout", nullptr};
+  PyObject* timeout_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:anext", const_cast<char**>(kwlist),
+                                   &timeout_obj)) {
+    return nullptr;
+  }
+  return CallAio("reader_next", self, timeout_obj);
+}
+
 PyMethodDef reader_methods[] = {
     {"next", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Reader_next)),
      METH_VARARGS | METH_KEYWORDS,
      "next($self, /, timeout=None)\n--\n\nThe next frame (read-only). Blocks without spinning\n"
      "for long; LeaseTimeoutError after `timeout`, EndOfStreamError when the writer is gone."},
     {"try_next", Reader_try_next, METH_NOARGS,
-     "try_next($self, /)\n--\n\nA frame if one is ready now, else None."},
+     "try_next($self, /)\n--\n\nA frame if one is ready now, else None. Raises EndOfStreamError\n"
+     "when the writer is gone and every frame was read (fileno() is then no longer readable)."},
     {"fileno", Reader_fileno, METH_NOARGS,
-     "fileno($self, /)\n--\n\nAn fd readable while a frame (or end of stream) is ready, for\n"
-     "select/epoll/asyncio. Then call try_next() (or next())."},
+     "fileno($self, /)\n--\n\nAn fd readable while a frame (or an end of stream not reported\n"
+     "yet) is ready, for select/epoll/asyncio. Then call try_next() (or next()); once\n"
+     "they raised EndOfStreamError the fd stays quiet until a new writer publishes or ends."},
+    {"anext", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Reader_anext)),
+     METH_VARARGS | METH_KEYWORDS,
+     "anext($self, /, timeout=None)\n--\n\nCoroutine: await the next frame without blocking the\n"
+     "event loop (loop.add_reader on fileno(), then try_next()). LeaseTimeoutError after\n"
+     "`timeout` seconds, EndOfStreamError when the writer is gone and every frame was read.\n"
+     "`async for frame in reader:` does the same and stops at the end of the stream."},
     {"close", Reader_close, METH_NOARGS, "close($self, /)\n--\n\nDetach this reader."},
     {"__enter__", Reader_enter, METH_NOARGS, "Return the reader itself."},
     {"__exit__", Reader_exit, METH_VARARGS, "Detach the reader."},
     {nullptr, nullptr, 0, nullptr},
 };
+
+PyObject* Reader_am_anext(PyObject* self) { return CallAio("reader_anext", self, Py_None); }
+
+PyAsyncMethods reader_as_async = {
+    .am_await = nullptr,
+    .am_aiter = PyObject_SelfIter,
+    .am_anext = Reader_am_anext,
+};
+
+PyObject* Reader_repr(PyObject* self) {
+  auto* obj = reinterpret_cast<ReaderObject*>(self);
+  const Channel& ch = *AsChannel(obj->channel)->channel;
+  PyObject* what = DescribeChannel(ch);
+  if (what == nullptr) return nullptr;
+  Reader* r = obj->reader;
+  const char* state = r == nullptr || !r->valid() ? "closed" : r->ended() ? "ended" : "open";
+  PyObject* text =
+      PyUnicode_FromFormat("<shmlease.Reader of %U policy='%s' %s>", what,
+                           ch.policy() == ChannelPolicy::kLatest ? "latest" : "block", state);
+  Py_DECREF(what);
+  return text;
+}
 
 void Reader_dealloc(PyObject* self) {
   auto* obj = reinterpret_cast<ReaderObject*>(self);
@@ -769,6 +865,8 @@ PyTypeObject ReaderType = {
     // clang-format on
     .tp_basicsize = sizeof(ReaderObject),
     .tp_dealloc = Reader_dealloc,
+    .tp_as_async = &reader_as_async,
+    .tp_repr = Reader_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = PyDoc_STR("A reader of a channel, from Channel.reader(); iterate it for frames."),
     .tp_iter = PyObject_SelfIter,

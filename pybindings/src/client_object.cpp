@@ -477,6 +477,23 @@ PyObject* Client_lease(PyObject* self, PyObject* args, PyObject* kwds) {
   return NewLeaseObject(std::move(lease));
 }
 
+// The awaitable lease is written in Python (shmlease._aio.client_lease); this only delegates, with
+// the client as the first argument. Returns a coroutine.
+PyObject* Client_alease(PyObject* self, PyObject* args, PyObject* kwds) {
+  PyObject* aio = PyImport_ImportModule("shmlease._aio");
+  if (aio == nullptr) return nullptr;
+  PyObject* fn = PyObject_GetAttrString(aio, "client_lease");
+  Py_DECREF(aio);
+  if (fn == nullptr) return nullptr;
+  PyObject* head = PyTuple_Pack(1, self);
+  PyObject* all = head != nullptr ? PySequence_Concat(head, args) : nullptr;
+  PyObject* r = all != nullptr ? PyObject_Call(fn, all, kwds) : nullptr;
+  Py_XDECREF(all);
+  Py_XDECREF(head);
+  Py_DECREF(fn);
+  return r;
+}
+
 PyObject* Client_remove(PyObject* self, PyObject* args, PyObject* kwds) {
   static const char* kwlist[] = {"name", nullptr};
   PyObject* name_obj = nullptr;
@@ -667,6 +684,14 @@ PyMethodDef client_methods[] = {
      "    here instead. The bytes are not changed.\n\n"
      "Raises NotFoundError, LeaseTimeoutError (a TimeoutError), InvalidArgumentError, or\n"
      "another shmlease.Error."},
+    {"alease", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_alease)),
+     METH_VARARGS | METH_KEYWORDS,
+     "alease($self, /, name, mode='r', *, exclusive=False, timeout=None, populate=False)\n"
+     "--\n\n"
+     "Coroutine: `await client.alease(...)` is lease(...) without blocking the event loop\n"
+     "(the lease is waited for in a worker thread). Cancelling the awaiting task leaves no\n"
+     "lease and no waiting request behind once the cancellation has completed. Same\n"
+     "arguments, result and errors as lease(); docs/PYTHON.md, \"asyncio\"."},
     {"remove", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_remove)),
      METH_VARARGS | METH_KEYWORDS,
      "remove($self, /, name)\n--\n\n"

@@ -307,6 +307,80 @@ TEST_F(ChannelTest, FilenoIsReadableWhenAFrameIsReady) {
   EXPECT_EQ(CodeOf([&] { r.Next(100ms); }), Errc::kEndOfStream);
 }
 
+// Once the end was reported (Next's kEndOfStream or AtEnd()), fileno() is quiet: a poll loop
+// does not wake forever. A new writer's frames and its own end make it readable again.
+TEST_F(ChannelTest, FilenoQuietOnceEndReported) {
+  Client c = Connect();
+  Channel ch(c, "fdend", Small());
+  Reader r = ch.reader();
+  pollfd p{r.fileno(), POLLIN, 0};
+  EXPECT_FALSE(r.AtEnd());  // no writer yet is not an end
+  {
+    Writer w = ch.writer();
+    Send(w, 1);
+  }  // closed with a frame unread
+  ASSERT_EQ(::poll(&p, 1, 2000), 1);
+  EXPECT_FALSE(r.AtEnd());  // a frame is left
+  EXPECT_FALSE(r.ended());
+  ASSERT_EQ(ValueOf(r.TryNext()), 1u);
+  ASSERT_EQ(::poll(&p, 1, 2000), 1);  // the end is still to be reported
+  EXPECT_FALSE(r.TryNext());
+  EXPECT_TRUE(r.AtEnd());
+  EXPECT_TRUE(r.ended());
+  EXPECT_EQ(::poll(&p, 1, 200), 0);  // drained, and the helper does not signal it again
+  EXPECT_TRUE(r.AtEnd());            // still the end, still quiet
+  EXPECT_EQ(::poll(&p, 1, 100), 0);
+
+  Writer w = ch.writer();
+  EXPECT_FALSE(r.ended());
+  EXPECT_FALSE(r.AtEnd());
+  Send(w, 2);
+  ASSERT_EQ(::poll(&p, 1, 2000), 1);
+  ASSERT_EQ(ValueOf(r.TryNext()), 2u);
+  EXPECT_EQ(::poll(&p, 1, 50), 0);
+  w.Close();  // a new end: readable again, reported by Next this time
+  ASSERT_EQ(::poll(&p, 1, 2000), 1);
+  EXPECT_EQ(CodeOf([&] { r.Next(100ms); }), Errc::kEndOfStream);
+  EXPECT_TRUE(r.ended());
+  EXPECT_EQ(::poll(&p, 1, 200), 0);
+}
+
+// A writer that dies (no Close) ends the stream too: AtEnd() sees it, and the fd goes quiet.
+TEST_F(ChannelTest, AtEndAfterWriterKilled) {
+  Client c = Connect();
+  Channel ch(c, "fddead", Small());
+  Reader r = ch.reader();
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    Client cc(daemon_.socket_path());
+    Channel cch(cc, "fddead");
+    Writer w = cch.writer();
+    char x = 1;
+    (void)!::write(ready[1], &x, 1);
+    ::pause();
+    ::_exit(0);
+  }
+  char x;
+  ASSERT_EQ(::read(ready[0], &x, 1), 1);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  pollfd p{r.fileno(), POLLIN, 0};  // after fork(): the helper thread starts here
+  auto deadline = std::chrono::steady_clock::now() + 2s;
+  bool ended = false;
+  while (!ended && std::chrono::steady_clock::now() < deadline) {
+    if (::poll(&p, 1, 100) == 1) {
+      EXPECT_FALSE(r.TryNext());
+      ended = r.AtEnd();
+    }
+  }
+  ASSERT_TRUE(ended);
+  EXPECT_EQ(::poll(&p, 1, 200), 0);
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
 TEST_F(ChannelTest, BusyPollReader) {
   Client c = Connect();
   Channel ch(c, "bp2", Small());

@@ -164,17 +164,28 @@ class Reader {
   // frame is left for this reader (a later call continues if a new writer has taken over), and
   // Error(kTimeout) when `timeout` runs out.
   Frame Next(std::chrono::milliseconds timeout = kWaitForever);
-  // Non-blocking: a frame if one is ready now, else an empty Frame (and no error).
+  // Non-blocking: a frame if one is ready now, else an empty Frame (and no error; AtEnd() then
+  // says whether the stream has ended).
   Frame TryNext();
-  // An fd that is readable while a frame (or end of stream) is ready for this reader: for
-  // select/poll/epoll/asyncio. Owned by the Reader. Backed by an eventfd that a helper thread
-  // (started by the first call) signals; Next()/TryNext() re-arm it.
+  // Non-blocking end-of-stream check for callers of TryNext(): true when the writer has closed
+  // or died and no published frame is left for this reader (what Next() reports with
+  // Error(kEndOfStream)). Whether the writer's process is alive is looked at most every 20 ms.
+  // Returning true reports the end, as Next()'s error does: fileno() is then no longer readable
+  // for it, only again once a new writer publishes or ends the stream.
+  bool AtEnd();
+  // True after the end was reported (by AtEnd() or Next()) and no new writer has taken over.
+  bool ended() const noexcept;
+  // An fd that is readable while a frame, or an end of stream not yet reported, is ready for
+  // this reader: for select/poll/epoll/asyncio. Owned by the Reader. Backed by an eventfd that a
+  // helper thread (started by the first call) signals; Next()/TryNext()/AtEnd() re-arm it, so
+  // it does not stay readable once every frame was taken and the end reported.
   int fileno();
   bool valid() const noexcept { return shared_ != nullptr; }
 
  private:
   friend class Channel;
   void RearmEvent() noexcept;
+  void ReportEnd(uint64_t generation) noexcept;
   std::shared_ptr<detail::ChannelShared> shared_;
   std::shared_ptr<detail::ReaderState> state_;
 };
