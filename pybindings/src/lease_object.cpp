@@ -65,6 +65,9 @@ bool Counted(PyObject* self) {
   if (s.closed || !s.lease.valid()) return false;
   PyObject* client = reinterpret_cast<LeaseObject*>(self)->client;
   if (client != nullptr && ClientIsClosed(client)) return false;
+  // In a child forked from the owner the connection is the parent's (its mutex may have been
+  // held by another thread at fork time): the inherited memory stays readable, unasked.
+  if (getpid() != s.owner_pid) return true;
   return !s.lease.lost();
 }
 
