@@ -69,8 +69,8 @@ bool SecondsArg(PyObject* obj, const char* what, std::optional<std::chrono::mill
     Py_DECREF(index);
   }
   if (std::isnan(seconds) || seconds < 0) {
-    RaiseErrc(Errc::kInvalidArgument, std::string(what) + " must be >= 0 seconds or None, not " +
-                                          ReprOf(obj));
+    RaiseErrc(Errc::kInvalidArgument,
+              std::string(what) + " must be >= 0 seconds or None, not " + ReprOf(obj));
     return false;
   }
   const double ms = std::ceil(seconds * 1000.0);
@@ -349,7 +349,7 @@ PyObject* SegmentInfoToDict(const SegmentInfo& info) {
   if (shape == nullptr) return nullptr;
   PyObject* d = Py_BuildValue(
       "{s:K,s:s#,s:K,s:s#,s:N,s:L,s:k,s:k,s:k,s:k,s:O,s:k,s:O,s:k,s:O,s:K}",  //
-      "id", static_cast<unsigned long long>(info.id),                 //
+      "id", static_cast<unsigned long long>(info.id),                         //
       "name", info.name.data(), static_cast<Py_ssize_t>(info.name.size()), "size",
       static_cast<unsigned long long>(info.size),  //
       "format", info.format.data(), static_cast<Py_ssize_t>(info.format.size()), "shape",
@@ -367,7 +367,8 @@ PyObject* SegmentInfoToDict(const SegmentInfo& info) {
   PyObject* owner_uid = PyLong_FromUnsignedLong(info.owner_uid);
   PyObject* owner_gid = PyLong_FromUnsignedLong(info.owner_gid);
   PyObject* mode = PyLong_FromUnsignedLong(info.mode);
-  bool ok = owner_uid && owner_gid && mode && PyDict_SetItemString(d, "owner_uid", owner_uid) == 0 &&
+  bool ok = owner_uid && owner_gid && mode &&
+            PyDict_SetItemString(d, "owner_uid", owner_uid) == 0 &&
             PyDict_SetItemString(d, "owner_gid", owner_gid) == 0 &&
             PyDict_SetItemString(d, "mode", mode) == 0;
   Py_XDECREF(owner_uid);

@@ -130,11 +130,21 @@ void DestroyVersionedCapsule(PyObject* capsule) {
 std::optional<DLDataType> DlpackType(const Layout& l) {
   const auto bits = static_cast<uint8_t>(l.itemsize * 8);
   switch (l.format[0]) {
-    case 'b': case 'h': case 'i': case 'l': case 'q':
+    case 'b':
+    case 'h':
+    case 'i':
+    case 'l':
+    case 'q':
       return DLDataType{kDLInt, bits, 1};
-    case 'B': case 'H': case 'I': case 'L': case 'Q':
+    case 'B':
+    case 'H':
+    case 'I':
+    case 'L':
+    case 'Q':
       return DLDataType{kDLUInt, bits, 1};
-    case 'e': case 'f': case 'd':
+    case 'e':
+    case 'f':
+    case 'd':
       return DLDataType{kDLFloat, bits, 1};
     case '?':
       return DLDataType{kDLBool, bits, 1};
@@ -321,8 +331,8 @@ PyObject* Dlpack(const ExporterKind& kind, PyObject* self, PyObject* args, PyObj
   if (!MaxVersionArg(max_version_obj, &max_major) || !DeviceArg(kind, device)) return nullptr;
   if (stream != Py_None) {
     PyErr_Format(PyExc_ValueError,
-                 "%s.__dlpack__: stream must be None for memory on the CPU, not %R",
-                 kind.type_name, stream);
+                 "%s.__dlpack__: stream must be None for memory on the CPU, not %R", kind.type_name,
+                 stream);
     return nullptr;
   }
   if (copy != Py_None && PyObject_IsTrue(copy)) {
@@ -350,8 +360,8 @@ PyObject* Dlpack(const ExporterKind& kind, PyObject* self, PyObject* args, PyObj
   }
   std::optional<DLDataType> type = DlpackType(l);
   if (!type) {
-    PyErr_Format(PyExc_BufferError, "%s.__dlpack__: format '%s' has no DLPack type",
-                 kind.type_name, l.format);
+    PyErr_Format(PyExc_BufferError, "%s.__dlpack__: format '%s' has no DLPack type", kind.type_name,
+                 l.format);
     return nullptr;
   }
   auto* e = new (std::nothrow) DlpackExport{};

@@ -84,6 +84,7 @@ struct ExporterSlots {
 };
 
 // Method table entries shared by Lease and Frame (the docstrings say what they do).
+// clang-format off
 #define SHMLEASE_EXPORTER_METHODS(Slots)                                                         \
   {"__array__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Slots::Array)),      \
    METH_VARARGS | METH_KEYWORDS, ::shmlease::python::kArrayDoc},                                 \
@@ -94,6 +95,7 @@ struct ExporterSlots {
 
 #define SHMLEASE_EXPORTER_GETSET(Slots) \
   {"dtype", Slots::Dtype, nullptr, ::shmlease::python::kDtypeDoc, nullptr}
+// clang-format on
 
 extern const char kArrayDoc[];
 extern const char kDlpackDoc[];
