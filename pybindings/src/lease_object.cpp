@@ -316,8 +316,8 @@ PyObject* NewLeaseObject(PyObject* client, Lease&& lease) {
     s.mapping = lease.mapping_owner();
     // A segment whose stored format or shape this build cannot describe (a newer daemon) is
     // exported as raw bytes.
-    SetLayout(&s.exporter.layout, lease.data().data(), lease.size(), s.info.format,
-              s.info.shape, !lease.writable());
+    SetLayout(&s.exporter.layout, lease.data().data(), lease.size(), s.info.format, s.info.shape,
+              !lease.writable());
     s.lease = std::move(lease);
   } catch (...) {
     Py_DECREF(self);  // dealloc releases whatever was moved in
