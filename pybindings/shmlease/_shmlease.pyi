@@ -74,6 +74,10 @@ class EndOfStreamError(Error, EOFError): ...
 _Socket = str | os.PathLike[str] | bytes | None
 # A struct format character ("f", "d", "B", ...) or anything numpy.dtype() accepts.
 _DType = str | type | Any
+# Seconds: None waits forever; a value too large to mean anything (inf, 1e300) also does.
+_Timeout = float | int | None
+# numpy.dtype of the items when numpy can be imported, else the format string (e.g. "f").
+_ItemType = Any
 
 @final
 class Lease:
@@ -107,7 +111,21 @@ class Lease:
     def id(self) -> int: ...
     @property
     def info(self) -> SegmentStat: ...
+    @property
+    def client(self) -> Client: ...  # kept alive by the lease
+    @property
+    def dtype(self) -> _ItemType: ...
     def release(self) -> None: ...
+    def __array__(self, dtype: _DType | None = None, copy: bool | None = None) -> Any: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: None = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> Any: ...  # a PyCapsule "dltensor" or "dltensor_versioned"
+    def __dlpack_device__(self) -> tuple[int, int]: ...
     def __enter__(self) -> Lease: ...
     def __exit__(
         self,
@@ -122,7 +140,7 @@ class Lease:
 class Client:
     """A connection to the shmleased daemon."""
 
-    def __new__(cls, socket: _Socket = None) -> Client: ...
+    def __new__(cls, socket: _Socket = None, *, reconnect_timeout: _Timeout = None) -> Client: ...
     @property
     def socket_path(self) -> str: ...
     @property
@@ -133,9 +151,9 @@ class Client:
     def channel(
         self,
         name: str,
-        shape: Sequence[int] | None = None,
+        shape: SupportsIndex | Sequence[SupportsIndex] | None = None,
         *,
-        dtype: str = "B",
+        dtype: _DType | None = "B",
         slots: int = 8,
         policy: Literal["block", "latest"] = "block",
     ) -> Channel: ...
@@ -156,7 +174,7 @@ class Client:
         mode: Literal["r", "w"] = "r",
         *,
         exclusive: bool = False,
-        timeout: float | None = None,
+        timeout: _Timeout = None,
         populate: bool = False,
     ) -> Lease: ...
     # asyncio (shmlease._aio): lease() without blocking the event loop; cancel-safe.
@@ -184,7 +202,7 @@ class Client:
         /,
     ) -> Literal[False]: ...
 
-def connect(socket: _Socket = None) -> Client: ...
+def connect(socket: _Socket = None, *, reconnect_timeout: _Timeout = None) -> Client: ...
 
 @final
 class Frame:
@@ -197,8 +215,22 @@ class Frame:
     released: Final[bool]
     nbytes: Final[int]
     format: Final[str]
+    itemsize: Final[int]
+    ndim: Final[int]
     shape: Final[tuple[int, ...]]
+    strides: Final[tuple[int, ...]]
+    dtype: Final[_ItemType]
     def release(self) -> None: ...
+    def __array__(self, dtype: _DType | None = None, copy: bool | None = None) -> Any: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: None = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> Any: ...
+    def __dlpack_device__(self) -> tuple[int, int]: ...
     def __enter__(self) -> Frame: ...
     def __exit__(self, *exc: object) -> Literal[False]: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...

@@ -2,39 +2,27 @@
 // shmlease::Client; Writer and Reader objects hold their C++ counterparts (the writer token, the
 // reader slot) until close() or deallocation; a Frame holds its C++ Frame (the slot) until
 // release() and a share of the mapping until deallocation, so exported memory stays mapped.
-// Exports are counted like a Lease's: release() with live exports raises BufferError.
+// Exports are counted like a Lease's (exporter.hpp): release() with live exports raises
+// BufferError. Every object here holds a strong reference to the Python Client (a Frame
+// directly, Writer and Reader through their Channel), so the connection outlives them.
 #include "channel_object.hpp"
 
 #include <unistd.h>
 
-#include <cmath>
 #include <new>
 #include <string>
 
+#include "client_object.hpp"
+#include "convert.hpp"
 #include "errors.hpp"
+#include "exporter.hpp"
 #include "shmlease/channel.hpp"
-#include "shmlease/format.hpp"
 
 namespace shmlease::python {
 namespace {
 
 // Waits are cut into slices so that Ctrl-C (a pending signal) interrupts them.
 constexpr std::chrono::milliseconds kSignalSlice{100};
-
-bool TimeoutArg(PyObject* obj, std::chrono::milliseconds* out) {
-  if (obj == nullptr || obj == Py_None) {
-    *out = kWaitForever;
-    return true;
-  }
-  double seconds = PyFloat_AsDouble(obj);
-  if (seconds == -1.0 && PyErr_Occurred()) return false;
-  if (std::isnan(seconds) || seconds < 0) {
-    PyErr_SetString(PyExc_ValueError, "timeout must be None or >= 0 seconds");
-    return false;
-  }
-  *out = std::chrono::milliseconds(static_cast<int64_t>(std::ceil(seconds * 1000)));
-  return true;
-}
 
 // Runs `attempt(slice)` (which throws Error(kTimeout) when its slice runs out) without the GIL,
 // slice by slice until `timeout`, checking for signals in between. Returns false with an
@@ -77,17 +65,10 @@ struct FrameObject {
   PyObject* weakreflist;
   // clang-format on
   Frame* frame;                          // the slot, until release() / publish
-  std::shared_ptr<const void>* mapping;  // keeps buf mapped until deallocation
-  std::byte* buf;
-  Py_ssize_t nbytes;
-  Py_ssize_t itemsize;
-  int ndim;
-  Py_ssize_t shape[kMaxDims];
-  Py_ssize_t strides[kMaxDims];
-  char format[2];
-  bool readonly;
-  bool closed;
-  Py_ssize_t exports;
+  std::shared_ptr<const void>* mapping;  // keeps the exported memory mapped until deallocation
+  PyObject* client;                      // the Python Client (strong reference)
+  Exporter exporter;                     // layout and live exports
+  bool closed;                           // released or published: no new exports
   uint64_t seq;
   int64_t timestamp_ns;
   uint64_t missed;
@@ -97,6 +78,23 @@ struct FrameObject {
 extern PyTypeObject FrameType;
 
 FrameObject* AsFrame(PyObject* o) { return reinterpret_cast<FrameObject*>(o); }
+
+// True while the frame holds its slot under a live connection.
+bool FrameHeld(PyObject* self) {
+  FrameObject* f = AsFrame(self);
+  return !f->closed && (f->client == nullptr || !ClientIsClosed(f->client));
+}
+
+Exporter& FrameExporter(PyObject* self) { return AsFrame(self)->exporter; }
+
+bool FrameUsable(PyObject* self) {
+  if (FrameHeld(self)) return true;
+  PyErr_SetString(PyExc_ValueError, "operation forbidden on a released or published frame");
+  return false;
+}
+
+constexpr ExporterKind kFrameKind = {"shmlease.Frame", FrameExporter, FrameUsable};
+using FrameSlots = ExporterSlots<kFrameKind>;
 
 // Frees the slot without the GIL (a futex wake may be a syscall).
 void ReleaseSlot(FrameObject* f) {
@@ -108,11 +106,13 @@ void ReleaseSlot(FrameObject* f) {
   Py_END_ALLOW_THREADS;
 }
 
-PyObject* NewFrameObject(Frame&& frame, const Channel& ch) {
+// `client`: the Python Client of the channel, kept alive by the frame.
+PyObject* NewFrameObject(PyObject* client, Frame&& frame, const Channel& ch) {
   PyObject* self = FrameType.tp_alloc(&FrameType, 0);
-  if (self == nullptr) return nullptr;
+  if (self == nullptr) return nullptr;  // `frame` gives the slot back on scope exit
   FrameObject* f = AsFrame(self);
   f->weakreflist = nullptr;
+  f->client = Py_XNewRef(client);
   f->frame = new (std::nothrow) Frame(std::move(frame));
   f->mapping = new (std::nothrow) std::shared_ptr<const void>(f->frame ? f->frame->mapping_owner()
                                                                        : nullptr);
@@ -122,21 +122,15 @@ PyObject* NewFrameObject(Frame&& frame, const Channel& ch) {
     return PyErr_NoMemory();
   }
   Frame& fr = *f->frame;
-  f->buf = const_cast<std::byte*>(fr.data().data());
-  f->nbytes = static_cast<Py_ssize_t>(fr.data().size());
-  f->itemsize = static_cast<Py_ssize_t>(FormatItemSize(ch.format()).value_or(1));
-  f->format[0] = ch.format().empty() ? 'B' : ch.format()[0];
-  f->format[1] = '\0';
-  f->ndim = static_cast<int>(ch.shape().size());
-  Py_ssize_t stride = f->itemsize;
-  for (int i = f->ndim - 1; i >= 0; --i) {
-    f->shape[i] = static_cast<Py_ssize_t>(ch.shape()[i]);
-    f->strides[i] = stride;
-    stride *= f->shape[i];
+  try {
+    SetLayout(&f->exporter.layout, fr.data().data(), fr.data().size(), ch.format(), ch.shape(),
+              !fr.writable());
+  } catch (const std::bad_alloc&) {
+    Py_DECREF(self);
+    return PyErr_NoMemory();
   }
-  f->readonly = !fr.writable();
   f->closed = false;
-  f->exports = 0;
+  f->exporter.exports = 0;
   f->seq = fr.seq();
   f->timestamp_ns = fr.timestamp_ns();
   f->missed = fr.missed();
@@ -149,63 +143,13 @@ PyObject* NewFrameObject(Frame&& frame, const Channel& ch) {
   return self;
 }
 
-int Frame_getbuffer(PyObject* self, Py_buffer* view, int flags) {
-  FrameObject* f = AsFrame(self);
-  view->obj = nullptr;
-  if (f->closed) {
-    PyErr_SetString(PyExc_ValueError, "operation forbidden on a released or published frame");
-    return -1;
-  }
-  auto wants = [flags](int flag) { return (flags & flag) == flag; };
-  if (wants(PyBUF_WRITABLE) && f->readonly) {
-    PyErr_SetString(PyExc_BufferError, "Object is not writable.");
-    return -1;
-  }
-  int above_one = 0;
-  for (int i = 0; i < f->ndim; ++i) above_one += f->shape[i] > 1;
-  if (wants(PyBUF_F_CONTIGUOUS) && above_one > 1) {
-    PyErr_SetString(PyExc_BufferError, "shmlease.Frame: buffer is not Fortran contiguous");
-    return -1;
-  }
-  if (!wants(PyBUF_ND) && wants(PyBUF_FORMAT)) {
-    PyErr_SetString(PyExc_BufferError,
-                    "shmlease.Frame: cannot export as unsigned bytes if the format flag is present");
-    return -1;
-  }
-  view->buf = f->buf;
-  view->len = f->nbytes;
-  view->readonly = f->readonly ? 1 : 0;
-  view->itemsize = f->itemsize;
-  view->format = wants(PyBUF_FORMAT) ? f->format : nullptr;
-  if (wants(PyBUF_ND)) {
-    view->ndim = f->ndim;
-    view->shape = f->shape;
-  } else {
-    view->ndim = 1;
-    view->shape = nullptr;
-  }
-  view->strides = wants(PyBUF_STRIDES) ? f->strides : nullptr;
-  view->suboffsets = nullptr;
-  view->internal = nullptr;
-  view->obj = Py_NewRef(self);
-  ++f->exports;
-  return 0;
-}
-
-void Frame_releasebuffer(PyObject* self, Py_buffer*) {
-  FrameObject* f = AsFrame(self);
-  if (f->exports > 0) --f->exports;
-}
-
-PyBufferProcs frame_as_buffer = {Frame_getbuffer, Frame_releasebuffer};
-
 PyObject* Frame_release(PyObject* self, PyObject*) {
   FrameObject* f = AsFrame(self);
-  if (f->exports > 0) {
+  if (f->exporter.exports > 0 && FrameHeld(self)) {
     PyErr_Format(PyExc_BufferError,
-                 "cannot release frame %llu: %zd buffer export(s) (memoryview, numpy array, ...) "
-                 "still use it; release or delete them first",
-                 static_cast<unsigned long long>(f->seq), f->exports);
+                 "cannot release frame %llu: %zd export(s) (memoryview, numpy array, DLPack "
+                 "tensor, ...) still use it; release or delete them first",
+                 static_cast<unsigned long long>(f->seq), f->exporter.exports);
     return nullptr;
   }
   f->closed = true;
@@ -223,7 +167,7 @@ PyObject* Frame_enter(PyObject* self, PyObject*) {
 
 PyObject* Frame_exit(PyObject* self, PyObject*) {
   FrameObject* f = AsFrame(self);
-  if (f->exports > 0) {
+  if (f->exporter.exports > 0 && FrameHeld(self)) {
     f->closed = true;  // given back when the object and its exports are gone
     Py_RETURN_FALSE;
   }
@@ -240,6 +184,7 @@ PyMethodDef frame_methods[] = {
     {"__enter__", Frame_enter, METH_NOARGS, "Return the frame itself."},
     {"__exit__", Frame_exit, METH_VARARGS,
      "Release the frame (deferred to deallocation while exports made inside the block live)."},
+    SHMLEASE_EXPORTER_METHODS(FrameSlots),
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -251,24 +196,29 @@ PyObject* Frame_get_missed(PyObject* self, void*) {
   return PyLong_FromUnsignedLongLong(AsFrame(self)->missed);
 }
 PyObject* Frame_get_meta(PyObject* self, void*) { return Py_NewRef(AsFrame(self)->meta); }
-PyObject* Frame_get_readonly(PyObject* self, void*) { return PyBool_FromLong(AsFrame(self)->readonly); }
-PyObject* Frame_get_exports(PyObject* self, void*) { return PyLong_FromSsize_t(AsFrame(self)->exports); }
-PyObject* Frame_get_released(PyObject* self, void*) { return PyBool_FromLong(AsFrame(self)->closed); }
-PyObject* Frame_get_nbytes(PyObject* self, void*) { return PyLong_FromSsize_t(AsFrame(self)->nbytes); }
-PyObject* Frame_get_format(PyObject* self, void*) { return PyUnicode_FromString(AsFrame(self)->format); }
+const Layout& FrameLayout(PyObject* self) { return AsFrame(self)->exporter.layout; }
+PyObject* Frame_get_readonly(PyObject* self, void*) {
+  return PyBool_FromLong(FrameLayout(self).readonly);
+}
+PyObject* Frame_get_exports(PyObject* self, void*) {
+  return PyLong_FromSsize_t(AsFrame(self)->exporter.exports);
+}
+PyObject* Frame_get_released(PyObject* self, void*) { return PyBool_FromLong(!FrameHeld(self)); }
+PyObject* Frame_get_nbytes(PyObject* self, void*) {
+  return PyLong_FromSsize_t(FrameLayout(self).nbytes);
+}
+PyObject* Frame_get_format(PyObject* self, void*) {
+  return PyUnicode_FromString(FrameLayout(self).format);
+}
+PyObject* Frame_get_itemsize(PyObject* self, void*) {
+  return PyLong_FromSsize_t(FrameLayout(self).itemsize);
+}
+PyObject* Frame_get_ndim(PyObject* self, void*) { return PyLong_FromLong(FrameLayout(self).ndim); }
 PyObject* Frame_get_shape(PyObject* self, void*) {
-  FrameObject* f = AsFrame(self);
-  PyObject* t = PyTuple_New(f->ndim);
-  if (t == nullptr) return nullptr;
-  for (int i = 0; i < f->ndim; ++i) {
-    PyObject* v = PyLong_FromSsize_t(f->shape[i]);
-    if (v == nullptr) {
-      Py_DECREF(t);
-      return nullptr;
-    }
-    PyTuple_SET_ITEM(t, i, v);
-  }
-  return t;
+  return TupleOf(FrameLayout(self).shape, FrameLayout(self).ndim);
+}
+PyObject* Frame_get_strides(PyObject* self, void*) {
+  return TupleOf(FrameLayout(self).strides, FrameLayout(self).ndim);
 }
 
 PyGetSetDef frame_getset[] = {
@@ -280,10 +230,17 @@ PyGetSetDef frame_getset[] = {
      "Policy 'latest': frames this reader skipped before this one.", nullptr},
     {"readonly", Frame_get_readonly, nullptr, "True for a reader's frame.", nullptr},
     {"exports", Frame_get_exports, nullptr, "Live buffer exports.", nullptr},
-    {"released", Frame_get_released, nullptr, "True after release() or publish.", nullptr},
+    {"released", Frame_get_released, nullptr,
+     "True once the frame holds no slot: after release() or publish, and after the Client's\n"
+     "close(). No new buffer can be exported then (ValueError).",
+     nullptr},
     {"nbytes", Frame_get_nbytes, nullptr, "Bytes in the frame.", nullptr},
     {"format", Frame_get_format, nullptr, "Item format ('B', 'f', ...).", nullptr},
+    {"itemsize", Frame_get_itemsize, nullptr, "Size of one item in bytes.", nullptr},
+    {"ndim", Frame_get_ndim, nullptr, "Number of dimensions (len(shape)).", nullptr},
     {"shape", Frame_get_shape, nullptr, "The channel's frame shape.", nullptr},
+    {"strides", Frame_get_strides, nullptr, "C-order strides in bytes, a tuple of ints.", nullptr},
+    SHMLEASE_EXPORTER_GETSET(FrameSlots),
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
@@ -291,8 +248,8 @@ PyObject* Frame_repr(PyObject* self) {
   FrameObject* f = AsFrame(self);
   return PyUnicode_FromFormat("<shmlease.Frame seq=%llu %s exports=%zd%s>",
                               static_cast<unsigned long long>(f->seq),
-                              f->readonly ? "read-only" : "writable", f->exports,
-                              f->closed ? " released" : "");
+                              f->exporter.layout.readonly ? "read-only" : "writable",
+                              f->exporter.exports, FrameHeld(self) ? "" : " released");
 }
 
 void Frame_dealloc(PyObject* self) {
@@ -301,6 +258,7 @@ void Frame_dealloc(PyObject* self) {
   ReleaseSlot(f);
   delete f->mapping;
   Py_XDECREF(f->meta);
+  Py_CLEAR(f->client);  // after the slot: the last reference closes the connection
   Py_TYPE(self)->tp_free(self);
 }
 
@@ -312,7 +270,7 @@ PyTypeObject FrameType = {
     .tp_basicsize = sizeof(FrameObject),
     .tp_dealloc = Frame_dealloc,
     .tp_repr = Frame_repr,
-    .tp_as_buffer = &frame_as_buffer,
+    .tp_as_buffer = &FrameSlots::buffer_procs,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = PyDoc_STR(
         "One frame of a channel: a slot leased for reading (Reader.next) or writing\n"
@@ -541,8 +499,8 @@ PyObject* Writer_claim(PyObject* self, PyObject* args, PyObject* kwds) {
   if (!WaitInSlices(timeout, [&](std::chrono::milliseconds slice) { f = w->Claim(slice); })) {
     return nullptr;
   }
-  Channel* ch = AsChannel(reinterpret_cast<WriterObject*>(self)->channel)->channel;
-  return NewFrameObject(std::move(f), *ch);
+  ChannelObject* c = AsChannel(reinterpret_cast<WriterObject*>(self)->channel);
+  return NewFrameObject(c->owner, std::move(f), *c->channel);
 }
 
 PyObject* Writer_publish(PyObject* self, PyObject* args, PyObject* kwds) {
@@ -557,13 +515,13 @@ PyObject* Writer_publish(PyObject* self, PyObject* args, PyObject* kwds) {
   Writer* w = OpenWriter(self);
   PyObject* result = nullptr;
   if (w == nullptr) {
-  } else if (f->frame == nullptr || f->readonly) {
+  } else if (f->frame == nullptr || f->exporter.layout.readonly) {
     PyErr_SetString(PyExc_ValueError, "publish: not a claimed, unpublished frame of this writer");
-  } else if (f->exports > 0) {
+  } else if (f->exporter.exports > 0) {
     PyErr_Format(PyExc_BufferError,
-                 "cannot publish: %zd buffer export(s) of the frame are alive (readers must "
-                 "not see it change); release or delete them first",
-                 f->exports);
+                 "cannot publish: %zd export(s) of the frame are alive (readers must not see "
+                 "it change); release or delete them first",
+                 f->exporter.exports);
   } else {
     uint64_t seq = 0;
     try {
@@ -707,7 +665,8 @@ PyObject* ReaderNext(PyObject* self, std::chrono::milliseconds timeout) {
   bool ok = WaitInSlices(timeout, [&](std::chrono::milliseconds slice) { f = r->Next(slice); });
   obj->busy = false;
   if (!ok) return nullptr;
-  return NewFrameObject(std::move(f), *AsChannel(obj->channel)->channel);
+  return NewFrameObject(AsChannel(obj->channel)->owner, std::move(f),
+                        *AsChannel(obj->channel)->channel);
 }
 
 PyObject* Reader_next(PyObject* self, PyObject* args, PyObject* kwds) {
@@ -740,7 +699,8 @@ PyObject* Reader_try_next(PyObject* self, PyObject*) {
                                              "': the writer is gone and every frame was read");
   }
   if (!f) Py_RETURN_NONE;
-  return NewFrameObject(std::move(f), *AsChannel(obj->channel)->channel);
+  return NewFrameObject(AsChannel(obj->channel)->owner, std::move(f),
+                        *AsChannel(obj->channel)->channel);
 }
 
 PyObject* Reader_iternext(PyObject* self) {
@@ -888,41 +848,28 @@ int AddChannelTypes(PyObject* module) {
 PyObject* NewChannelObject(PyObject* owner, std::shared_ptr<Client> client, PyObject* args,
                            PyObject* kwds) {
   static const char* kwlist[] = {"name", "shape", "dtype", "slots", "policy", nullptr};
-  const char* name = nullptr;
+  PyObject* name_obj = nullptr;
   PyObject* shape_obj = Py_None;
-  const char* dtype = "B";
-  unsigned int slots = 8;
-  const char* policy = "block";
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O$sIs:channel", const_cast<char**>(kwlist),
-                                   &name, &shape_obj, &dtype, &slots, &policy)) {
+  PyObject* dtype_obj = Py_None;
+  PyObject* slots_obj = nullptr;
+  PyObject* policy_obj = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOO:channel", const_cast<char**>(kwlist),
+                                   &name_obj, &shape_obj, &dtype_obj, &slots_obj, &policy_obj)) {
     return nullptr;
   }
+  // Shape and dtype as create() takes them (convert.hpp); the library checks the ranges.
+  std::string n;
   ChannelOptions options;
-  options.format = dtype;
-  options.slots = slots;
-  if (std::string_view(policy) == "block") {
-    options.policy = ChannelPolicy::kBlock;
-  } else if (std::string_view(policy) == "latest") {
-    options.policy = ChannelPolicy::kLatest;
-  } else {
-    return RaiseErrc(Errc::kInvalidArgument, "policy must be 'block' or 'latest'");
+  uint64_t slots = options.slots;
+  if (!StringArg(name_obj, "name", &n) || !ShapeArg(shape_obj, &options.shape) ||
+      !DtypeArg(dtype_obj, &options.format) ||
+      (slots_obj != nullptr && !PositiveArg(slots_obj, "slots", &slots)) ||
+      !PolicyArg(policy_obj, &options.policy)) {
+    return nullptr;
   }
-  if (shape_obj != Py_None) {
-    PyObject* seq = PySequence_Fast(shape_obj, "shape must be a sequence of ints");
-    if (seq == nullptr) return nullptr;
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
-      unsigned long long d = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
-      if (PyErr_Occurred()) {
-        Py_DECREF(seq);
-        return nullptr;
-      }
-      options.shape.push_back(d);
-    }
-    Py_DECREF(seq);
-    if (options.shape.empty()) return RaiseErrc(Errc::kInvalidArgument, "shape must not be empty");
-  }
+  if (slots > UINT32_MAX) return RaiseErrc(Errc::kInvalidArgument, "slots is too large");
+  options.slots = static_cast<uint32_t>(slots);
   Channel* ch = nullptr;
-  std::string n(name);
   std::exception_ptr error =
       CallWithoutGil([&] { ch = new Channel(*client, n, options); });
   if (error) return RaiseFromException(error);

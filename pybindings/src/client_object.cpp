@@ -7,17 +7,16 @@
 
 #include <unistd.h>
 
-#include <cmath>
-#include <limits>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "convert.hpp"
 #include "errors.hpp"
 #include "lease_object.hpp"
-#include "shmlease/format.hpp"
 #include "shmlease/socket_path.hpp"
 
 namespace shmlease::python {
@@ -86,260 +85,27 @@ std::exception_ptr CallClient(PyObject* self, const std::shared_ptr<Client>& cli
   return error;
 }
 
-// A str argument as UTF-8; nullptr with TypeError set otherwise.
-bool StringArg(PyObject* obj, const char* what, std::string* out) {
-  if (!PyUnicode_Check(obj)) {
-    PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", what, Py_TYPE(obj)->tp_name);
-    return false;
-  }
-  Py_ssize_t size = 0;
-  const char* data = PyUnicode_AsUTF8AndSize(obj, &size);
-  if (data == nullptr) return false;
-  out->assign(data, static_cast<size_t>(size));
-  return true;
-}
-
-// A positive integer (size, dimension); false with an exception set otherwise.
-bool PositiveArg(PyObject* obj, const char* what, uint64_t* out) {
-  if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
-    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what, Py_TYPE(obj)->tp_name);
-    return false;
-  }
-  PyObject* index = PyNumber_Index(obj);
-  if (index == nullptr) return false;
-  int overflow = 0;
-  long long value = PyLong_AsLongLongAndOverflow(index, &overflow);
-  if (value == -1 && PyErr_Occurred()) {
-    Py_DECREF(index);
-    return false;
-  }
-  if (overflow > 0) {
-    unsigned long long big = PyLong_AsUnsignedLongLong(index);
-    Py_DECREF(index);
-    if (big == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
-      PyErr_Clear();
-      RaiseErrc(Errc::kInvalidArgument, std::string(what) + " is too large");
-      return false;
-    }
-    *out = big;
-    return true;
-  }
-  Py_DECREF(index);
-  if (overflow < 0 || value <= 0) {
-    RaiseErrc(Errc::kInvalidArgument,
-              std::string(what) + " must be a positive integer, not " +
-                  (overflow < 0 ? std::string("a huge negative number") : std::to_string(value)));
-    return false;
-  }
-  *out = static_cast<uint64_t>(value);
-  return true;
-}
-
-// Permission bits 0..0o777 (an int, as os.chmod takes); false with an exception set otherwise.
-bool ModeArg(PyObject* obj, uint32_t* out) {
-  if (PyIndex_Check(obj) && !PyBool_Check(obj)) {
-    PyObject* index = PyNumber_Index(obj);
-    if (index == nullptr) return false;
-    long long value = PyLong_AsLongLong(index);
-    Py_DECREF(index);
-    if (value == -1 && PyErr_Occurred()) PyErr_Clear();  // out of range: refused below
-    if (value >= 0 && value <= 0777) {
-      *out = static_cast<uint32_t>(value);
-      return true;
-    }
-    RaiseErrc(Errc::kInvalidArgument, "mode must be permission bits between 0 and 0o777");
-    return false;
-  }
-  PyErr_Format(PyExc_TypeError, "mode must be an int such as 0o640, not %.100s",
-               Py_TYPE(obj)->tp_name);
-  return false;
-}
-
-bool ParseShape(PyObject* obj, std::vector<uint64_t>* out) {
-  if (obj == Py_None) return true;
-  if (PyIndex_Check(obj) && !PyBool_Check(obj)) {
-    uint64_t dim = 0;
-    if (!PositiveArg(obj, "shape", &dim)) return false;
-    out->push_back(dim);
-    return true;
-  }
-  if (PyUnicode_Check(obj) || PyBytes_Check(obj)) {
-    PyErr_SetString(PyExc_TypeError, "shape must be an int or a sequence of ints, not a string");
-    return false;
-  }
-  PyObject* seq = PySequence_Fast(obj, "shape must be an int or a sequence of ints");
-  if (seq == nullptr) return false;
-  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-  if (n == 0 || n > static_cast<Py_ssize_t>(kMaxDims)) {
-    Py_DECREF(seq);
-    RaiseErrc(Errc::kInvalidArgument, "shape must have 1 to " + std::to_string(kMaxDims) +
-                                          " dimensions, not " + std::to_string(n));
-    return false;
-  }
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    uint64_t dim = 0;
-    if (!PositiveArg(PySequence_Fast_GET_ITEM(seq, i), "each dimension of shape", &dim)) {
-      Py_DECREF(seq);
-      return false;
-    }
-    out->push_back(dim);
-  }
-  Py_DECREF(seq);
-  return true;
-}
-
-// Sets InvalidArgumentError for a dtype that is not one native scalar of a supported format.
-bool RaiseBadDtype(PyObject* original) {
-  PyObject* repr = PyObject_Repr(original);
-  if (repr == nullptr) return false;
-  const char* text = PyUnicode_AsUTF8(repr);
-  RaiseErrc(Errc::kInvalidArgument,
-            std::string("unsupported dtype ") + (text ? text : "?") +
-                ": a segment holds items of one native struct format among "
-                "b B h H i I l L q Q e f d ? (in numpy: int8 ... uint64, float16/32/64, bool)");
-  Py_DECREF(repr);
-  return false;
-}
-
-bool CheckFormat(const std::string& format, PyObject* original) {
-  if (format.size() == 1 && FormatItemSize(format).has_value()) return true;
-  return RaiseBadDtype(original);
-}
-
-// dtype -> one struct format character. A str of one character (optionally after '@') is used as
-// it is; anything else (numpy.float32, numpy.dtype('f4'), 'float32', float) goes through
-// numpy.dtype(...).char, if numpy can be imported. numpy is never required.
-bool ParseDtype(PyObject* obj, std::string* out) {
-  if (obj == Py_None) return true;
-  if (PyUnicode_Check(obj)) {
-    std::string text;
-    if (!StringArg(obj, "dtype", &text)) return false;
-    if (text.size() == 2 && text[0] == '@') text.erase(0, 1);
-    if (text.size() == 1) {
-      *out = text;
-      return CheckFormat(*out, obj);
-    }
-  }
-  PyObject* numpy = PyImport_ImportModule("numpy");
-  if (numpy == nullptr) {
-    if (!PyErr_ExceptionMatches(PyExc_ImportError)) return false;
-    PyErr_Clear();
-    if (PyUnicode_Check(obj)) return RaiseBadDtype(obj);
-    PyErr_Format(PyExc_TypeError,
-                 "dtype must be a struct format character such as 'f' (numpy dtypes need numpy, "
-                 "which cannot be imported), not %R",
-                 obj);
-    return false;
-  }
-  PyObject* dtype = PyObject_CallMethod(numpy, "dtype", "O", obj);
-  Py_DECREF(numpy);
-  if (dtype == nullptr) {
-    // A string numpy does not understand is a bad value, like any other unsupported dtype.
-    if (!PyUnicode_Check(obj) || !PyErr_ExceptionMatches(PyExc_TypeError)) return false;
-    PyErr_Clear();
-    return RaiseBadDtype(obj);
-  }
-  PyObject* isnative = PyObject_GetAttrString(dtype, "isnative");
-  PyObject* fields = PyObject_GetAttrString(dtype, "fields");
-  PyObject* subdtype = PyObject_GetAttrString(dtype, "subdtype");
-  PyObject* ch = PyObject_GetAttrString(dtype, "char");
-  bool ok = isnative != nullptr && fields != nullptr && subdtype != nullptr && ch != nullptr;
-  if (ok) {
-    if (fields != Py_None || subdtype != Py_None || !PyUnicode_Check(ch)) {
-      ok = RaiseBadDtype(obj);  // structured or sub-array dtypes
-    } else if (!PyObject_IsTrue(isnative)) {
-      RaiseErrc(Errc::kInvalidArgument, "dtype must have the native byte order");
-      ok = false;
-    } else {
-      ok = StringArg(ch, "dtype.char", out) && CheckFormat(*out, obj);
-    }
-  }
-  Py_XDECREF(isnative);
-  Py_XDECREF(fields);
-  Py_XDECREF(subdtype);
-  Py_XDECREF(ch);
-  Py_DECREF(dtype);
-  return ok;
-}
-
-// huge: None (the daemon decides), False, True or "best-effort" -> CreateOptions::huge.
-bool ParseHuge(PyObject* obj, HugePages* out) {
-  if (obj == Py_None) {
-    *out = HugePages::kDefault;
-  } else if (obj == Py_True) {
-    *out = HugePages::kYes;
-  } else if (obj == Py_False) {
-    *out = HugePages::kNo;
-  } else if (PyUnicode_Check(obj) && PyUnicode_CompareWithASCIIString(obj, "best-effort") == 0) {
-    *out = HugePages::kBestEffort;
-  } else {
-    PyObject* repr = PyObject_Repr(obj);
-    if (repr == nullptr) return false;
-    const char* text = PyUnicode_AsUTF8(repr);
-    RaiseErrc(Errc::kInvalidArgument, std::string("huge must be None, True, False or "
-                                                  "'best-effort', not ") +
-                                          (text ? text : "?"));
-    Py_DECREF(repr);
-    return false;
-  }
-  return true;
-}
-
-// timeout in seconds (None: wait forever) -> LeaseOptions::timeout.
-bool ParseTimeout(PyObject* obj, std::chrono::milliseconds* out) {
-  if (obj == Py_None) {
-    *out = kWaitForever;
-    return true;
-  }
-  if (PyBool_Check(obj) || !(PyFloat_Check(obj) || PyIndex_Check(obj))) {
-    PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, not %.100s",
-                 Py_TYPE(obj)->tp_name);
-    return false;
-  }
-  double seconds = PyFloat_AsDouble(obj);
-  if (seconds == -1.0 && PyErr_Occurred()) return false;
-  if (std::isnan(seconds) || seconds < 0) {
-    RaiseErrc(Errc::kInvalidArgument, "timeout must be >= 0 seconds or None");
-    return false;
-  }
-  const double ms = std::ceil(seconds * 1000.0);
-  if (ms >= 1e15) {  // ~31000 years: as good as forever, and no overflow below
-    *out = kWaitForever;
-  } else {
-    *out = std::chrono::milliseconds(static_cast<int64_t>(ms));
-  }
-  return true;
-}
-
-PyObject* InfoList(const std::vector<SegmentInfo>& infos) {
-  PyObject* list = PyList_New(static_cast<Py_ssize_t>(infos.size()));
-  if (list == nullptr) return nullptr;
-  for (size_t i = 0; i < infos.size(); ++i) {
-    PyObject* d = SegmentInfoToDict(infos[i]);
-    if (d == nullptr) {
-      Py_DECREF(list);
-      return nullptr;
-    }
-    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), d);
-  }
-  return list;
-}
-
 // --- type slots and methods ---
 
 PyObject* Client_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
-  static const char* kwlist[] = {"socket", nullptr};
+  static const char* kwlist[] = {"socket", "reconnect_timeout", nullptr};
   PyObject* socket = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:Client", const_cast<char**>(kwlist), &socket)) {
+  PyObject* reconnect_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$O:Client", const_cast<char**>(kwlist), &socket,
+                                   &reconnect_obj)) {
     return nullptr;
   }
   std::string path;
-  if (!SocketArg(socket, &path)) return nullptr;
+  std::optional<std::chrono::milliseconds> reconnect_timeout;
+  if (!SocketArg(socket, &path) || !ReconnectTimeoutArg(reconnect_obj, &reconnect_timeout)) {
+    return nullptr;
+  }
   std::shared_ptr<Client> client;
   std::string resolved;
   std::exception_ptr error = CallWithoutGil([&] {
     resolved = ResolveSocketPath(path);
     client = std::make_shared<Client>(resolved);
+    if (reconnect_timeout) client->set_reconnect_timeout(*reconnect_timeout);
   });
   if (error) return RaiseFromException(error, resolved);
 
@@ -423,14 +189,14 @@ PyObject* Client_create(PyObject* self, PyObject* args, PyObject* kwds) {
   CreateOptions options;
   if (!StringArg(name_obj, "name", &name)) return nullptr;
   if (size_obj != Py_None && !PositiveArg(size_obj, "size", &options.size)) return nullptr;
-  if (!ParseShape(shape_obj, &options.shape)) return nullptr;
-  if (!ParseDtype(dtype_obj, &options.format)) return nullptr;
+  if (!ShapeArg(shape_obj, &options.shape)) return nullptr;
+  if (!DtypeArg(dtype_obj, &options.format)) return nullptr;
   if (size_obj == Py_None && shape_obj == Py_None) {
     return RaiseErrc(Errc::kInvalidArgument, "create() needs a size or a shape");
   }
   options.exist_ok = exist_ok != 0;
-  if (!ParseHuge(huge_obj, &options.huge)) return nullptr;
-  if (mode_obj != Py_None && !ModeArg(mode_obj, &options.mode)) return nullptr;
+  if (!HugeArg(huge_obj, &options.huge)) return nullptr;
+  if (mode_obj != Py_None && !PermissionArg(mode_obj, &options.mode)) return nullptr;
   std::shared_ptr<Client> client = Connected(self);
   if (client == nullptr) return nullptr;
   SegmentInfo info;
@@ -454,19 +220,11 @@ PyObject* Client_lease(PyObject* self, PyObject* args, PyObject* kwds) {
   std::string name;
   if (!StringArg(name_obj, "name", &name)) return nullptr;
   Mode mode = Mode::kRead;
-  if (mode_obj != nullptr) {
-    std::string text;
-    if (!StringArg(mode_obj, "mode", &text)) return nullptr;
-    if (text == "w") {
-      mode = Mode::kWrite;
-    } else if (text != "r") {
-      return RaiseErrc(Errc::kInvalidArgument, "mode must be 'r' or 'w', not '" + text + "'");
-    }
-  }
+  if (!LeaseModeArg(mode_obj, &mode)) return nullptr;
   LeaseOptions options;
   options.exclusive = exclusive != 0;
   options.populate = populate != 0;
-  if (!ParseTimeout(timeout_obj, &options.timeout)) return nullptr;
+  if (!TimeoutArg(timeout_obj, &options.timeout)) return nullptr;
   std::shared_ptr<Client> client = Connected(self);
   if (client == nullptr) return nullptr;
 
@@ -474,7 +232,7 @@ PyObject* Client_lease(PyObject* self, PyObject* args, PyObject* kwds) {
   std::exception_ptr error =
       CallClient(self, client, [&](Client& c) { lease = c.Acquire(name, mode, options); });
   if (error) return RaiseFromException(error, StateOf(self).socket_path);
-  return NewLeaseObject(std::move(lease));
+  return NewLeaseObject(self, std::move(lease));
 }
 
 // The awaitable lease is written in Python (shmlease._aio.client_lease); this only delegates, with
@@ -535,7 +293,7 @@ PyObject* Client_chmod(PyObject* self, PyObject* args, PyObject* kwds) {
   }
   std::string name;
   uint32_t mode = 0;
-  if (!StringArg(name_obj, "name", &name) || !ModeArg(mode_obj, &mode)) return nullptr;
+  if (!StringArg(name_obj, "name", &name) || !PermissionArg(mode_obj, &mode)) return nullptr;
   std::shared_ptr<Client> client = Connected(self);
   if (client == nullptr) return nullptr;
   SegmentInfo info;
@@ -543,51 +301,6 @@ PyObject* Client_chmod(PyObject* self, PyObject* args, PyObject* kwds) {
       CallClient(self, client, [&](Client& c) { info = c.Chmod(name, mode); });
   if (error) return RaiseFromException(error, StateOf(self).socket_path);
   return SegmentInfoToDict(info);
-}
-
-// A Python dict of DaemonStats; clients as a list of dicts, their leases as (segment, mode, excl).
-PyObject* StatsToDict(const DaemonStats& st) {
-  PyObject* clients = PyList_New(0);
-  if (clients == nullptr) return nullptr;
-  for (const auto& c : st.clients) {
-    PyObject* leases = PyList_New(0);
-    if (leases == nullptr) {
-      Py_DECREF(clients);
-      return nullptr;
-    }
-    for (const auto& l : c.leases) {
-      PyObject* item = Py_BuildValue("{s:s#,s:s,s:O}", "segment", l.segment.data(),
-                                     static_cast<Py_ssize_t>(l.segment.size()), "mode",
-                                     l.mode == proto::LeaseMode::kWrite ? "w" : "r", "exclusive",
-                                     l.exclusive ? Py_True : Py_False);
-      if (item == nullptr || PyList_Append(leases, item) < 0) {
-        Py_XDECREF(item);
-        Py_DECREF(leases);
-        Py_DECREF(clients);
-        return nullptr;
-      }
-      Py_DECREF(item);
-    }
-    PyObject* client = Py_BuildValue(
-        "{s:K,s:k,s:k,s:k,s:s#,s:k,s:N}", "connection", static_cast<unsigned long long>(c.conn_id),
-        "pid", static_cast<unsigned long>(c.pid), "uid", static_cast<unsigned long>(c.uid), "gid",
-        static_cast<unsigned long>(c.gid), "process", c.process.data(),
-        static_cast<Py_ssize_t>(c.process.size()), "waiting", static_cast<unsigned long>(c.waiting),
-        "leases", leases);
-    if (client == nullptr || PyList_Append(clients, client) < 0) {
-      Py_XDECREF(client);
-      Py_DECREF(clients);
-      return nullptr;
-    }
-    Py_DECREF(client);
-  }
-  return Py_BuildValue("{s:k,s:K,s:K,s:k,s:k,s:K,s:N}", "segments",
-                       static_cast<unsigned long>(st.segments), "bytes",
-                       static_cast<unsigned long long>(st.bytes), "max_bytes",
-                       static_cast<unsigned long long>(st.max_bytes), "leases",
-                       static_cast<unsigned long>(st.leases), "connections",
-                       static_cast<unsigned long>(st.connections), "uptime_ms",
-                       static_cast<unsigned long long>(st.uptime_ms), "clients", clients);
 }
 
 PyObject* Client_stats(PyObject* self, PyObject* /*unused*/) {
@@ -605,7 +318,7 @@ PyObject* Client_list(PyObject* self, PyObject* /*unused*/) {
   std::vector<SegmentInfo> infos;
   std::exception_ptr error = CallClient(self, client, [&](Client& c) { infos = c.List(); });
   if (error) return RaiseFromException(error, StateOf(self).socket_path);
-  return InfoList(infos);
+  return SegmentInfoList(infos);
 }
 
 PyObject* Client_get_socket_path(PyObject* self, void*) {
@@ -752,12 +465,18 @@ PyTypeObject ClientType = {
     .tp_repr = Client_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = PyDoc_STR(
-        "Client(socket=None)\n--\n\n"
+        "Client(socket=None, *, reconnect_timeout=None)\n--\n\n"
         "A connection to the shmleased daemon (same as shmlease.connect(socket)).\n\n"
         "socket: the daemon's Unix socket path; None resolves it as the C++ client does:\n"
         "$SHMLEASE_SOCKET, else $XDG_RUNTIME_DIR/shmlease/shmlease.sock for a non-root user,\n"
         "else /run/shmlease/shmlease.sock. Raises DaemonUnavailableError, naming the path,\n"
-        "when no daemon answers there.\n\n"
+        "when no daemon answers there.\n"
+        "reconnect_timeout: seconds a call keeps reconnecting after the daemon went away\n"
+        "(docs/RESTART.md) before it fails with ConnectionLostError; 0 never reconnects;\n"
+        "None: the library default, 10 s or $SHMLEASE_RECONNECT_TIMEOUT_MS.\n\n"
+        "Every Lease, Frame, Channel, Writer and Reader keeps its Client alive: the\n"
+        "connection closes when close() is called, or when the Client and all of them are\n"
+        "gone, so shmlease.connect().lease(...) in one expression holds its lease.\n\n"
         "One Client may be used from many threads at once. Use it as a context manager, or\n"
         "call close(), to give back every lease it holds."),
     .tp_weaklistoffset = offsetof(ClientObject, weakreflist),
@@ -771,58 +490,9 @@ int AddClientType(PyObject* module) {
   return PyModule_AddObjectRef(module, "Client", reinterpret_cast<PyObject*>(&ClientType));
 }
 
-bool SocketArg(PyObject* socket, std::string* out) {
-  out->clear();
-  if (socket == Py_None) return true;
-  PyObject* bytes = nullptr;
-  if (!PyUnicode_FSConverter(socket, &bytes)) return false;
-  out->assign(PyBytes_AS_STRING(bytes), static_cast<size_t>(PyBytes_GET_SIZE(bytes)));
-  Py_DECREF(bytes);
-  return true;
-}
-
-PyObject* SegmentInfoToDict(const SegmentInfo& info) {
-  PyObject* shape = PyTuple_New(static_cast<Py_ssize_t>(info.shape.size()));
-  if (shape == nullptr) return nullptr;
-  for (size_t i = 0; i < info.shape.size(); ++i) {
-    PyObject* dim = PyLong_FromUnsignedLongLong(info.shape[i]);
-    if (dim == nullptr) {
-      Py_DECREF(shape);
-      return nullptr;
-    }
-    PyTuple_SET_ITEM(shape, static_cast<Py_ssize_t>(i), dim);
-  }
-  PyObject* d = Py_BuildValue(
-      "{s:K,s:s#,s:K,s:s#,s:N,s:L,s:k,s:k,s:k,s:k,s:O,s:k,s:O,s:k,s:O,s:K}",  //
-      "id", static_cast<unsigned long long>(info.id),                 //
-      "name", info.name.data(), static_cast<Py_ssize_t>(info.name.size()), "size",
-      static_cast<unsigned long long>(info.size),  //
-      "format", info.format.data(), static_cast<Py_ssize_t>(info.format.size()), "shape",
-      shape,  // N: the dict takes our reference
-      "created_unix_ns", static_cast<long long>(info.created_unix_ns), "creator_pid",
-      static_cast<unsigned long>(info.creator_pid), "creator_uid",
-      static_cast<unsigned long>(info.creator_uid), "readers",
-      static_cast<unsigned long>(info.readers), "writers", static_cast<unsigned long>(info.writers),
-      "exclusive", info.exclusive ? Py_True : Py_False, "waiting",
-      static_cast<unsigned long>(info.waiting), "removed", info.removed ? Py_True : Py_False,
-      "page_size", static_cast<unsigned long>(info.page_size), "huge_fallback",
-      info.huge_fallback ? Py_True : Py_False, "reserved_bytes",
-      static_cast<unsigned long long>(ReservedBytes(info)));
-  if (d == nullptr) return nullptr;
-  PyObject* owner_uid = PyLong_FromUnsignedLong(info.owner_uid);
-  PyObject* owner_gid = PyLong_FromUnsignedLong(info.owner_gid);
-  PyObject* mode = PyLong_FromUnsignedLong(info.mode);
-  bool ok = owner_uid && owner_gid && mode && PyDict_SetItemString(d, "owner_uid", owner_uid) == 0 &&
-            PyDict_SetItemString(d, "owner_gid", owner_gid) == 0 &&
-            PyDict_SetItemString(d, "mode", mode) == 0;
-  Py_XDECREF(owner_uid);
-  Py_XDECREF(owner_gid);
-  Py_XDECREF(mode);
-  if (!ok) {
-    Py_DECREF(d);
-    return nullptr;
-  }
-  return d;
+bool ClientIsClosed(PyObject* client) {
+  const ClientState& s = StateOf(client);
+  return s.client == nullptr || s.closing;
 }
 
 }  // namespace shmlease::python

@@ -15,13 +15,9 @@ extern PyTypeObject ClientType;
 // Readies ClientType and adds it to `module`; -1 with an exception set on failure.
 int AddClientType(PyObject* module);
 
-// A `socket` argument: None (resolve the default: empty `out`) or a str/bytes/os.PathLike path.
-// False with an exception set when it is neither.
-bool SocketArg(PyObject* socket, std::string* out);
-
-// The segment as a dict: id, name, size, format, shape (tuple), created_unix_ns, creator_pid,
-// creator_uid, readers, writers, exclusive (bool), waiting, removed (bool), page_size,
-// huge_fallback (bool), reserved_bytes.
-PyObject* SegmentInfoToDict(const SegmentInfo& info);
+// True once the Client object `client` was closed (close(), __exit__): the daemon has released
+// every lease of its connection. Objects that depend on the connection (Lease, Frame, Channel,
+// Writer, Reader) hold a strong reference to their Client and ask it this.
+bool ClientIsClosed(PyObject* client);
 
 }  // namespace shmlease::python

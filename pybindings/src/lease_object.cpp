@@ -1,6 +1,8 @@
 // Ownership: a Lease object holds its libshmlease Lease (the daemon's lock) until release() or its
 // deallocation, and shares the mapping (Lease::mapping_owner) until its deallocation, so memory it
 // exported stays mapped while it lives, even for np.ndarray(buffer=lease), which keeps no export.
+// It holds a strong reference to its Python Client, whose deallocation closes the connection (and
+// so releases every lease of it): the Client lives at least as long as each of its Leases.
 #include "lease_object.hpp"
 
 #include <unistd.h>
@@ -11,30 +13,22 @@
 #include <utility>
 
 #include "client_object.hpp"
+#include "convert.hpp"
 #include "errors.hpp"
-#include "shmlease/format.hpp"
+#include "exporter.hpp"
 
 namespace shmlease::python {
 namespace {
 
 struct LeaseState {
   Lease lease;                          // valid while this object holds the daemon's lease
-  std::shared_ptr<const void> mapping;  // keeps buf mapped until deallocation
+  std::shared_ptr<const void> mapping;  // keeps the exported memory mapped until deallocation
   SegmentInfo info;                     // the segment as granted
-  std::byte* buf = nullptr;
-  Py_ssize_t nbytes = 0;
-  Py_ssize_t itemsize = 1;
-  int ndim = 1;
-  Py_ssize_t shape[kMaxDims] = {};
-  Py_ssize_t strides[kMaxDims] = {};
-  char format[2] = {'B', '\0'};
-  bool readonly = true;
-  bool f_contiguous = true;
-  bool closed = false;  // release() or __exit__ ran: no new exports
+  Exporter exporter{};                  // layout and live exports
+  bool closed = false;                  // release() or __exit__ ran: no new exports
   Mode mode = Mode::kRead;
   bool exclusive = false;
   uint64_t lease_id = 0;
-  Py_ssize_t exports = 0;
   pid_t owner_pid = 0;  // the process that was granted the lease
 };
 
@@ -44,11 +38,10 @@ struct LeaseObject {
   PyObject* weakreflist;
   // clang-format on
   LeaseState* state;  // never null once NewLeaseObject() returned the object
+  PyObject* client;   // the Python Client: strong reference, so the connection outlives us
 };
 
 LeaseState& StateOf(PyObject* self) { return *reinterpret_cast<LeaseObject*>(self)->state; }
-
-std::byte g_empty_buffer[1];  // buf of a zero-length segment: never NULL, never written
 
 // Gives `lease` back to the daemon and drops `mapping`, with the GIL released: the release is a
 // socket send, and unmapping a large populated mapping takes milliseconds. In a child forked from
@@ -65,124 +58,44 @@ void ReleaseWithoutGil(Lease lease, std::shared_ptr<const void> mapping, pid_t o
   Py_END_ALLOW_THREADS;
 }
 
-// Fills the layout fields of `s` from the granted segment. A segment whose stored format or shape
-// this build cannot describe (a newer daemon) is exported as raw bytes.
-void ComputeLayout(LeaseState& s) {
-  const SegmentInfo& info = s.info;
-  const auto size = static_cast<uint64_t>(s.lease.size());
-  std::optional<size_t> item = FormatItemSize(info.format);
-  std::vector<uint64_t> dims = info.shape;
-  bool typed = item.has_value() && info.format.size() <= 1;
-  if (typed && dims.empty() && size % *item == 0) dims = {size / *item};
-  if (typed) {
-    std::optional<uint64_t> bytes = ShapeBytes(dims, *item);
-    typed = bytes.has_value() && *bytes == size;
-  }
-  if (!typed || size == 0) {
-    item = 1;
-    dims = {size};
-    s.format[0] = 'B';
-  } else {
-    s.format[0] = info.format.empty() ? 'B' : info.format[0];
-  }
-  s.itemsize = static_cast<Py_ssize_t>(*item);
-  s.ndim = static_cast<int>(dims.size());
-  Py_ssize_t stride = s.itemsize;
-  int dims_above_one = 0;
-  for (int i = s.ndim - 1; i >= 0; --i) {
-    s.shape[i] = static_cast<Py_ssize_t>(dims[i]);
-    s.strides[i] = stride;
-    stride *= s.shape[i];
-    if (s.shape[i] > 1) ++dims_above_one;
-  }
-  s.nbytes = static_cast<Py_ssize_t>(size);
-  s.f_contiguous = dims_above_one <= 1;
-}
-
-PyObject* TupleOf(const Py_ssize_t* values, int n) {
-  PyObject* tuple = PyTuple_New(n);
-  if (tuple == nullptr) return nullptr;
-  for (int i = 0; i < n; ++i) {
-    PyObject* v = PyLong_FromSsize_t(values[i]);
-    if (v == nullptr) {
-      Py_DECREF(tuple);
-      return nullptr;
-    }
-    PyTuple_SET_ITEM(tuple, i, v);
-  }
-  return tuple;
-}
-
-// --- buffer protocol ---
-
-int Lease_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+// True while the daemon counts this lease: not released, its Client not closed, and not lost
+// (a reconnect could not restore it, or the connection is gone for good).
+bool Counted(PyObject* self) {
   LeaseState& s = StateOf(self);
-  if (view == nullptr) {
-    PyErr_SetString(PyExc_BufferError, "shmlease.Lease: NULL view in getbuffer");
-    return -1;
-  }
-  view->obj = nullptr;
-  if (s.closed) {
-    PyErr_Format(PyExc_ValueError, "operation forbidden on a released lease of '%s'",
-                 s.info.name.c_str());
-    return -1;
-  }
-  auto wants = [flags](int flag) { return (flags & flag) == flag; };
-  if (wants(PyBUF_WRITABLE) && s.readonly) {
-    PyErr_SetString(PyExc_BufferError, "Object is not writable.");
-    return -1;
-  }
-  // The buffer is always C-contiguous, hence also "any" contiguous; Fortran order only when at
-  // most one dimension is longer than 1.
-  if (wants(PyBUF_F_CONTIGUOUS) && !s.f_contiguous) {
-    PyErr_SetString(PyExc_BufferError, "shmlease.Lease: buffer is not Fortran contiguous");
-    return -1;
-  }
-  // As CPython's own exporters: a format without a shape cannot describe typed items.
-  if (!wants(PyBUF_ND) && wants(PyBUF_FORMAT)) {
-    PyErr_SetString(
-        PyExc_BufferError,
-        "shmlease.Lease: cannot export as unsigned bytes if the format flag is present");
-    return -1;
-  }
-  view->buf = s.buf;
-  view->len = s.nbytes;
-  view->readonly = s.readonly ? 1 : 0;
-  view->itemsize = s.itemsize;  // the real item size, even when format is NULL ("B")
-  view->format = wants(PyBUF_FORMAT) ? s.format : nullptr;
-  if (wants(PyBUF_ND)) {
-    view->ndim = s.ndim;
-    view->shape = s.shape;
-  } else {
-    view->ndim = 1;
-    view->shape = nullptr;
-  }
-  view->strides = wants(PyBUF_STRIDES) ? s.strides : nullptr;
-  view->suboffsets = nullptr;
-  view->internal = nullptr;
-  view->obj = Py_NewRef(self);
-  ++s.exports;
-  return 0;
+  if (s.closed || !s.lease.valid()) return false;
+  PyObject* client = reinterpret_cast<LeaseObject*>(self)->client;
+  if (client != nullptr && ClientIsClosed(client)) return false;
+  // In a child forked from the owner the connection is the parent's (its mutex may have been
+  // held by another thread at fork time): the inherited memory stays readable, unasked.
+  if (getpid() != s.owner_pid) return true;
+  return !s.lease.lost();
 }
 
-// Each export holds a reference in view->obj (the consumer drops it), so the object outlives its
-// exports; releasing only uncounts: no I/O, cannot fail.
-void Lease_releasebuffer(PyObject* self, Py_buffer* /*view*/) {
-  LeaseState& s = StateOf(self);
-  if (s.exports > 0) --s.exports;
+// --- exporter ---
+
+Exporter& ExporterOf(PyObject* self) { return StateOf(self).exporter; }
+
+bool Usable(PyObject* self) {
+  if (Counted(self)) return true;
+  PyErr_Format(PyExc_ValueError, "operation forbidden on a released lease of '%s'",
+               StateOf(self).info.name.c_str());
+  return false;
 }
 
-PyBufferProcs lease_as_buffer = {Lease_getbuffer, Lease_releasebuffer};
+constexpr ExporterKind kLeaseKind = {"shmlease.Lease", ExporterOf, Usable};
+using Slots = ExporterSlots<kLeaseKind>;
 
 // --- methods ---
 
 PyObject* Lease_release(PyObject* self, PyObject* /*unused*/) {
   LeaseState& s = StateOf(self);
-  if (s.exports > 0) {
+  // Once the daemon no longer counts the lease (client closed, lease lost) nothing is left to
+  // protect: release() only marks it released, even with exports alive (they stay mapped).
+  if (s.exporter.exports > 0 && Counted(self)) {
     PyErr_Format(PyExc_BufferError,
-                 "cannot release the lease of '%s': %zd buffer export(s) (memoryview, numpy "
-                 "array, ...) still use it; release or delete them first",
-                 s.info.name.c_str(), s.exports);
+                 "cannot release the lease of '%s': %zd export(s) (memoryview, numpy array, "
+                 "DLPack tensor, ...) still use it; release or delete them first",
+                 s.info.name.c_str(), s.exporter.exports);
     return nullptr;
   }
   s.closed = true;
@@ -200,7 +113,7 @@ PyObject* Lease_enter(PyObject* self, PyObject* /*unused*/) {
 
 PyObject* Lease_exit(PyObject* self, PyObject* /*args*/) {
   LeaseState& s = StateOf(self);
-  if (s.exports > 0) {
+  if (s.exporter.exports > 0 && Counted(self)) {
     // Arrays or memoryviews made inside the block are still alive: keep the daemon's lease (their
     // memory is still in use) and give it back when this object is deallocated.
     s.closed = true;
@@ -220,13 +133,16 @@ PyMethodDef lease_methods[] = {
      "numpy.asarray(lease), numpy.frombuffer(lease), or any slice of them). Releasing twice\n"
      "does nothing. Afterwards the attributes stay readable but the buffer cannot be exported\n"
      "again (ValueError). An array made with numpy.ndarray(buffer=lease) keeps no export: it\n"
-     "stays readable (memory safe) after release, but no longer under the lease's lock."},
+     "stays readable (memory safe) after release, but no longer under the lease's lock.\n"
+     "Once the daemon no longer counts the lease (Client closed, lease lost) release() only\n"
+     "marks it released, even while exports are alive."},
     {"__enter__", Lease_enter, METH_NOARGS, "__enter__($self, /)\n--\n\nReturn the lease itself."},
     {"__exit__", Lease_exit, METH_VARARGS,
      "__exit__($self, exc_type, exc_value, traceback, /)\n--\n\n"
      "Release the lease. If buffer exports made inside the block are still alive, the lease\n"
      "is not given back yet: it is released when the Lease object and all its exports are\n"
      "gone, and no new export can be made. Never suppresses an exception."},
+    SHMLEASE_EXPORTER_METHODS(Slots),
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -239,30 +155,33 @@ PyObject* Lease_get_name(PyObject* self, void*) {
 PyObject* Lease_get_mode(PyObject* self, void*) {
   return PyUnicode_FromString(StateOf(self).mode == Mode::kWrite ? "w" : "r");
 }
+const Layout& LayoutOf(PyObject* self) { return StateOf(self).exporter.layout; }
 PyObject* Lease_get_nbytes(PyObject* self, void*) {
-  return PyLong_FromSsize_t(StateOf(self).nbytes);
+  return PyLong_FromSsize_t(LayoutOf(self).nbytes);
 }
 PyObject* Lease_get_readonly(PyObject* self, void*) {
-  return PyBool_FromLong(StateOf(self).readonly);
+  return PyBool_FromLong(LayoutOf(self).readonly);
 }
 PyObject* Lease_get_format(PyObject* self, void*) {
-  return PyUnicode_FromString(StateOf(self).format);
+  return PyUnicode_FromString(LayoutOf(self).format);
 }
 PyObject* Lease_get_itemsize(PyObject* self, void*) {
-  return PyLong_FromSsize_t(StateOf(self).itemsize);
+  return PyLong_FromSsize_t(LayoutOf(self).itemsize);
 }
-PyObject* Lease_get_ndim(PyObject* self, void*) { return PyLong_FromLong(StateOf(self).ndim); }
+PyObject* Lease_get_ndim(PyObject* self, void*) { return PyLong_FromLong(LayoutOf(self).ndim); }
 PyObject* Lease_get_shape(PyObject* self, void*) {
-  return TupleOf(StateOf(self).shape, StateOf(self).ndim);
+  return TupleOf(LayoutOf(self).shape, LayoutOf(self).ndim);
 }
 PyObject* Lease_get_strides(PyObject* self, void*) {
-  return TupleOf(StateOf(self).strides, StateOf(self).ndim);
+  return TupleOf(LayoutOf(self).strides, LayoutOf(self).ndim);
 }
 PyObject* Lease_get_exports(PyObject* self, void*) {
-  return PyLong_FromSsize_t(StateOf(self).exports);
+  return PyLong_FromSsize_t(StateOf(self).exporter.exports);
 }
-PyObject* Lease_get_released(PyObject* self, void*) {
-  return PyBool_FromLong(StateOf(self).closed);
+PyObject* Lease_get_released(PyObject* self, void*) { return PyBool_FromLong(!Counted(self)); }
+PyObject* Lease_get_client(PyObject* self, void*) {
+  PyObject* client = reinterpret_cast<LeaseObject*>(self)->client;
+  return Py_NewRef(client != nullptr ? client : Py_None);
 }
 PyObject* Lease_get_exclusive(PyObject* self, void*) {
   return PyBool_FromLong(StateOf(self).exclusive);
@@ -292,7 +211,13 @@ PyGetSetDef lease_getset[] = {
     {"exports", Lease_get_exports, nullptr,
      "How many buffer exports (memoryviews, numpy arrays, ...) are alive right now.", nullptr},
     {"released", Lease_get_released, nullptr,
-     "True after release() or the end of a with block: no new buffer can be exported.", nullptr},
+     "True whenever the daemon no longer counts this lease: after release() or the end of a\n"
+     "with block, after the Client's close(), and once the lease is lost (a reconnect could\n"
+     "not restore it). No new buffer can be exported then (ValueError).",
+     nullptr},
+    {"client", Lease_get_client, nullptr,
+     "The Client that was granted this lease (kept alive by the lease).", nullptr},
+    SHMLEASE_EXPORTER_GETSET(Slots),
     {"exclusive", Lease_get_exclusive, nullptr, "True for an exclusive lease.", nullptr},
     {"id", Lease_get_id, nullptr, "The daemon's id of this lease.", nullptr},
     {"info", Lease_get_info, nullptr,
@@ -302,7 +227,8 @@ PyGetSetDef lease_getset[] = {
 
 PyObject* Lease_repr(PyObject* self) {
   LeaseState& s = StateOf(self);
-  PyObject* shape = TupleOf(s.shape, s.ndim);
+  const Layout& l = s.exporter.layout;
+  PyObject* shape = TupleOf(l.shape, l.ndim);
   if (shape == nullptr) return nullptr;
   PyObject* name = Lease_get_name(self, nullptr);
   if (name == nullptr) {
@@ -311,8 +237,8 @@ PyObject* Lease_repr(PyObject* self) {
   }
   PyObject* r = PyUnicode_FromFormat(
       "<shmlease.Lease %R mode='%s'%s format='%s' shape=%R exports=%zd%s>", name,
-      s.mode == Mode::kWrite ? "w" : "r", s.exclusive ? " exclusive" : "", s.format, shape,
-      s.exports, s.closed ? " released" : "");
+      s.mode == Mode::kWrite ? "w" : "r", s.exclusive ? " exclusive" : "", l.format, shape,
+      s.exporter.exports, Counted(self) ? "" : " released");
   Py_DECREF(name);
   Py_DECREF(shape);
   return r;
@@ -329,6 +255,8 @@ void Lease_dealloc(PyObject* self) {
     obj->state = nullptr;
     ReleaseWithoutGil(std::move(lease), std::move(mapping), owner);
   }
+  // After the release: dropping the last reference to the Client closes its connection.
+  Py_CLEAR(obj->client);
   Py_TYPE(self)->tp_free(self);
 }
 
@@ -342,7 +270,7 @@ PyTypeObject LeaseType = {
     .tp_basicsize = sizeof(LeaseObject),
     .tp_dealloc = Lease_dealloc,
     .tp_repr = Lease_repr,
-    .tp_as_buffer = &lease_as_buffer,
+    .tp_as_buffer = &Slots::buffer_procs,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = PyDoc_STR(
         "A lease on a shared-memory segment, granted by Client.lease(); not created directly.\n\n"
@@ -367,7 +295,7 @@ int AddLeaseType(PyObject* module) {
   return PyModule_AddObjectRef(module, "Lease", reinterpret_cast<PyObject*>(&LeaseType));
 }
 
-PyObject* NewLeaseObject(Lease&& lease) {
+PyObject* NewLeaseObject(PyObject* client, Lease&& lease) {
   PyObject* self = LeaseType.tp_alloc(&LeaseType, 0);
   if (self == nullptr) {
     ReleaseWithoutGil(std::move(lease), nullptr, getpid());
@@ -376,6 +304,7 @@ PyObject* NewLeaseObject(Lease&& lease) {
   auto* obj = reinterpret_cast<LeaseObject*>(self);
   obj->weakreflist = nullptr;
   obj->state = nullptr;
+  obj->client = Py_XNewRef(client);
   try {
     obj->state = new LeaseState();
     LeaseState& s = *obj->state;
@@ -384,13 +313,12 @@ PyObject* NewLeaseObject(Lease&& lease) {
     s.exclusive = lease.exclusive();
     s.lease_id = lease.id();
     s.owner_pid = getpid();
-    s.readonly = !lease.writable();
     s.mapping = lease.mapping_owner();
-    // A read lease's pages are mapped PROT_READ; exports of it say readonly, so nothing writes.
-    s.buf = const_cast<std::byte*>(lease.data().data());
+    // A segment whose stored format or shape this build cannot describe (a newer daemon) is
+    // exported as raw bytes.
+    SetLayout(&s.exporter.layout, lease.data().data(), lease.size(), s.info.format, s.info.shape,
+              !lease.writable());
     s.lease = std::move(lease);
-    ComputeLayout(s);
-    if (s.nbytes == 0 || s.buf == nullptr) s.buf = g_empty_buffer;
   } catch (...) {
     Py_DECREF(self);  // dealloc releases whatever was moved in
     return RaiseFromException(std::current_exception());

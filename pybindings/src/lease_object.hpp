@@ -15,8 +15,9 @@ extern PyTypeObject LeaseType;
 // Readies LeaseType and adds it to `module`; -1 with an exception set on failure.
 int AddLeaseType(PyObject* module);
 
-// Wraps a granted lease (lease.valid() must be true). On failure returns nullptr with an exception
-// set, and the lease is released.
-PyObject* NewLeaseObject(Lease&& lease);
+// Wraps a granted lease (lease.valid() must be true) of the Python Client `client`, which the
+// Lease object keeps alive (a strong reference) until its deallocation. On failure returns nullptr
+// with an exception set, and the lease is released.
+PyObject* NewLeaseObject(PyObject* client, Lease&& lease);
 
 }  // namespace shmlease::python

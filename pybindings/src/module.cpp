@@ -7,6 +7,7 @@
 #include <string>
 
 #include "client_object.hpp"
+#include "convert.hpp"
 #include "errors.hpp"
 #include "lease_object.hpp"
 #include "channel_object.hpp"
@@ -44,11 +45,13 @@ PyObject* ResolveSocket(PyObject* /*module*/, PyObject* args, PyObject* kwds) {
 PyMethodDef module_methods[] = {
     {"connect", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Connect)),
      METH_VARARGS | METH_KEYWORDS,
-     "connect(socket=None)\n--\n\n"
+     "connect(socket=None, *, reconnect_timeout=None)\n--\n\n"
      "Connect to shmleased and return a Client.\n\n"
      "socket: the daemon's Unix socket path; None resolves it as the C++ client does (see\n"
      "resolve_socket_path()). Raises DaemonUnavailableError, naming the path, when no daemon\n"
-     "answers there."},
+     "answers there.\n"
+     "reconnect_timeout: seconds to keep reconnecting after the daemon went away; 0 never;\n"
+     "None: the library default (10 s, or $SHMLEASE_RECONNECT_TIMEOUT_MS)."},
     {"resolve_socket_path",
      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(ResolveSocket)),
      METH_VARARGS | METH_KEYWORDS,

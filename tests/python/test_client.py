@@ -158,6 +158,7 @@ def test_closed_client(daemon, seg):
     c.create(name, 64)
     lease = c.lease(name, "w")
     memoryview(lease)[0] = 5
+    view = memoryview(lease)  # an export made before close() (new ones are refused after it)
     c.close()
     assert c.closed and "closed" in repr(c)
     c.close()  # twice: nothing
@@ -168,7 +169,7 @@ def test_closed_client(daemon, seg):
     with pytest.raises(ValueError):
         with c:
             pass
-    assert memoryview(lease)[0] == 5  # still mapped
+    assert view[0] == 5  # still mapped
     lease.release()  # the daemon already released it with the connection: no error
     with shmlease.connect(daemon.socket) as other:
         st = other.stat(name)
@@ -212,11 +213,13 @@ def test_daemon_stopping_gives_connection_lost(own_daemon, monkeypatch):
     c.create("x", 4096)
     lease = c.lease("x", "w")
     memoryview(lease)[0] = 1
+    view = memoryview(lease)  # made while the lease is counted (no new exports once it is lost)
     assert d.stop() == 0
     with pytest.raises(shmlease.ConnectionLostError) as info:
         c.ping()
     assert isinstance(info.value, ConnectionError)
-    assert memoryview(lease)[0] == 1  # the mapping outlives the daemon
+    assert view[0] == 1  # the mapping outlives the daemon
+    view.release()
     lease.release()
     c.close()
     with pytest.raises(shmlease.DaemonUnavailableError):
@@ -379,7 +382,8 @@ def test_every_public_name_has_a_docstring():
     assert list(create.parameters)[-3:] == ["exist_ok", "huge", "mode"]
     assert create.parameters["huge"].default is None
     assert sig.parameters["exclusive"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert str(inspect.signature(shmlease.connect)) == "(socket=None)"
+    assert str(inspect.signature(shmlease.connect)) == "(socket=None, *, reconnect_timeout=None)"
+    assert str(inspect.signature(shmlease.Client)) == "(socket=None, *, reconnect_timeout=None)"
 
 
 def test_error_hierarchy():
