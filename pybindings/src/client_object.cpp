@@ -474,7 +474,11 @@ PyObject* Client_lease(PyObject* self, PyObject* args, PyObject* kwds) {
   std::exception_ptr error =
       CallClient(self, client, [&](Client& c) { lease = c.Acquire(name, mode, options); });
   if (error) return RaiseFromException(error, StateOf(self).socket_path);
-  return NewLeaseObject(std::move(lease));
+  PyObject* lease_obj = NewLeaseObject(std::move(lease));
+  if (lease_obj != nullptr && SetLeaseSocketPath(lease_obj, StateOf(self).socket_path) < 0) {
+    Py_CLEAR(lease_obj);
+  }
+  return lease_obj;
 }
 
 PyObject* Client_remove(PyObject* self, PyObject* args, PyObject* kwds) {
@@ -619,7 +623,53 @@ PyObject* Client_channel(PyObject* self, PyObject* args, PyObject* kwds) {
   return NewChannelObject(self, std::move(client), args, kwds);
 }
 
+// Client.share and Client.array are written in Python (shmlease/_sharing.py): the type is static,
+// so these entries call _sharing.<function>(self, *args, **kwds).
+PyObject* CallSharing(const char* function, PyObject* self, PyObject* args, PyObject* kwds) {
+  PyObject* module = PyImport_ImportModule("shmlease._sharing");
+  if (module == nullptr) return nullptr;
+  PyObject* fn = PyObject_GetAttrString(module, function);
+  Py_DECREF(module);
+  if (fn == nullptr) return nullptr;
+  const Py_ssize_t n = PyTuple_GET_SIZE(args);
+  PyObject* full = PyTuple_New(n + 1);
+  if (full == nullptr) {
+    Py_DECREF(fn);
+    return nullptr;
+  }
+  PyTuple_SET_ITEM(full, 0, Py_NewRef(self));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyTuple_SET_ITEM(full, i + 1, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+  }
+  PyObject* result = PyObject_Call(fn, full, kwds);
+  Py_DECREF(full);
+  Py_DECREF(fn);
+  return result;
+}
+
+PyObject* Client_share(PyObject* self, PyObject* args, PyObject* kwds) {
+  return CallSharing("share", self, args, kwds);
+}
+
+PyObject* Client_array(PyObject* self, PyObject* args, PyObject* kwds) {
+  return CallSharing("array", self, args, kwds);
+}
+
 PyMethodDef client_methods[] = {
+    {"share", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_share)),
+     METH_VARARGS | METH_KEYWORDS,
+     "share($self, /, name, array, *, mode=0o600, exist_ok=False, huge=None)\n--\n\n"
+     "Create the segment `name` typed as `array` (its dtype and shape), copy the array's bytes\n"
+     "into it once, and return its stat dict. The dtype must be one native scalar ('f', 'd',\n"
+     "'B', 'q', ...): other byte orders, object, structured and sub-array dtypes raise\n"
+     "InvalidArgumentError. exist_ok: fill an existing segment of the same dtype and shape\n"
+     "(ExistsError if it differs). mode and huge: as for create(). Needs numpy."},
+    {"array", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_array)),
+     METH_VARARGS | METH_KEYWORDS,
+     "array($self, /, name, mode='r', *, exclusive=False, timeout=None, populate=False)\n--\n\n"
+     "Lease the segment `name` (arguments as for lease()) and return a numpy array of its\n"
+     "memory that owns the lease: the lease is released when the last array using it\n"
+     "(views and slices included) is collected. Read leases give read-only arrays. Needs numpy."},
     {"channel", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_channel)),
      METH_VARARGS | METH_KEYWORDS,
      "channel($self, /, name, shape=None, *, dtype='B', slots=8, policy='block')\n--\n\n"

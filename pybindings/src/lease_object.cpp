@@ -36,6 +36,7 @@ struct LeaseState {
   uint64_t lease_id = 0;
   Py_ssize_t exports = 0;
   pid_t owner_pid = 0;  // the process that was granted the lease
+  std::string socket_path;  // the granting daemon's, for pickling by reference (_sharing.py)
 };
 
 struct LeaseObject {
@@ -271,6 +272,10 @@ PyObject* Lease_get_id(PyObject* self, void*) {
   return PyLong_FromUnsignedLongLong(StateOf(self).lease_id);
 }
 PyObject* Lease_get_info(PyObject* self, void*) { return SegmentInfoToDict(StateOf(self).info); }
+PyObject* Lease_get_socket_path(PyObject* self, void*) {
+  const std::string& path = StateOf(self).socket_path;
+  return PyUnicode_DecodeFSDefaultAndSize(path.data(), static_cast<Py_ssize_t>(path.size()));
+}
 
 PyGetSetDef lease_getset[] = {
     {"name", Lease_get_name, nullptr, "The segment's name (str).", nullptr},
@@ -297,6 +302,8 @@ PyGetSetDef lease_getset[] = {
     {"id", Lease_get_id, nullptr, "The daemon's id of this lease.", nullptr},
     {"info", Lease_get_info, nullptr,
      "The segment as it was when the lease was granted, as a dict (see Client.stat).", nullptr},
+    {"socket_path", Lease_get_socket_path, nullptr,
+     "The socket path of the daemon that granted the lease (its Client's socket_path).", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
@@ -396,6 +403,16 @@ PyObject* NewLeaseObject(Lease&& lease) {
     return RaiseFromException(std::current_exception());
   }
   return self;
+}
+
+int SetLeaseSocketPath(PyObject* lease, const std::string& path) {
+  try {
+    StateOf(lease).socket_path = path;
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  return 0;
 }
 
 }  // namespace shmlease::python
