@@ -18,10 +18,9 @@ use it; pickle.dumps() does not (a plain pickle may be stored and read after the
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
-import threading
-import weakref
 
 from ._shmlease import (
     ExistsError,
@@ -44,13 +43,23 @@ _SEGMENT_FORMATS = frozenset("bBhHiIlLqQefd?")
 _ERRC = {"invalid_argument": 5, "not_found": 6, "already_exists": 7}
 _MAX_BASE_DEPTH = 64
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _clients: dict[str, object] = {}      # socket path -> Client of this process
 _clients_pid = os.getpid()
 # (socket, name, segment id, created_unix_ns, mode) -> a flat uint8 array of one Lease of this
 # process; arrays rebuilt from the same segment share that lease while any of them lives.
-_flat_views: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_flat_views = None  # a weakref.WeakValueDictionary, made on first use (import cost)
 _registered = False
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock at fork (a Pool's result handler unpickling): the
+    # child's copy would never be released.
+    global _lock
+    _lock = _thread.allocate_lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _error(cls, errc_name: str, message: str):
@@ -213,7 +222,8 @@ def _client(socket: str):
     if _clients_pid != os.getpid():
         # A forked child: the parent's connections are not ours (Client refuses them anyway).
         _clients.clear()
-        _flat_views.clear()
+        if _flat_views is not None:
+            _flat_views.clear()
         _clients_pid = os.getpid()
     c = _clients.get(socket)
     if c is None or c.closed:
@@ -224,9 +234,13 @@ def _client(socket: str):
 
 def _flat_view(socket, name, seg_id, created_ns, mode):
     """A flat uint8 array of a lease of this process on the segment, checked to be that one."""
+    global _flat_views
     import numpy as np
     key = (socket, name, seg_id, created_ns, mode)
     with _lock:
+        if _flat_views is None:
+            import weakref
+            _flat_views = weakref.WeakValueDictionary()
         if _clients_pid == os.getpid():
             flat = _flat_views.get(key)
             if flat is not None:
