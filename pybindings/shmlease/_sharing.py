@@ -13,7 +13,7 @@ pickle is input from another process.
 The reducer is registered with multiprocessing's ForkingPickler (as torch.multiprocessing does),
 so multiprocessing.Pool, Process arguments, Queue, Pipe and concurrent.futures.ProcessPoolExecutor
 use it; pickle.dumps() does not (a plain pickle may be stored and read after the lease is gone).
-`import shmlease` does not import numpy: registration waits until numpy is imported.
+`import shmlease` imports neither numpy nor multiprocessing: registration waits until both are.
 """
 
 from __future__ import annotations
@@ -143,11 +143,15 @@ def _reduce_ndarray(arr):
                       bool(arr.flags.writeable))
 
 
+# The reducer needs both; registering imports neither (multiprocessing.reduction costs ~10 ms).
+_NEEDED = ("numpy", "multiprocessing.reduction")
+
+
 def register() -> None:
     """Registers the ndarray reducer with multiprocessing's ForkingPickler (idempotent).
 
-    Imports numpy and multiprocessing.reduction; `import shmlease` calls it when numpy is
-    already imported, and otherwise once numpy is (see _NumpyImportHook).
+    Imports numpy and multiprocessing.reduction. `import shmlease` calls it once both are
+    imported (at once if they already are, else through _PostImportHook).
     """
     global _registered
     if _registered:
@@ -158,14 +162,16 @@ def register() -> None:
     _registered = True
 
 
-class _NumpyImportHook:
-    """Runs register() right after numpy's own import finishes, then leaves sys.meta_path."""
+class _PostImportHook:
+    """A sys.meta_path finder that runs register() right after the import of the last of
+    _NEEDED finishes, then leaves sys.meta_path. It finds nothing itself: it wraps the loader
+    that the other finders return."""
 
     def __init__(self) -> None:
         self._searching = False
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != "numpy" or self._searching:
+        if fullname not in _NEEDED or self._searching:
             return None
         self._searching = True
         try:
@@ -194,24 +200,26 @@ class _RegisteringLoader:
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        # numpy sees its real loader; only the end of its import is ours.
+        # The module sees its real loader; only the end of its import is ours.
         module.__loader__ = self._loader
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
-        try:
-            sys.meta_path.remove(self._hook)
-        except ValueError:
-            pass
-        register()
+        if all(name in sys.modules for name in _NEEDED):
+            try:
+                sys.meta_path.remove(self._hook)
+            except ValueError:
+                pass
+            register()
 
 
 def install() -> None:
-    """Called by `import shmlease`: register now if numpy is loaded, else when it is."""
-    if "numpy" in sys.modules:
+    """Called by `import shmlease`: register now if numpy and multiprocessing are imported,
+    else once they are."""
+    if all(name in sys.modules for name in _NEEDED):
         register()
-    elif not any(isinstance(f, _NumpyImportHook) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NumpyImportHook())
+    elif not any(isinstance(f, _PostImportHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PostImportHook())
 
 
 # --- receiving side -------------------------------------------------------------------------
@@ -379,7 +387,6 @@ def _rebuild_view(version, socket, name, seg_id, created_ns, mode, offset, shape
 def share(client, name, array, *, mode=0o600, exist_ok=False, huge=None):
     """Client.share: a new segment typed as `array`, holding a copy of its bytes."""
     import numpy as np
-    register()
     arr = np.asarray(array)
     dt = arr.dtype
     if dt.hasobject or dt.fields is not None or dt.subdtype is not None:
@@ -429,7 +436,6 @@ def share(client, name, array, *, mode=0o600, exist_ok=False, huge=None):
 def array(client, name, mode="r", **lease_options):
     """Client.array: an ndarray of the segment that owns its lease."""
     import numpy as np
-    register()
     lease = client.lease(name, mode, **lease_options)
     try:
         return np.asarray(lease)  # its base holds the export, the export holds the Lease
