@@ -313,25 +313,30 @@ class UnavailableArray:
     len, iteration, bool, and pickling it again. `error` is that exception.
     """
 
-    __slots__ = ("error",)
+    __slots__ = ("_error",)
 
     def __init__(self, error: BaseException) -> None:
-        object.__setattr__(self, "error", error)
+        object.__setattr__(self, "_error", error)
+
+    @property
+    def error(self) -> BaseException:
+        """The exception that every use of this placeholder raises."""
+        return self._error
 
     def _raise(self, *args, **kwargs):
-        raise self.error
+        raise self._error
 
     def __getattr__(self, name):
-        raise self.error
+        raise self._error
 
     def __setattr__(self, name, value):
-        raise self.error
+        raise self._error
 
     def __repr__(self) -> str:
-        return f"<shmlease.UnavailableArray {type(self.error).__name__}: {self.error}>"
+        return f"<shmlease.UnavailableArray {type(self._error).__name__}: {self._error}>"
 
     def __reduce__(self):
-        raise self.error
+        raise self._error
 
     __hash__ = None
 
