@@ -12,8 +12,9 @@ trying things out never touches docs/.
 
 Steps, in order (--only picks some): lease (bench/run_benchmarks.sh), huge-pages (as root only,
 not in quick mode), attach (bench/python/attach_bench.py), pipeline (bench/python/pipeline_bench.py),
-channel (channel_bench), attach-sweep, handoff, queue-handoff, scaling (the report's sweeps). The
-first four write their own sections of the Markdown file; this script writes the rest. Each step's
+channel (channel_bench), attach-sweep, handoff, queue-handoff, scaling (the report's sweeps), pool
+(bench/python/pool_bench.py: arrays to a multiprocessing.Pool worker). The first four and pool
+write their own sections of the Markdown file; this script writes the rest. Each step's
 time and the load average around it are recorded. --quick: every step with few repetitions.
 --smoke: only the sweeps and channel_bench, tiny, to check that the report code still works
 (ctest bench.report_smoke). Exits non-zero if a step failed (a missed target is reported, in the
@@ -38,7 +39,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "python"))
 
 STEPS = ["lease", "huge-pages", "attach", "pipeline", "channel", "attach-sweep", "handoff",
-         "queue-handoff", "scaling"]
+         "queue-handoff", "scaling", "pool"]
 # The sections this script writes, in the order they appear (the others' markers sit among them).
 MARKERS = {name: (f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
            for name in ("report", "attach-sweep", "handoff-sweep", "lease-scaling", "channels")}
@@ -223,6 +224,11 @@ def run_steps(runner: Runner, only: list[str], results: dict) -> None:
         results["scaling"] = runner.run(
             "scaling", [runner.path("bench", "lease_scaling_bench"), *args[runner.mode]],
             parse_json=True)
+    if "pool" in only:
+        out = runner.run("pool", [py, "bench/python/pool_bench.py", "--daemon", daemon,
+                                  "--markdown", runner.doc], missed_marker="POOL TARGETS MISSED")
+        if out is not None:
+            results["pool"] = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
     del smoke
 
 

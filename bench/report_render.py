@@ -465,6 +465,14 @@ def summary_section(results: dict, keys: dict, images: dict, img_rel: str, comma
                        f"{fmt_ratio(s['ratio_last'])} at {s['last_clients']}; peak "
                        f"{s['peak_shmlease']:,.0f} ops/s ({s['peak_clients']} clients) against "
                        f"{s['peak_epoll']:,.0f} ([plot]({img_rel}/{images['scaling']})).")
+    p = results.get("pool")
+    if p:
+        med = p["median_s"]
+        bullets.append(f"- A numpy array to a multiprocessing.Pool worker and back (one apply): "
+                       f"1 GiB by reference {med['ref_1g'] * 1e6:.0f} µs, "
+                       f"{fmt_ratio(p['flat_ratio'])} the time of 4 KiB; pickled by value the "
+                       f"same 1 GiB takes **{p['speedup']:,.0f}x** as long "
+                       f"({med['plain_1g']:.1f} s).")
     quick = " **Quick mode: too few repetitions to quote.**" if results.get("quick") else ""
     loads = [", ".join(f"{x:.2f}" for x in m.get(k, [])) for k in ("load_start", "load_end")]
     machine_text = (

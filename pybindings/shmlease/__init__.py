@@ -42,6 +42,12 @@ from ._shmlease import (
     connect,
     resolve_socket_path,
 )
+from . import _sharing
+from ._sharing import UnavailableArray
+
+# numpy arrays of leases travel through multiprocessing by reference (docs/PYTHON.md, "Arrays
+# between processes"); registered now if numpy is imported, else once it is.
+_sharing.install()
 
 __all__ = [
     "Channel",
@@ -49,6 +55,7 @@ __all__ = [
     "EndOfStreamError",
     "Frame",
     "Reader",
+    "UnavailableArray",
     "Writer",
     "ConnectionLostError",
     "DaemonUnavailableError",

@@ -115,6 +115,8 @@ class Lease:
     def client(self) -> Client: ...  # kept alive by the lease
     @property
     def dtype(self) -> _ItemType: ...
+    @property
+    def socket_path(self) -> str: ...  # the granting daemon's (arrays between processes)
     def release(self) -> None: ...
     def __array__(self, dtype: _DType | None = None, copy: bool | None = None) -> Any: ...
     def __dlpack__(
@@ -192,6 +194,25 @@ class Client:
     def list(self) -> list[SegmentStat]: ...
     def chmod(self, name: str, mode: int) -> SegmentStat: ...
     def stats(self) -> DaemonStats: ...
+    # share() and array() are implemented in shmlease/_sharing.py and need numpy.
+    def share(
+        self,
+        name: str,
+        array: Any,  # numpy.typing.ArrayLike
+        *,
+        mode: int = 0o600,
+        exist_ok: bool = False,
+        huge: bool | Literal["best-effort"] | None = None,
+    ) -> SegmentStat: ...
+    def array(
+        self,
+        name: str,
+        mode: Literal["r", "w"] = "r",
+        *,
+        exclusive: bool = False,
+        timeout: float | None = None,
+        populate: bool = False,
+    ) -> Any: ...  # numpy.ndarray that owns its lease
     def close(self) -> None: ...
     def __enter__(self) -> Client: ...
     def __exit__(

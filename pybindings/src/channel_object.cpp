@@ -14,6 +14,7 @@
 
 #include "client_object.hpp"
 #include "convert.hpp"
+#include "delegate.hpp"
 #include "errors.hpp"
 #include "exporter.hpp"
 #include "shmlease/channel.hpp"
@@ -744,10 +745,10 @@ PyObject* Reader_exit(PyObject* self, PyObject*) {
 // asyncio: the waiting is written in Python (shmlease._aio, over loop.add_reader(fileno())); these
 // only delegate to it. Each returns a coroutine.
 PyObject* CallAio(const char* function, PyObject* self, PyObject* timeout) {
-  PyObject* aio = PyImport_ImportModule("shmlease._aio");
-  if (aio == nullptr) return nullptr;
-  PyObject* r = PyObject_CallMethod(aio, function, "OO", self, timeout);
-  Py_DECREF(aio);
+  PyObject* args = PyTuple_Pack(1, timeout);
+  if (args == nullptr) return nullptr;
+  PyObject* r = CallPythonPart("shmlease._aio", function, self, args, nullptr);
+  Py_DECREF(args);
   return r;
 }
 

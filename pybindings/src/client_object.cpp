@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "convert.hpp"
+#include "delegate.hpp"
 #include "errors.hpp"
 #include "lease_object.hpp"
 #include "shmlease/socket_path.hpp"
@@ -235,21 +236,9 @@ PyObject* Client_lease(PyObject* self, PyObject* args, PyObject* kwds) {
   return NewLeaseObject(self, std::move(lease));
 }
 
-// The awaitable lease is written in Python (shmlease._aio.client_lease); this only delegates, with
-// the client as the first argument. Returns a coroutine.
+// The awaitable lease is written in Python (shmlease._aio.client_lease). Returns a coroutine.
 PyObject* Client_alease(PyObject* self, PyObject* args, PyObject* kwds) {
-  PyObject* aio = PyImport_ImportModule("shmlease._aio");
-  if (aio == nullptr) return nullptr;
-  PyObject* fn = PyObject_GetAttrString(aio, "client_lease");
-  Py_DECREF(aio);
-  if (fn == nullptr) return nullptr;
-  PyObject* head = PyTuple_Pack(1, self);
-  PyObject* all = head != nullptr ? PySequence_Concat(head, args) : nullptr;
-  PyObject* r = all != nullptr ? PyObject_Call(fn, all, kwds) : nullptr;
-  Py_XDECREF(all);
-  Py_XDECREF(head);
-  Py_DECREF(fn);
-  return r;
+  return CallPythonPart("shmlease._aio", "client_lease", self, args, kwds);
 }
 
 PyObject* Client_remove(PyObject* self, PyObject* args, PyObject* kwds) {
@@ -349,7 +338,29 @@ PyObject* Client_channel(PyObject* self, PyObject* args, PyObject* kwds) {
   return NewChannelObject(self, std::move(client), args, kwds);
 }
 
+PyObject* Client_share(PyObject* self, PyObject* args, PyObject* kwds) {
+  return CallPythonPart("shmlease._sharing", "share", self, args, kwds);
+}
+
+PyObject* Client_array(PyObject* self, PyObject* args, PyObject* kwds) {
+  return CallPythonPart("shmlease._sharing", "array", self, args, kwds);
+}
+
 PyMethodDef client_methods[] = {
+    {"share", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_share)),
+     METH_VARARGS | METH_KEYWORDS,
+     "share($self, /, name, array, *, mode=0o600, exist_ok=False, huge=None)\n--\n\n"
+     "Create the segment `name` typed as `array` (its dtype and shape), copy the array's bytes\n"
+     "into it once, and return its stat dict. The dtype must be one native scalar ('f', 'd',\n"
+     "'B', 'q', ...): other byte orders, object, structured and sub-array dtypes raise\n"
+     "InvalidArgumentError. exist_ok: fill an existing segment of the same dtype and shape\n"
+     "(ExistsError if it differs). mode and huge: as for create(). Needs numpy."},
+    {"array", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_array)),
+     METH_VARARGS | METH_KEYWORDS,
+     "array($self, /, name, mode='r', *, exclusive=False, timeout=None, populate=False)\n--\n\n"
+     "Lease the segment `name` (arguments as for lease()) and return a numpy array of its\n"
+     "memory that owns the lease: the lease is released when the last array using it\n"
+     "(views and slices included) is collected. Read leases give read-only arrays. Needs numpy."},
     {"channel", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_channel)),
      METH_VARARGS | METH_KEYWORDS,
      "channel($self, /, name, shape=None, *, dtype='B', slots=8, policy='block')\n--\n\n"

@@ -190,6 +190,10 @@ PyObject* Lease_get_id(PyObject* self, void*) {
   return PyLong_FromUnsignedLongLong(StateOf(self).lease_id);
 }
 PyObject* Lease_get_info(PyObject* self, void*) { return SegmentInfoToDict(StateOf(self).info); }
+// The granting daemon's socket, read from the Client this Lease keeps alive.
+PyObject* Lease_get_socket_path(PyObject* self, void*) {
+  return PyObject_GetAttrString(reinterpret_cast<LeaseObject*>(self)->client, "socket_path");
+}
 
 PyGetSetDef lease_getset[] = {
     {"name", Lease_get_name, nullptr, "The segment's name (str).", nullptr},
@@ -222,6 +226,8 @@ PyGetSetDef lease_getset[] = {
     {"id", Lease_get_id, nullptr, "The daemon's id of this lease.", nullptr},
     {"info", Lease_get_info, nullptr,
      "The segment as it was when the lease was granted, as a dict (see Client.stat).", nullptr},
+    {"socket_path", Lease_get_socket_path, nullptr,
+     "The socket path of the daemon that granted the lease (its Client's socket_path).", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
@@ -325,5 +331,6 @@ PyObject* NewLeaseObject(PyObject* client, Lease&& lease) {
   }
   return self;
 }
+
 
 }  // namespace shmlease::python

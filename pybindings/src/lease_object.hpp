@@ -5,6 +5,7 @@
 #include <Python.h>
 
 #include <memory>
+#include <string>
 
 #include "shmlease/client.hpp"
 
@@ -19,5 +20,6 @@ int AddLeaseType(PyObject* module);
 // Lease object keeps alive (a strong reference) until its deallocation. On failure returns nullptr
 // with an exception set, and the lease is released.
 PyObject* NewLeaseObject(PyObject* client, Lease&& lease);
+
 
 }  // namespace shmlease::python
