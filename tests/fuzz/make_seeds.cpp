@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
       {"list", proto::List{}},
       {"chmod", proto::Chmod{"frames", 0664}},
       {"stats", proto::Stats{}},
+      {"cancel", proto::Cancel{7}},
       {"reclaim", proto::Reclaim{{{3, 7, 1700000000123456789, proto::LeaseMode::kWrite, 0}},
                                  {{7, 1700000000123456789, 1}}}},
   };

@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -40,12 +41,20 @@
 
 namespace shmlease {
 
-// Every failure of the library: a std::system_error whose code() is in ErrorCategory() (an Errc),
-// with the daemon's message when it gave one.
+// Every failure of the library: a std::system_error whose code() is in ErrorCategory() (an Errc).
+// what() is the message alone, said once: the daemon's or the library's text when there is one
+// (without the ": <code description>" std::system_error would append), else the code's message.
 class Error : public std::system_error {
  public:
-  Error(Errc code, const std::string& what) : std::system_error(make_error_code(code), what) {}
+  Error(Errc code, const std::string& what)
+      : std::system_error(make_error_code(code), what),
+        message_(std::make_shared<const std::string>(
+            what.empty() ? make_error_code(code).message() : what)) {}
   Errc errc() const noexcept { return static_cast<Errc>(code().value()); }
+  const char* what() const noexcept override { return message_->c_str(); }
+
+ private:
+  std::shared_ptr<const std::string> message_;  // shared: copying an exception must not throw
 };
 
 using SegmentInfo = proto::SegmentInfo;
@@ -103,6 +112,14 @@ struct LeaseOptions {
   // touches do not change the bytes (an atomic add of 0). If the pages cannot be populated (out
   // of memory) Acquire releases the lease and throws Error(kMapFailed).
   bool populate = false;
+  // Polled from the waiting thread at least every 50 ms (and after EINTR) while Acquire waits for
+  // the daemon's answer, first before the first wait. Returning true withdraws the request: the
+  // daemon drops it from the segment's queue (a lease granted meanwhile is released), and Acquire
+  // throws Error(Errc::kCancelled). Called without any lock of the library held, only from the
+  // thread inside Acquire, at most until it returns true. Empty (the default): Acquire waits in
+  // one blocking read, with no polling at all. A request whose connection breaks after it was
+  // withdrawn is not repeated on the new connection (Error(kCancelled) too).
+  std::function<bool()> interrupted;
 };
 
 // Bytes of memory a segment holds: its size rounded up to whole pages of info.page_size. For a
@@ -139,10 +156,18 @@ class Lease {
 
   // The daemon's id of this lease. A reconnect (daemon restart) gives the lease a new id.
   uint64_t id() const noexcept;
-  // True when a reconnect could not restore this lease (its segment was freed, or someone was
-  // granted a conflicting lease while the daemon restarted): the daemon no longer counts it,
-  // though the memory stays mapped and readable until the Lease is released.
+  // True when the daemon no longer counts this lease although it was not released: a reconnect
+  // could not restore it (its segment was freed, someone was granted a conflicting lease while
+  // the daemon restarted, or reconnecting failed: a later reconnect does not bring it back), or
+  // its connection is gone for good (Client::Close(), or broken with reconnecting off; a daemon
+  // that hung up is seen even before the next call). The memory stays mapped and readable until
+  // the Lease is released. Once true, it stays true. False for an empty Lease.
   bool lost() const noexcept;
+  // True while the daemon counts this lease for this process, or will again once the next call
+  // reconnects and reclaims it (a broken connection with reconnecting on): valid() && !lost().
+  // False once Release()d, moved from, or lost(). Never blocks; at most one poll(2) when
+  // reconnecting is off.
+  bool held() const noexcept;
   Mode mode() const noexcept { return mode_; }
   bool writable() const noexcept { return mode_ == Mode::kWrite; }
   bool exclusive() const noexcept { return exclusive_; }
