@@ -87,8 +87,14 @@ struct CreateOptions {
   uint64_t size = 0;             // bytes; 0 derives it from format and shape
   std::string format;            // one native struct item ("f", "B", "q", ...); "" = raw bytes
   std::vector<uint64_t> shape;   // up to 8 dimensions; product x itemsize must equal size
-  bool exist_ok = false;         // return the existing segment instead of kAlreadyExists
-                                 // (whatever pages back it: `huge` is not compared)
+  // Return the existing segment instead of Error(kAlreadyExists), but only when it is of the
+  // size, format and shape asked for, compared as the daemon completes a request: size 0 is
+  // derived from format and shape; an empty format (raw bytes) equals "B"; an empty shape is the
+  // 1-D default (size / itemsize,). Nothing is a wildcard: the request must be a valid create on
+  // its own (else kInvalidArgument). Another size, format or shape throws kAlreadyExists naming
+  // both ("segment 'w' exists as float32 (1024, 1024), 4194304 bytes; asked for uint8 (4096,),
+  // 4096 bytes"). `huge` and `mode` are not compared (docs/PROTOCOL.md, "Create with exist_ok").
+  bool exist_ok = false;
   // Huge pages: the segment's memory is rounded up to whole huge pages (a 3 MiB segment holds
   // 4 MiB in 2 MiB pages) and that rounded size counts against the daemon's limits, but size(),
   // data() and SegmentInfo::size stay the size asked for. SegmentInfo::page_size says which
@@ -227,7 +233,11 @@ class Lease {
 class Client {
  public:
   // Connects to the daemon at ResolveSocketPath(socket) and exchanges hellos.
-  // Throws Error(kDaemonUnavailable) naming the path when nobody answers there.
+  // Throws Error(kDaemonUnavailable) naming the path and what is there when nobody answers: no
+  // socket at all (with how to start shmleased), a directory or file instead of a socket, or a
+  // socket nobody listens on (a daemon that died). Error(kPermissionDenied) when the socket's mode
+  // refuses this user: the message gives the socket's mode, owner and group, and, when the group
+  // may connect, how to join it (sudo usermod -aG GROUP $USER, then log in again).
   explicit Client(std::string_view socket = {});
   ~Client();
   Client(Client&&) noexcept;
