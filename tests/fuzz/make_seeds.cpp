@@ -69,9 +69,9 @@ int main(int argc, char** argv) {
       {"list", proto::List{}},
       {"chmod", proto::Chmod{"frames", 0664}},
       {"stats", proto::Stats{}},
-      {"cancel", proto::Cancel{7}},
       {"reclaim", proto::Reclaim{{{3, 7, 1700000000123456789, proto::LeaseMode::kWrite, 0}},
                                  {{7, 1700000000123456789, 1}}}},
+      {"cancel", proto::Cancel{5}},
   };
   proto::StatsOk stats{3, 1 << 20, 1 << 30, 2, 2, 5000, {}};
   stats.clients.push_back(
