@@ -463,6 +463,42 @@ TEST_F(LeaseLifetimeTest, TimeoutNamesSegmentModeWaitAndHolders) {
   holder.Remove("t");
 }
 
+// Who holds a segment is told only to a caller who may lease it: here the segment is closed to
+// the waiting user (uid 65534, as root; else the test's own user) while it waits.
+TEST(LeaseLifetimeMessages, TimeoutNamesNoHoldersToACallerWhoMayNoLongerLease) {
+  DaemonProcess daemon({"--socket-mode", "0666"});
+  ASSERT_EQ(::chmod(daemon.dir().c_str(), 0755), 0);
+  Client owner(daemon.socket_path());
+  owner.Create("closed", {.size = 4096, .mode = 0666});
+  Lease held = owner.Acquire("closed", Mode::kWrite, {.exclusive = true});
+  std::thread closer([&] {
+    auto until = Clock::now() + 5s;
+    while (owner.Stat("closed").waiting == 0 && Clock::now() < until) {
+      std::this_thread::sleep_for(2ms);
+    }
+    owner.Chmod("closed", 0600);
+  });
+  const std::string socket = daemon.socket_path();
+  const bool root = ::geteuid() == 0;
+  int status = AsAnotherUser([&] {
+    try {
+      Client c(socket);
+      c.Acquire("closed", Mode::kRead, {.timeout = 400ms});
+      return 1;
+    } catch (const Error& e) {
+      if (e.errc() != Errc::kTimeout) return 2;
+      std::string text = e.what();
+      // The owner is the same user when not run as root: then the holders are named.
+      if (!root) return text.find("held by pid") != std::string::npos ? 0 : 3;
+      return text == "timed out waiting for the lease" ? 0 : 4;
+    }
+  });
+  closer.join();
+  EXPECT_EQ(status, 0) << "child check " << status << " failed";
+  held.Release();
+  owner.Remove("closed");
+}
+
 TEST_F(LeaseLifetimeTest, AlreadyExistsSaysItOnceAndHowToOpenIt) {
   Client c = Connect();
   c.Create("E2", 4096);
