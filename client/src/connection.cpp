@@ -390,7 +390,10 @@ std::optional<Response> Connection::CallOnce(const proto::Request& request,
         SendFrame(cancel);  // if it fails, the broken connection ends the wait below
       }
       lock.lock();
-      continue;  // the reply may have come meanwhile
+      // The reply may have come meanwhile; after a Cancel the wait goes on without polling.
+      if (stop) continue;
+      it = replies_.find(id);
+      if (it != replies_.end() || dead_ || generation_ != generation) continue;
     }
     if (!reading_) {
       reading_ = true;

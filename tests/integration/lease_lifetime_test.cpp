@@ -96,8 +96,10 @@ TEST_F(LeaseLifetimeTest, InterruptedWaitIsCancelledAndLeavesNothingQueued) {
   EXPECT_EQ(pending.get(), Errc::kCancelled);
   ASSERT_NE(interrupted_at, Clock::time_point{});
   EXPECT_LT(returned - interrupted_at, 100ms);
-  // Polled at least every 50 ms while it waited (about 4 times in 200 ms, plus the first).
+  // Polled at least every 50 ms while it waited: 5 times in 200 ms (at 0, 50, ... 200 ms); one
+  // late wake-up is allowed for a loaded (sanitizer) machine.
   EXPECT_GE(polls.load(), 4);
+  EXPECT_LE(polls.load(), 12);  // and not in a busy loop
   // Polled no more after it returned true.
   int polls_then = polls.load();
   std::this_thread::sleep_for(120ms);
