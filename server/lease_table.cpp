@@ -156,6 +156,16 @@ std::optional<LeaseRecord> LeaseTable::Find(uint64_t lease_id) const {
   return it->second;
 }
 
+std::vector<LeaseRecord> LeaseTable::HoldersOf(uint64_t segment_id) const {
+  std::vector<LeaseRecord> out;
+  auto seg = segments_.find(segment_id);
+  if (seg == segments_.end()) return out;
+  for (uint64_t lease_id : seg->second.holders) out.push_back(leases_.at(lease_id));
+  std::sort(out.begin(), out.end(),
+            [](const LeaseRecord& a, const LeaseRecord& b) { return a.lease_id < b.lease_id; });
+  return out;
+}
+
 std::optional<uint64_t> LeaseTable::SegmentOfTicket(uint64_t ticket) const {
   auto it = ticket_segment_.find(ticket);
   if (it == ticket_segment_.end()) return std::nullopt;

@@ -85,6 +85,8 @@ class LeaseTable {
   size_t ConnLeaseCount(uint64_t conn_id) const;
   size_t TotalLeases() const { return leases_.size(); }
   std::optional<LeaseRecord> Find(uint64_t lease_id) const;
+  // The leases held on `segment_id`, by lease id (for messages that say who holds it).
+  std::vector<LeaseRecord> HoldersOf(uint64_t segment_id) const;
   std::optional<uint64_t> SegmentOfTicket(uint64_t ticket) const;
 
  private:

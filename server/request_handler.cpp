@@ -36,6 +36,7 @@ void RequestHandler::Handle(const SessionPtr& s, const proto::Header& header,
         if constexpr (std::is_same_v<T, proto::Chmod>) OnChmod(s, id, m);
         if constexpr (std::is_same_v<T, proto::Stats>) OnStats(s, id);
         if constexpr (std::is_same_v<T, proto::Reclaim>) OnReclaim(s, id, m);
+        if constexpr (std::is_same_v<T, proto::Cancel>) OnCancel(s, m);
       },
       request);
 }
@@ -62,6 +63,14 @@ void RequestHandler::OnCreate(const SessionPtr& s, uint32_t id, const proto::Cre
   if ((m.flags & proto::kCreateExistOk) != 0) {
     if (Segment* existing = registry_.FindByName(m.name)) {
       if (!CheckAccess(*s, id, *existing, Access::kRead)) return;
+      Errc error = Errc::kOk;
+      std::string message;
+      if (!SegmentRegistry::MatchesExisting(*existing, m, error, message)) {
+        spdlog::info("create '{}' (exist_ok) by pid {} refused: {}", m.name, s->peer().pid,
+                     message);
+        s->Send(proto::ErrorReply{error, message}, id);
+        return;
+      }
       if (existing->creating) {
         creating_[existing->id].push_back({s, id});
       } else {
@@ -158,13 +167,17 @@ void RequestHandler::OnAcquire(const SessionPtr& s, uint32_t id, const proto::Ac
       SendGrant(*s, id, result.lease);
       return;
     case LeaseTable::Outcome::kWouldBlock:
-      s->Send(proto::ErrorReply{Errc::kTimeout, "segment '" + m.name + "' is leased " +
-                                                    (m.exclusive ? "by others" : "exclusively") +
-                                                    " and timeout is 0"},
+      s->Send(proto::ErrorReply{Errc::kTimeout,
+                                "segment '" + m.name + "' is leased " +
+                                    (m.exclusive ? "by others" : "exclusively") +
+                                    " and timeout is 0 (" + Holders(segment->id) + ")"},
               id);
       return;
     case LeaseTable::Outcome::kQueued: {
       Wait wait{s, id, nullptr};
+      wait.mode = m.mode;
+      wait.exclusive = m.exclusive != 0;
+      wait.timeout_ms = m.timeout_ms;
       // The timer counts in the steady clock's nanoseconds: a timeout it cannot hold (above
       // about 292 years, such as std::chrono::milliseconds::max()) overflowed into a timer that
       // fired at once. It is a wait without limit.
@@ -207,18 +220,67 @@ void RequestHandler::SendGrant(Session& session, uint32_t request_id, const Leas
   if (pass_fd) session.MarkFdSent(segment->id, writable);
 }
 
+std::string RequestHandler::Holders(uint64_t segment_id) const {
+  std::vector<std::string> parts;
+  for (const LeaseRecord& lease : table_.HoldersOf(segment_id)) {
+    std::string who = "connection " + std::to_string(lease.conn_id);
+    if (const Session* holder = sessions_.Find(lease.conn_id)) {
+      who = "pid " + std::to_string(holder->peer().pid) + " (" + holder->peer().process + ")";
+    }
+    parts.push_back(who + " " + (lease.mode == proto::LeaseMode::kWrite ? "w" : "r") +
+                    (lease.exclusive ? " exclusive" : ""));
+  }
+  std::string text = parts.empty() ? "held by nobody" : "held by ";
+  for (size_t i = 0; i < parts.size(); ++i) text += (i ? ", " : "") + parts[i];
+  return text + "; " + std::to_string(table_.Counts(segment_id).waiting) + " waiting";
+}
+
 void RequestHandler::OnWaitExpired(uint64_t ticket) {
   auto it = waits_.find(ticket);
   if (it == waits_.end()) return;
   auto segment_id = table_.SegmentOfTicket(ticket);
   table_.Cancel(ticket);
   if (auto session = it->second.session.lock()) {
-    session->Send(proto::ErrorReply{Errc::kTimeout, "timed out waiting for the lease"},
-                  it->second.request_id);
+    const Wait& w = it->second;
+    std::string text = "timed out waiting for the lease";
+    // Who holds the segment is told only to a caller who may lease it anyway.
+    const Segment* segment = segment_id ? registry_.FindById(*segment_id) : nullptr;
+    if (segment != nullptr &&
+        Allowed(session->peer(), *segment,
+                w.mode == proto::LeaseMode::kWrite ? Access::kWrite : Access::kRead)) {
+      text = "timed out after " + std::to_string(w.timeout_ms) + " ms waiting for a " +
+             (w.mode == proto::LeaseMode::kWrite ? "write" : "read") +
+             (w.exclusive ? " exclusive" : "") + " lease on segment '" + segment->name +
+             "': " + Holders(segment->id);
+    }
+    session->Send(proto::ErrorReply{Errc::kTimeout, text}, w.request_id);
   }
   waits_.erase(it);
   // The expired request may have been the head of the queue, holding back others.
   if (segment_id) PromoteWaiters(*segment_id);
+}
+
+void RequestHandler::OnCancel(const SessionPtr& s, const proto::Cancel& m) {
+  // Only this connection's own waits: a request id means nothing on another connection.
+  for (uint64_t ticket : table_.TicketsOf(s->id())) {
+    auto it = waits_.find(ticket);
+    if (it == waits_.end() || it->second.request_id != m.request_id) continue;
+    auto segment_id = table_.SegmentOfTicket(ticket);
+    table_.Cancel(ticket);
+    const Segment* segment = segment_id ? registry_.FindById(*segment_id) : nullptr;
+    s->Send(proto::ErrorReply{Errc::kCancelled,
+                              "the lease request on '" + (segment ? segment->name : std::string()) +
+                                  "' was cancelled by the client"},
+            m.request_id);
+    waits_.erase(it);  // destroys the timer, cancelling it
+    spdlog::debug("client {}: lease wait #{} cancelled (ticket {})", s->id(), m.request_id,
+                  ticket);
+    // The withdrawn request may have been the head of the queue, holding back others.
+    if (segment_id) PromoteWaiters(*segment_id);
+    return;
+  }
+  // Unknown or finished (granted, timed out, removed): nothing to withdraw; a grant that crossed
+  // the Cancel is released by the client.
 }
 
 void RequestHandler::PromoteWaiters(uint64_t segment_id) {

@@ -41,6 +41,9 @@ class RequestHandler {
     std::weak_ptr<Session> session;
     uint32_t request_id = 0;
     std::unique_ptr<boost::asio::steady_timer> timer;
+    proto::LeaseMode mode = proto::LeaseMode::kRead;  // as asked, for the timeout's message
+    bool exclusive = false;
+    int64_t timeout_ms = 0;
   };
   using SessionPtr = std::shared_ptr<Session>;
 
@@ -58,6 +61,10 @@ class RequestHandler {
   void OnList(const SessionPtr& s, uint32_t id);
   void OnChmod(const SessionPtr& s, uint32_t id, const proto::Chmod& m);
   void OnStats(const SessionPtr& s, uint32_t id);
+  // Withdraws this connection's waiting Acquire m.request_id; ignores unknown or finished ones.
+  void OnCancel(const SessionPtr& s, const proto::Cancel& m);
+  // "held by pid 12 (python3) w exclusive, pid 40 (shmlease) r; 2 waiting", for messages.
+  std::string Holders(uint64_t segment_id) const;
 
   // Access control, from what the kernel says about the peer and the segment's owner and mode.
   enum class Access : uint32_t { kRead = 4, kWrite = 2 };

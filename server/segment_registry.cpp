@@ -50,7 +50,42 @@ bool CheckGeometry(proto::Create& c, Errc& error, std::string& message) {
   return true;
 }
 
+// The shape a segment presents: its own, or the 1-D default of size / itemsize items.
+std::vector<uint64_t> EffectiveShape(uint64_t size, const std::string& format,
+                                     const std::vector<uint64_t>& shape) {
+  if (!shape.empty()) return shape;
+  return {size / FormatItemSize(format).value_or(1)};
+}
+
+// "float32 (1024, 1024), 4194304 bytes"
+std::string DescribeGeometry(uint64_t size, const std::string& format,
+                             const std::vector<uint64_t>& shape) {
+  std::vector<uint64_t> dims = EffectiveShape(size, format, shape);
+  std::string text = FormatTypeName(format) + " (";
+  for (size_t i = 0; i < dims.size(); ++i) text += (i ? ", " : "") + std::to_string(dims[i]);
+  text += dims.size() == 1 ? ",)" : ")";
+  return text + ", " + std::to_string(size) + " bytes";
+}
+
 }  // namespace
+
+bool SegmentRegistry::MatchesExisting(const Segment& existing, const proto::Create& request,
+                                      Errc& error, std::string& message) {
+  proto::Create asked = request;
+  if (!CheckGeometry(asked, error, message)) return false;
+  const std::string& have_format = existing.format.empty() ? std::string("B") : existing.format;
+  const std::string& want_format = asked.format.empty() ? std::string("B") : asked.format;
+  if (existing.size == asked.size && have_format == want_format &&
+      EffectiveShape(existing.size, existing.format, existing.shape) ==
+          EffectiveShape(asked.size, asked.format, asked.shape)) {
+    return true;
+  }
+  return Fail(Errc::kAlreadyExists,
+              "segment '" + existing.name + "' exists as " +
+                  DescribeGeometry(existing.size, existing.format, existing.shape) +
+                  "; asked for " + DescribeGeometry(asked.size, asked.format, asked.shape),
+              error, message);
+}
 
 Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator, Errc& error,
                                   std::string& message) {
@@ -76,7 +111,10 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
     return nullptr;
   }
   if (by_name_.count(c.name) != 0) {
-    Fail(Errc::kAlreadyExists, "segment '" + c.name + "' already exists", error, message);
+    Fail(Errc::kAlreadyExists,
+         "segment '" + c.name + "' already exists (to open it instead, pass exist_ok=True in "
+         "Python, --exist-ok to the shmlease CLI, or CreateOptions::exist_ok in C++)",
+         error, message);
     return nullptr;
   }
   if (!CheckGeometry(c, error, message)) return nullptr;

@@ -56,6 +56,15 @@ class SegmentRegistry {
   void Complete(uint64_t id, std::unique_ptr<ShmObject> shm);
   void Abandon(uint64_t id);
 
+  // Create with exist_ok of an existing name: true when `existing` is of the size, format and
+  // shape asked for, compared after the request is completed as a create would complete it (size
+  // 0 = derived from format and shape; empty shape = the 1-D default of size / itemsize items;
+  // empty format = raw bytes, the same as "B"). Otherwise false with kInvalidArgument for a
+  // request that is not valid in itself, or kAlreadyExists and a message naming both shapes.
+  // Page backing (huge) and mode are not compared.
+  static bool MatchesExisting(const Segment& existing, const proto::Create& request, Errc& error,
+                              std::string& message);
+
   Segment* FindByName(const std::string& name);
   Segment* FindById(uint64_t id);
 

@@ -110,6 +110,11 @@ class SessionManager {
   // Closes every session (shutdown).
   void CloseAll();
   size_t size() const { return sessions_.size(); }
+  // The live session of `conn_id`, or nullptr.
+  Session* Find(uint64_t conn_id) const {
+    auto it = sessions_.find(conn_id);
+    return it == sessions_.end() ? nullptr : it->second.get();
+  }
   // Calls f on each session; f may close sessions (the walk is over a snapshot).
   template <typename F>
   void ForEach(F&& f) {

@@ -60,7 +60,7 @@ constexpr const char* kFooter = R"(Exit status:
   3  segment not found
   4  segment already exists
   5  permission denied
-  6  timeout waiting for a lease
+  6  timeout waiting for a lease (or the wait was cancelled)
   7  shmleased not running, or connection lost
   8  no space, a daemon limit or quota reached, or input larger than the segment
   9  invalid name or argument
@@ -95,6 +95,7 @@ int ExitCodeFor(Errc code) {
     case Errc::kPermissionDenied:
       return kExitPermission;
     case Errc::kTimeout:
+    case Errc::kCancelled:  // the lease was not granted: its wait was withdrawn
       return kExitTimeout;
     case Errc::kDaemonUnavailable:
     case Errc::kConnectionLost:
@@ -402,11 +403,15 @@ int CreateCommand(const Options& o) {
     create.size = *size;
   }
   if (!o.dtype.empty()) {
-    if (!FormatItemSize(o.dtype)) {
+    std::optional<std::string> format = FormatFromTypeName(o.dtype);
+    if (!format) {
       throw Error(Errc::kInvalidArgument,
-                  fmt::format("invalid --dtype '{}': one of b B h H i I l L q Q e f d ?", o.dtype));
+                  fmt::format("invalid --dtype '{}': a numpy name (int8 .. uint64, float16, "
+                              "float32, float64, bool), its code (i1 .. u8, f2, f4, f8, b1) or "
+                              "one struct format of b B h H i I l L q Q e f d ?",
+                              o.dtype));
     }
-    create.format = o.dtype;
+    create.format = *format;
   }
   if (!o.shape.empty()) {
     std::optional<std::vector<uint64_t>> shape = ParseShape(o.shape);
@@ -559,24 +564,13 @@ int Fail(bool json, int exit_code, std::string_view name, std::optional<uint32_t
   return exit_code;
 }
 
-// std::system_error::what() is "<what_arg>: <code message>"; the code's message alone says less
-// than the library's text, which usually says it too: keep just the text when there is one.
-std::string MessageOf(const std::system_error& e) {
-  std::string message = e.what();
-  std::string suffix = ": " + e.code().message();
-  if (message.size() > suffix.size() && message.ends_with(suffix)) {
-    message.resize(message.size() - suffix.size());
-  }
-  return message;
-}
-
 int FailWith(bool json, const Error& e) {
   Errc code = e.errc();
   std::string hint;
   if (ExitCodeFor(code) == kExitDaemon) {
     hint = "shmlease: start shmleased, or point --socket or $SHMLEASE_SOCKET at a running one\n";
   }
-  return Fail(json, ExitCodeFor(code), ErrcName(code), static_cast<uint32_t>(code), MessageOf(e),
+  return Fail(json, ExitCodeFor(code), ErrcName(code), static_cast<uint32_t>(code), e.what(),
               hint);
 }
 
@@ -729,9 +723,11 @@ int Run(int argc, char** argv) {
       ->type_name("DIMS");
   create
       ->add_option("--dtype", o.dtype,
-                   "Item format: one of b B h H i I l L q Q e f d ? (default B)")
+                   "Item type: int8 .. uint64, float16/32/64, bool, their numpy codes (f4, u1, "
+                   "i8, ...) or a struct format b B h H i I l L q Q e f d ? (default uint8)")
       ->type_name("FORMAT");
-  create->add_flag("--exist-ok", o.exist_ok, "Succeed when the segment exists already");
+  create->add_flag("--exist-ok", o.exist_ok,
+                   "Succeed when the segment exists already with this size, dtype and shape");
   create->add_option("--mode", o.mode, "Permission bits, octal: 4 read, 2 write for owner, group, "
                                         "others (default 0600)")
       ->type_name("MODE");

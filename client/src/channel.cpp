@@ -321,6 +321,11 @@ std::span<std::byte> Frame::writable_data() const {
 
 std::shared_ptr<const void> Frame::mapping_owner() const noexcept { return shared_; }
 
+bool Frame::held() const noexcept {
+  if (!shared_ || !shared_->control.held() || !shared_->data.held()) return false;
+  return !writer_ || shared_->token.held();
+}
+
 // --------------------------------------------------------------------------------------- Writer
 
 Writer::~Writer() { Close(); }
@@ -788,6 +793,11 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
         sh.control = client.Acquire(sh.name, Mode::kWrite);
         break;
       } catch (const Error& e) {
+        if (!create && e.errc() == Errc::kNotFound) {
+          // The daemon speaks of segments; what the caller asked for is a channel.
+          Fail(Errc::kNotFound, "no channel named '" + sh.name +
+                                    "' (open by name only: pass a shape to create it)");
+        }
         if (!create || e.errc() != Errc::kNotFound ||
             std::chrono::steady_clock::now() > give_up) {
           throw;
@@ -863,7 +873,14 @@ static std::shared_ptr<ChannelShared> Participant(Client& client, const ChannelS
 }
 
 Writer Channel::writer(std::chrono::milliseconds timeout) {
-  LeaseOptions token_options{.exclusive = true, .timeout = timeout};
+  WriterOptions options;
+  options.timeout = timeout;
+  return writer(options);
+}
+
+Writer Channel::writer(const WriterOptions& options) {
+  LeaseOptions token_options{.exclusive = true, .timeout = options.timeout};
+  token_options.interrupted = options.interrupted;
   Lease token;
   try {
     token = client_->Acquire(shared_->name + ".writer", Mode::kWrite, token_options);

@@ -68,7 +68,13 @@ uint64_t Lease::id() const noexcept {
   return current != 0 ? current : id_;
 }
 
-bool Lease::lost() const noexcept { return connection_ && connection_->LeaseLost(handle_); }
+bool Lease::lost() const noexcept {
+  return mapping_ && connection_ && connection_->LeaseLost(handle_);
+}
+
+bool Lease::held() const noexcept {
+  return mapping_ && connection_ && connection_->LeaseHeld(handle_);
+}
 
 std::span<const std::byte> Lease::data() const noexcept {
   if (!mapping_) return {};
@@ -165,11 +171,30 @@ Lease Client::Acquire(std::string_view name, Mode mode, const LeaseOptions& opti
   int64_t timeout = options.timeout.count() < 0 ? proto::kWaitForever : options.timeout.count();
   proto::Acquire request{std::string(name), static_cast<proto::LeaseMode>(mode),
                          static_cast<uint8_t>(options.exclusive ? 1 : 0), timeout};
-  detail::Response response = connection().Call(request);
+  detail::CallControl control;
+  if (options.interrupted) control.interrupted = &options.interrupted;
+  detail::Response response = connection().Call(request, options.interrupted ? &control : nullptr);
   auto mapping = std::move(response.mapping);
   uint64_t handle = response.lease_handle;
   Errc map_error = response.map_error;
   std::string map_message = std::move(response.map_message);
+  if (control.cancelled) {
+    // Withdrawn: the daemon answered kCancelled, or the grant crossed the Cancel (release it at
+    // once), or the wait ended otherwise meanwhile (a timeout): the caller asked to stop.
+    if (auto* ok = std::get_if<proto::AcquireOk>(&response.reply)) {
+      if (mapping) {
+        connection_->ReleaseLease(handle);
+      } else {
+        connection_->SendOneWay(proto::Release{ok->lease_id});
+      }
+    }
+    std::string text = "the lease request on '" + std::string(name) + "' was cancelled";
+    if (auto* err = std::get_if<proto::ErrorReply>(&response.reply);
+        err && err->code != Errc::kCancelled) {
+      text += " (the daemon had already answered: " + err->message + ")";
+    }
+    throw Error(Errc::kCancelled, text + ": interrupted() returned true");
+  }
   proto::AcquireOk ok = Expect<proto::AcquireOk>(std::move(response));
   if (!mapping) {
     connection_->SendOneWay(proto::Release{ok.lease_id});

@@ -1,14 +1,19 @@
 #include "connection.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <cstdlib>
 #include <fstream>
@@ -30,6 +35,27 @@ const bool kForkHandlerInstalled = [] {
   ::pthread_atfork(nullptr, nullptr, OnFork);
   return true;
 }();
+
+// The name of group `gid` (getgrgid_r), or its number when it has none.
+std::string GroupName(gid_t gid) {
+  std::vector<char> buf(16384);
+  group entry{};
+  group* found = nullptr;
+  if (::getgrgid_r(gid, &entry, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    return found->gr_name;
+  }
+  return std::to_string(gid);
+}
+
+std::string UserName(uid_t uid) {
+  std::vector<char> buf(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(uid, &entry, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    return found->pw_name;
+  }
+  return std::to_string(uid);
+}
 
 std::string SelfName() {
   std::ifstream comm("/proc/self/comm");
@@ -76,6 +102,66 @@ bool Populate(const Mapping& mapping, uint64_t page_size, std::string& why) noex
 
 namespace {
 
+// "srw-rw---- (0660), owner root, group shmlease": who may connect to a socket, for messages.
+std::string DescribeAccess(const struct stat& st) {
+  char bits[11] = "----------";
+  bits[0] = S_ISSOCK(st.st_mode) ? 's' : S_ISDIR(st.st_mode) ? 'd' : '-';
+  const char kRwx[] = "rwxrwxrwx";
+  for (int i = 0; i < 9; ++i) {
+    if ((st.st_mode & (0400 >> i)) != 0) bits[i + 1] = kRwx[i];
+  }
+  char octal[8];
+  std::snprintf(octal, sizeof(octal), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return std::string(bits) + " (" + octal + "), owner " + UserName(st.st_uid) + ", group " +
+         GroupName(st.st_gid);
+}
+
+// Why connect(2) to `socket_path` failed with `err`, in words a user can act on. Looks at what is
+// at the path: nothing, something that is not a socket, or a socket nobody listens on.
+Error ConnectError(const std::string& socket_path, int err) {
+  struct stat st {};
+  bool found = ::stat(socket_path.c_str(), &st) == 0;
+  int stat_err = found ? 0 : errno;
+  if (err == EACCES || err == EPERM) {
+    if (!found) {
+      return Error(Errc::kPermissionDenied,
+                   "cannot connect to shmleased at " + socket_path +
+                       ": a directory on the way to it refuses access (" + std::strerror(stat_err) +
+                       ")");
+    }
+    std::string group = GroupName(st.st_gid);
+    std::string text = "cannot connect to shmleased at " + socket_path + ": permission denied " +
+                       "(the socket is " + DescribeAccess(st) + "; uid " +
+                       std::to_string(::geteuid()) + " may not write to it)";
+    if ((st.st_mode & 0020) != 0) {
+      text += ". Members of group '" + group + "' may connect: join it with `sudo usermod -aG " +
+              group + " $USER`, then log in again";
+    } else {
+      text += ". Its group '" + group + "' may not write to it either: ask its administrator";
+    }
+    return Error(Errc::kPermissionDenied, text);
+  }
+  if (!found && (stat_err == ENOENT || stat_err == ENOTDIR)) {
+    return Error(Errc::kDaemonUnavailable,
+                 "no socket at " + socket_path +
+                     " (shmleased is not running): start shmleased (./scripts/dev run, or "
+                     "systemctl start shmleased.socket) or set SHMLEASE_SOCKET");
+  }
+  if (found && S_ISDIR(st.st_mode)) {
+    return Error(Errc::kDaemonUnavailable, socket_path + " is a directory, not a socket");
+  }
+  if (found && !S_ISSOCK(st.st_mode)) {
+    return Error(Errc::kDaemonUnavailable, socket_path + " is a regular file, not a socket");
+  }
+  if (found && err == ECONNREFUSED) {
+    return Error(Errc::kDaemonUnavailable,
+                 "nothing listens on the socket " + socket_path +
+                     ": shmleased is not running (a stale socket of a daemon that died?)");
+  }
+  return Error(Errc::kDaemonUnavailable, "cannot connect to shmleased at " + socket_path + ": " +
+                                             std::strerror(err));
+}
+
 // Connects a new socket to the daemon. Throws Error (kDaemonUnavailable when nobody answers).
 int ConnectSocket(const std::string& socket_path) {
   sockaddr_un addr{};
@@ -91,12 +177,7 @@ int ConnectSocket(const std::string& socket_path) {
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     int err = errno;
     ::close(fd);
-    if (err == EACCES || err == EPERM) {
-      throw Error(Errc::kPermissionDenied, "cannot connect to shmleased at " + socket_path + ": " +
-                                               std::strerror(err));
-    }
-    throw Error(Errc::kDaemonUnavailable, "shmleased is not running: nobody answers on " +
-                                              socket_path + " (" + std::strerror(err) + ")");
+    throw ConnectError(socket_path, err);
   }
   return fd;
 }
@@ -147,16 +228,6 @@ proto::Reply ReadReplyTo(int fd, uint32_t request_id, std::vector<std::byte>& bu
     }
     buf.insert(buf.end(), chunk, chunk + n);
   }
-}
-
-// An Error's own text, without the ": <code description>" that std::system_error appends.
-std::string MessageOf(const Error& e) {
-  std::string text = e.what();
-  std::string suffix = ": " + e.code().message();
-  if (text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0) {
-    text.resize(text.size() - suffix.size());
-  }
-  return text;
 }
 
 bool Retryable(const proto::Request& request) {
@@ -222,7 +293,7 @@ bool Connection::SendFrame(const std::vector<std::byte>& frame) {
   return WriteAll(fd_, frame);
 }
 
-Response Connection::Call(const proto::Request& request) {
+Response Connection::Call(const proto::Request& request, CallControl* control) {
   if (!OwnedByThisProcess()) {
     throw Error(Errc::kConnectionLost,
                 "this connection was made by the parent process before fork(); connect again");
@@ -231,8 +302,16 @@ Response Connection::Call(const proto::Request& request) {
     uint64_t attempts_seen = reconnect_attempts_.load();
     bool tried = false;
     if (!dead_) {
-      if (std::optional<Response> response = CallOnce(request)) return std::move(*response);
+      if (std::optional<Response> response = CallOnce(request, control)) {
+        return std::move(*response);
+      }
       tried = true;  // it may have reached the daemon
+    }
+    // A withdrawn request is not asked again: its wait ended with the connection, nothing of it
+    // is left in the daemon (a daemon that lost the connection dropped its queue and leases).
+    if (control != nullptr && control->cancelled) {
+      throw Error(Errc::kCancelled, std::string("the ") + proto::TypeName(proto::TypeOf(request)) +
+                                        " request was cancelled (and the connection was lost)");
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -254,7 +333,8 @@ Response Connection::Call(const proto::Request& request) {
   }
 }
 
-std::optional<Response> Connection::CallOnce(const proto::Request& request) {
+std::optional<Response> Connection::CallOnce(const proto::Request& request,
+                                             CallControl* control) {
   uint32_t id = next_request_.fetch_add(1);
   if (id == 0) id = next_request_.fetch_add(1);  // 0 is for unsolicited messages
   std::vector<std::byte> frame;
@@ -280,6 +360,10 @@ std::optional<Response> Connection::CallOnce(const proto::Request& request) {
              Errc::kConnectionLost, /*reconnectable=*/true);
     return std::nullopt;
   }
+  // Without an interrupted() callback (the fast path) the wait blocks in recvmsg or on cv_ with
+  // no timeout and no extra syscall; with one, it wakes every kInterruptPoll to poll it.
+  const bool interruptible = control != nullptr && control->interrupted != nullptr &&
+                             *control->interrupted;
   lock.lock();
   for (;;) {
     auto it = replies_.find(id);
@@ -293,15 +377,37 @@ std::optional<Response> Connection::CallOnce(const proto::Request& request) {
       waiting_.erase(id);
       return std::nullopt;
     }
+    if (interruptible && !control->cancelled) {
+      // The callback runs without any lock held: it may take its time or call back into Python.
+      lock.unlock();
+      bool stop = (*control->interrupted)();
+      if (stop) {
+        control->cancelled = true;
+        std::vector<std::byte> cancel;
+        uint32_t cancel_id = next_request_.fetch_add(1);
+        if (cancel_id == 0) cancel_id = next_request_.fetch_add(1);
+        proto::EncodeRequest(proto::Cancel{id}, cancel_id, proto::kFlagNoReply, cancel);
+        SendFrame(cancel);  // if it fails, the broken connection ends the wait below
+      }
+      lock.lock();
+      // The reply may have come meanwhile; after a Cancel the wait goes on without polling.
+      if (stop) continue;
+      it = replies_.find(id);
+      if (it != replies_.end() || dead_ || generation_ != generation) continue;
+    }
     if (!reading_) {
       reading_ = true;
-      bool ok = ReadAndDispatch(lock);
+      bool ok = ReadAndDispatch(lock, interruptible && !control->cancelled
+                                          ? static_cast<int>(kInterruptPoll.count())
+                                          : -1);
       reading_ = false;
       if (!ok && !dead_) {
         MarkDead("shmleased at " + socket_path_ + " closed the connection",
                  Errc::kConnectionLost, /*reconnectable=*/true);
       }
       cv_.notify_all();
+    } else if (interruptible && !control->cancelled) {
+      cv_.wait_for(lock, kInterruptPoll);
     } else {
       cv_.wait(lock);
     }
@@ -361,7 +467,7 @@ void Connection::Reconnect(uint64_t attempts_seen) {
       if (fd >= 0) ::close(fd);
       fd = -1;
       last_code = e.errc();
-      last_error = MessageOf(e);
+      last_error = e.what();
       // A daemon that refuses us for good (another protocol version, permissions) stays so.
       if (last_code == Errc::kVersionMismatch || last_code == Errc::kPermissionDenied) break;
     }
@@ -373,6 +479,10 @@ void Connection::Reconnect(uint64_t attempts_seen) {
   if (fd < 0) {
     std::lock_guard<std::mutex> lock(mu_);
     reconnecting_ = false;
+    // The daemon counts none of them now, and a later reconnect does not bring them back: a
+    // lease is never reported held (Lease::held()) while nobody holds it for this process.
+    for (const auto& [handle, lease] : leases_) lost_.insert(handle);
+    leases_.clear();
     // Still kConnectionLost (the contract of a lost connection), with the reason; a daemon that
     // answers but refuses (version, permission) gives that code.
     last_reconnect_code_ = last_code == Errc::kVersionMismatch || last_code == Errc::kPermissionDenied
@@ -522,7 +632,23 @@ uint64_t Connection::LeaseId(uint64_t handle) const noexcept {
 
 bool Connection::LeaseLost(uint64_t handle) const noexcept {
   std::lock_guard<std::mutex> lock(mu_);
-  return lost_.count(handle) != 0;
+  if (lost_.count(handle) != 0) return true;
+  if (leases_.count(handle) == 0) return false;  // released (or never granted): not lost
+  // A broken connection loses the lease for good unless a call will reconnect and reclaim it.
+  if (dead_) return !reconnecting_ && !CanReconnect();
+  // Not noticed yet (no call since): a peer that hung up is seen without reading. With
+  // reconnecting on, the next call reclaims the lease, so it still counts as held.
+  if (reconnect_timeout_ms_.load() > 0 || !OwnedByThisProcess()) return false;
+  pollfd p{fd_, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+bool Connection::LeaseHeld(uint64_t handle) const noexcept {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (leases_.count(handle) == 0) return false;
+  }
+  return !LeaseLost(handle);
 }
 
 bool Connection::SendOneWay(const proto::Request& request) noexcept {
@@ -555,9 +681,18 @@ void Connection::MarkDead(const std::string& why, Errc code, bool reconnectable)
   dead_ = true;
 }
 
-bool Connection::ReadAndDispatch(std::unique_lock<std::mutex>& lock) {
+bool Connection::ReadAndDispatch(std::unique_lock<std::mutex>& lock, int poll_ms) {
   if (in_.size() - filled_ < 4096) in_.resize(std::max<size_t>(in_.size() * 2, 64 * 1024));
   lock.unlock();
+  if (poll_ms >= 0) {
+    pollfd p{fd_, POLLIN, 0};
+    int ready = ::poll(&p, 1, poll_ms);
+    if (ready == 0 || (ready < 0 && errno == EINTR)) {
+      lock.lock();
+      return true;  // nothing yet: the caller polls its callback and comes back
+    }
+    // Readable, hung up or failed: recvmsg below says which.
+  }
   iovec iov{in_.data() + filled_, in_.size() - filled_};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerRead)];
   msghdr msg{};

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -64,6 +65,18 @@ struct Response {
 
 inline constexpr std::chrono::milliseconds kDefaultReconnectTimeout{10000};
 
+// How often a wait with an interrupted() callback polls it.
+inline constexpr std::chrono::milliseconds kInterruptPoll{50};
+
+// An interruptible wait for one request's reply (an Acquire): `interrupted` is polled at least
+// every kInterruptPoll while the reply is awaited. Once it returns true a Cancel of the request
+// is sent and `cancelled` set; the call still waits for the daemon's answer to the request
+// (ErrorReply kCancelled, or a grant that raced ahead, which the caller must release).
+struct CallControl {
+  const std::function<bool()>* interrupted = nullptr;
+  bool cancelled = false;
+};
+
 class Connection {
  public:
   // Connects and exchanges hellos. Throws Error.
@@ -74,7 +87,9 @@ class Connection {
   // If the connection breaks, reconnects (see above) and repeats the request when that is safe:
   // Ping, Stat, List, Acquire, and Create with exist_ok. Throws Error(kConnectionLost) for a
   // request that may have taken effect, or with the reason when reconnecting fails.
-  Response Call(const proto::Request& request);
+  // With `control` (see CallControl), the wait can be interrupted; a request whose Cancel was
+  // sent is never repeated after a reconnect: Call throws Error(kCancelled) instead.
+  Response Call(const proto::Request& request, CallControl* control = nullptr);
   // Sends a request whose success needs no answer (kFlagNoReply). Never throws; false if the
   // connection is gone.
   bool SendOneWay(const proto::Request& request) noexcept;
@@ -89,6 +104,10 @@ class Connection {
   uint64_t LeaseId(uint64_t handle) const noexcept;
   // True when a reconnect could not restore the lease.
   bool LeaseLost(uint64_t handle) const noexcept;
+  // True while the daemon counts the lease: it is live here and the connection is up, or broken
+  // but about to be re-established (reconnecting on, not closed by the user, not in a forked
+  // child). False once released, lost in a reconnect, or the connection is gone for good.
+  bool LeaseHeld(uint64_t handle) const noexcept;
 
   // How long to try to reconnect after the connection breaks; 0 disables reconnecting.
   void set_reconnect_timeout(std::chrono::milliseconds timeout) noexcept {
@@ -131,9 +150,11 @@ class Connection {
   bool SendFrame(const std::vector<std::byte>& frame);
   // One attempt on the current socket: the reply, or nullopt when the socket broke (or was
   // replaced) before the reply arrived.
-  std::optional<Response> CallOnce(const proto::Request& request);
+  std::optional<Response> CallOnce(const proto::Request& request, CallControl* control);
   // Reads once from the socket and dispatches every whole frame; false when the connection ended.
-  bool ReadAndDispatch(std::unique_lock<std::mutex>& lock);
+  // With `poll_ms` >= 0, waits at most that long for bytes first (poll(2)) and returns true
+  // having read nothing when none came (or a signal interrupted the wait).
+  bool ReadAndDispatch(std::unique_lock<std::mutex>& lock, int poll_ms = -1);
   // Dispatches every whole frame in in_; false on a malformed one (the connection is then dead).
   bool DispatchBuffered();
   void Dispatch(const proto::Header& header, proto::Reply&& reply);

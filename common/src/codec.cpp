@@ -182,6 +182,8 @@ bool Get(Reader& r, Acquire& m) {
 }
 void Put(Writer& w, const Release& m) { w.Int(m.lease_id); }
 bool Get(Reader& r, Release& m) { return r.Int(m.lease_id); }
+void Put(Writer& w, const Cancel& m) { w.Int(m.request_id); }
+bool Get(Reader& r, Cancel& m) { return r.Int(m.request_id); }
 void Put(Writer& w, const Remove& m) { w.String(m.name, kMaxString); }
 bool Get(Reader& r, Remove& m) { return r.String(m.name, kMaxString); }
 void Put(Writer& w, const Stat& m) { w.String(m.name, kMaxString); }
@@ -412,6 +414,7 @@ struct TypeVisitor {
   MsgType operator()(const SegmentGone&) const { return MsgType::kSegmentGone; }
   MsgType operator()(const ErrorReply&) const { return MsgType::kError; }
   MsgType operator()(const Reclaim&) const { return MsgType::kReclaim; }
+  MsgType operator()(const Cancel&) const { return MsgType::kCancel; }
   MsgType operator()(const ReclaimOk&) const { return MsgType::kReclaimOk; }
 };
 
@@ -516,6 +519,7 @@ bool DecodeRequest(const Header& header, std::span<const std::byte> body, Reques
     case MsgType::kChmod: ok = DecodeInto<Chmod>(body, out); break;
     case MsgType::kStats: ok = DecodeInto<Stats>(body, out); break;
     case MsgType::kReclaim: ok = DecodeInto<Reclaim>(body, out); break;
+    case MsgType::kCancel: ok = DecodeInto<Cancel>(body, out); break;
     default:
       error = Errc::kUnknownType;
       reason = "unknown request type " + std::to_string(static_cast<unsigned>(header.type));
@@ -596,6 +600,7 @@ const char* TypeName(MsgType type) noexcept {
     case MsgType::kError: return "error";
     case MsgType::kReclaim: return "reclaim";
     case MsgType::kReclaimOk: return "reclaim_ok";
+    case MsgType::kCancel: return "cancel";
   }
   return "unknown";
 }

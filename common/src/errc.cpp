@@ -40,6 +40,7 @@ constexpr ErrcEntry kErrcTable[] = {
     {Errc::kQuotaBytes, "quota_bytes", "per-user byte quota reached"},
     {Errc::kQuotaSegments, "quota_segments", "per-user segment quota reached"},
     {Errc::kEndOfStream, "end_of_stream", "end of stream: the channel's writer is gone"},
+    {Errc::kCancelled, "cancelled", "lease request cancelled"},
 };
 
 const ErrcEntry* Find(uint32_t value) noexcept {
@@ -71,6 +72,8 @@ class Category final : public std::error_category {
       case Errc::kInvalidName:
       case Errc::kInvalidArgument:
         return std::errc::invalid_argument;
+      case Errc::kCancelled:
+        return std::errc::operation_canceled;
       default:
         return {value, *this};
     }

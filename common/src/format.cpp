@@ -1,5 +1,6 @@
 #include "shmlease/format.hpp"
 
+#include <bit>
 #include <cctype>
 #include <charconv>
 #include <cmath>
@@ -64,6 +65,53 @@ std::optional<size_t> FormatItemSize(std::string_view format) noexcept {
     default:
       return std::nullopt;
   }
+}
+
+namespace {
+
+struct TypeName {
+  std::string_view name;
+  std::string_view code;  // numpy's kind + item size
+  char format;
+};
+constexpr TypeName kTypeNames[] = {
+    {"int8", "i1", 'b'},     {"uint8", "u1", 'B'},    {"int16", "i2", 'h'},
+    {"uint16", "u2", 'H'},   {"int32", "i4", 'i'},    {"uint32", "u4", 'I'},
+    {"int64", "i8", 'l'},    {"uint64", "u8", 'L'},   {"float16", "f2", 'e'},
+    {"float32", "f4", 'f'},  {"float64", "f8", 'd'},  {"bool", "b1", '?'},
+};
+static_assert(sizeof(long) == 8, "int64 is 'l' only where long has 64 bits");
+
+}  // namespace
+
+std::optional<std::string> FormatFromTypeName(std::string_view name) {
+  if (name.size() == 2 && name[0] == '@') name.remove_prefix(1);
+  if (name.size() == 1) {
+    if (!FormatItemSize(name)) return std::nullopt;
+    return std::string(name);
+  }
+  for (const TypeName& t : kTypeNames) {
+    if (name == t.name) return std::string(1, t.format);
+  }
+  // A byte-order prefix is accepted only when it means this machine's order.
+  constexpr char kNative = std::endian::native == std::endian::little ? '<' : '>';
+  if (name.size() == 3 && (name[0] == '=' || name[0] == '|' || name[0] == kNative)) {
+    name.remove_prefix(1);
+  }
+  for (const TypeName& t : kTypeNames) {
+    if (name == t.code) return std::string(1, t.format);
+  }
+  return std::nullopt;
+}
+
+std::string FormatTypeName(std::string_view format) {
+  if (format.empty()) return "uint8";
+  if (format == "q") return "int64 ('q')";
+  if (format == "Q") return "uint64 ('Q')";
+  for (const TypeName& t : kTypeNames) {
+    if (format.size() == 1 && format[0] == t.format) return std::string(t.name);
+  }
+  return "'" + std::string(format) + "'";
 }
 
 std::optional<uint64_t> ShapeBytes(const std::vector<uint64_t>& shape, size_t itemsize) noexcept {

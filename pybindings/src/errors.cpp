@@ -59,6 +59,8 @@ PyObject* ClassFor(Errc code) {
       return g_connection_lost;
     case Errc::kEndOfStream:
       return g_end_of_stream;
+    case Errc::kCancelled:  // a withdrawn lease wait: no builtin means it, the base class does
+      return g_error;
     default:
       return g_error;
   }
@@ -84,6 +86,8 @@ int ErrnoFor(Errc code) {
       return ECONNREFUSED;
     case Errc::kConnectionLost:
       return ECONNRESET;
+    case Errc::kCancelled:
+      return ECANCELED;
     default:
       return 0;
   }

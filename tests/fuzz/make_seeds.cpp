@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
       {"stats", proto::Stats{}},
       {"reclaim", proto::Reclaim{{{3, 7, 1700000000123456789, proto::LeaseMode::kWrite, 0}},
                                  {{7, 1700000000123456789, 1}}}},
+      {"cancel", proto::Cancel{5}},
   };
   proto::StatsOk stats{3, 1 << 20, 1 << 30, 2, 2, 5000, {}};
   stats.clients.push_back(

@@ -145,6 +145,7 @@ class Child {
   }
 
   int out_fd() const { return out_; }
+  pid_t pid() const { return pid_; }
   // Closes our end of the child's stdout, as a reader that stops early (`| head`) does.
   void CloseStdout() { CloseFd(out_); }
 
@@ -444,6 +445,51 @@ TEST_F(CliTest, ExistsIsFourAndExistOkSucceeds) {
   ASSERT_EQ(Cli({"rm", "once"}).exit_code, 0);
 }
 
+// --exist-ok returns the segment only when it has the size, dtype and shape asked for (issue 11).
+TEST_F(CliTest, ExistOkOfAnotherShapeIsFourAndNamesBoth) {
+  ASSERT_EQ(Cli({"create", "w", "--shape", "1024,1024", "--dtype", "float32"}).exit_code, 0);
+  CliResult r = Cli({"--json", "create", "w", "--shape", "1024x1024", "--dtype", "f4", "--exist-ok"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(Json::parse(r.out).at("size"), 4194304);
+  EXPECT_EQ(Cli({"create", "w", "4MiB", "--shape", "1024,1024", "--dtype", "f", "--exist-ok"})
+                .exit_code,
+            0);
+  r = Cli({"create", "w", "--shape", "4096", "--dtype", "uint8", "--exist-ok"});
+  EXPECT_EQ(r.exit_code, 4) << r;
+  EXPECT_NE(r.err.find("segment 'w' exists as float32 (1024, 1024), 4194304 bytes; asked for "
+                       "uint8 (4096,), 4096 bytes"),
+            std::string::npos)
+      << r;
+  ExpectJsonError(Cli({"--json", "create", "w", "4MiB", "--exist-ok"}), 4, "already_exists");
+  EXPECT_EQ(Cli({"create", "w", "--shape", "1024,1024", "--dtype", "int32", "--exist-ok"}).exit_code,
+            4);
+  // Without --exist-ok: said once, with the way to open it instead.
+  r = Cli({"create", "w", "4MiB"});
+  EXPECT_EQ(r.exit_code, 4) << r;
+  EXPECT_NE(r.err.find("--exist-ok"), std::string::npos) << r;
+  EXPECT_EQ(r.err.find("already exists"), r.err.rfind("already exists")) << r;
+  ASSERT_EQ(Cli({"rm", "w"}).exit_code, 0);
+}
+
+// --dtype takes numpy's names and codes as Python does, in native order (issue 11).
+TEST_F(CliTest, DtypeTakesNumpyNames) {
+  const std::pair<const char*, const char*> kNames[] = {
+      {"float32", "f"}, {"f4", "f"}, {"uint8", "B"}, {"u1", "B"}, {"int64", "l"},
+      {"i8", "l"},      {"float16", "e"}, {"bool", "?"}, {"=f8", "d"}, {"H", "H"}};
+  for (const auto& [name, format] : kNames) {
+    CliResult r = Cli({"--json", "create", "t", "--shape", "4,4", "--dtype", name});
+    ASSERT_EQ(r.exit_code, 0) << name << "\n" << r;
+    EXPECT_EQ(Json::parse(r.out).at("format"), format) << name;
+    ASSERT_EQ(Cli({"rm", "t"}).exit_code, 0);
+  }
+  for (const char* name : {"complex64", "float", "Float32", ">f4", "f3", "int128"}) {
+    CliResult r = Cli({"create", "t", "--shape", "4,4", "--dtype", name});
+    EXPECT_EQ(r.exit_code, 9) << name << "\n" << r;
+    EXPECT_NE(r.err.find("float32"), std::string::npos) << r;  // the message lists the names
+  }
+  EXPECT_EQ(Cli({"stat", "t"}).exit_code, 3);
+}
+
 TEST_F(CliTest, BadNamesAreNine) {
   for (const std::string& name :
        {std::string(".hidden"), std::string("a/b"), std::string("a b"), std::string(129, 'n'),
@@ -554,6 +600,12 @@ TEST_F(CliTest, ExclusiveLeaseTimesOutWhileAReaderHoldsTheSegment) {
   auto waited = std::chrono::steady_clock::now() - start;
   EXPECT_EQ(r.exit_code, 6) << r;
   EXPECT_GE(waited, 250ms);
+  // The message names the segment, the mode, the wait and who holds it (the cat, reading).
+  EXPECT_NE(r.err.find("timed out after 300 ms waiting for a write exclusive lease on segment "
+                       "'held': held by pid " + std::to_string(cat->pid()) + " ("),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.err.find(") r; 0 waiting"), std::string::npos) << r;
   ExpectJsonError(Cli({"--json", "put", "held", "--exclusive", "--timeout", "0"}, "x"), 6,
                   "timeout");
   // A shared write lease is granted next to the reader.

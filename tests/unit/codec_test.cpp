@@ -187,6 +187,8 @@ std::vector<Request> SampleRequests() {
   out.push_back(List{});
   out.push_back(Chmod{.name = "frames", .mode = 0640});
   out.push_back(Stats{});
+  out.push_back(Cancel{.request_id = 0});
+  out.push_back(Cancel{.request_id = 0xFFFFFFFFu});
   out.push_back(Reclaim{});
   out.push_back(Reclaim{
       .leases = {{.lease_id = 7, .segment_id = 3, .created_unix_ns = -1, .mode = LeaseMode::kWrite,
@@ -261,6 +263,20 @@ TEST(CodecLayout, StringsAreU16LengthThenBytes) {
   EXPECT_EQ(frame[9], std::byte{0x00});
   Bytes body(frame.begin() + kHeaderSize, frame.end());
   EXPECT_EQ(body, FromHex({0x02, 0x00, 'a', 'b'}));
+}
+
+TEST(CodecLayout, CancelIsTypeTwelveWithTheWithdrawnRequestIdAsU32) {
+  Bytes frame = Encode(Request{Cancel{.request_id = 0x0A0B0C0D}}, 9, kFlagNoReply);
+  EXPECT_EQ(frame, FromHex({'S', 'H', 'M', 'L', 4, 0, 0, 0, 0x0C, 0x00, 0x02, 0x00, 9, 0, 0, 0,
+                            0x0D, 0x0C, 0x0B, 0x0A}));
+  EXPECT_STREQ(TypeName(MsgType::kCancel), "cancel");
+  // A Cancel is never a reply: there is no cancel_ok.
+  Reply reply;
+  Errc error = Errc::kOk;
+  std::string reason;
+  Header header{.body_length = 0, .type = static_cast<MsgType>(0x800C)};
+  EXPECT_FALSE(DecodeReply(header, {}, reply, error, reason));
+  EXPECT_EQ(error, Errc::kUnknownType);
 }
 
 TEST(CodecLayout, ReplyTypesHaveTheReplyBitOfTheirRequest) {
@@ -570,7 +586,7 @@ TEST(CodecBody, TrailingBytesAfterAValidBodyAreBad) {
 
 TEST(CodecBody, UnknownTypesAreUnknownTypeNotBadMessage) {
   const uint16_t request_types[] = {0x0000,
-                                    0x000C,
+                                    0x000D,
                                     0x00FF,
                                     0x7FFF,
                                     static_cast<uint16_t>(MsgType::kPong),
@@ -774,7 +790,7 @@ void CheckConsistent(const Bytes& input, uint32_t max_body) {
                   (static_cast<uint16_t>(f.header.type) & kReplyBit) != 0 ||
                       static_cast<uint16_t>(f.header.type) == 0 ||
                       (static_cast<uint16_t>(f.header.type) > static_cast<uint16_t>(MsgType::kStats) &&
-                       f.header.type != MsgType::kReclaim));
+                       f.header.type != MsgType::kReclaim && f.header.type != MsgType::kCancel));
       }
       Reply reply;
       error = Errc::kOk;

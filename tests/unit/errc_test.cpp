@@ -46,6 +46,7 @@ constexpr Numbered kAll[] = {
     {Errc::kQuotaBytes, 24, "quota_bytes"},
     {Errc::kQuotaSegments, 25, "quota_segments"},
     {Errc::kEndOfStream, 26, "end_of_stream"},
+    {Errc::kCancelled, 27, "cancelled"},
 };
 
 TEST(Errc, NumbersAreFixed) {
@@ -64,7 +65,7 @@ TEST(Errc, NamesAreStableUniqueSnakeCase) {
     }
   }
   EXPECT_EQ(names.count("unknown"), 0u);
-  EXPECT_EQ(ErrcName(static_cast<Errc>(27)), "unknown");
+  EXPECT_EQ(ErrcName(static_cast<Errc>(28)), "unknown");
   EXPECT_EQ(ErrcName(static_cast<Errc>(0xFFFFFFFFu)), "unknown");
 }
 
@@ -85,7 +86,7 @@ TEST(Errc, KnownCodesAreExactlyTheTable) {
   uint32_t count = 0;
   for (uint32_t v = 0; v < 1000; ++v) count += IsKnownErrc(v) ? 1 : 0;
   EXPECT_EQ(count, std::size(kAll));
-  EXPECT_FALSE(IsKnownErrc(27));
+  EXPECT_FALSE(IsKnownErrc(28));
   EXPECT_FALSE(IsKnownErrc(0xFFFFFFFFu));
   EXPECT_FALSE(IsKnownErrc(0x80000000u));
 }
@@ -113,6 +114,7 @@ TEST(Errc, MatchesTheStandardConditions) {
   EXPECT_EQ(make_error_code(Errc::kNoSpace), std::errc::no_space_on_device);
   EXPECT_EQ(make_error_code(Errc::kInvalidName), std::errc::invalid_argument);
   EXPECT_EQ(make_error_code(Errc::kInvalidArgument), std::errc::invalid_argument);
+  EXPECT_EQ(make_error_code(Errc::kCancelled), std::errc::operation_canceled);
 
   // And nothing else.
   EXPECT_NE(make_error_code(Errc::kNotFound), std::errc::file_exists);
@@ -126,7 +128,7 @@ TEST(Errc, MatchesTheStandardConditions) {
     bool expected_standard = n.code == Errc::kNotFound || n.code == Errc::kAlreadyExists ||
                              n.code == Errc::kPermissionDenied || n.code == Errc::kTimeout ||
                              n.code == Errc::kNoSpace || n.code == Errc::kInvalidName ||
-                             n.code == Errc::kInvalidArgument;
+                             n.code == Errc::kInvalidArgument || n.code == Errc::kCancelled;
     EXPECT_EQ(standard, expected_standard) << n.name;
     if (!standard) {
       EXPECT_EQ(condition.category(), ErrorCategory()) << n.name;

@@ -292,3 +292,51 @@ TEST(Size, FormatThenParseRoundTripsWholeUnits) {
 
 }  // namespace
 }  // namespace shmlease
+
+namespace shmlease {
+namespace {
+
+TEST(TypeName, NumpyNamesMapToNativeFormats) {
+  const std::pair<const char*, const char*> kNames[] = {
+      {"int8", "b"},    {"uint8", "B"},    {"int16", "h"},   {"uint16", "H"},
+      {"int32", "i"},   {"uint32", "I"},   {"int64", "l"},   {"uint64", "L"},
+      {"float16", "e"}, {"float32", "f"},  {"float64", "d"}, {"bool", "?"},
+      {"i1", "b"},      {"u1", "B"},       {"i2", "h"},      {"u2", "H"},
+      {"i4", "i"},      {"u4", "I"},       {"i8", "l"},      {"u8", "L"},
+      {"f2", "e"},      {"f4", "f"},       {"f8", "d"},      {"b1", "?"},
+      {"=f4", "f"},     {"|u1", "B"},      {"<f8", "d"},     {"f", "f"},
+      {"@d", "d"},      {"q", "q"},        {"?", "?"},
+  };
+  for (const auto& [name, format] : kNames) {
+    std::optional<std::string> got = FormatFromTypeName(name);
+    ASSERT_TRUE(got.has_value()) << name;
+    EXPECT_EQ(*got, format) << name;
+    EXPECT_EQ(FormatItemSize(*got).value_or(0), FormatItemSize(format).value_or(99)) << name;
+  }
+}
+
+TEST(TypeName, EverythingElseIsRefused) {
+  for (const char* name : {"", "float", "Float32", "float128", "complex64", "c8", "int", "i3",
+                           "u16", ">f4", "<<f4", "f4 ", " f4", "x", "@", "@@", "S1", "U4", "O",
+                           "int8 "}) {
+    EXPECT_FALSE(FormatFromTypeName(name).has_value()) << name;
+  }
+}
+
+TEST(TypeName, FormatsHaveNamesForMessages) {
+  EXPECT_EQ(FormatTypeName("f"), "float32");
+  EXPECT_EQ(FormatTypeName(""), "uint8");  // raw bytes
+  EXPECT_EQ(FormatTypeName("B"), "uint8");
+  EXPECT_EQ(FormatTypeName("l"), "int64");
+  EXPECT_EQ(FormatTypeName("q"), "int64 ('q')");  // two formats share the name: say which
+  EXPECT_EQ(FormatTypeName("Q"), "uint64 ('Q')");
+  EXPECT_EQ(FormatTypeName("?"), "bool");
+  EXPECT_EQ(FormatTypeName("zz"), "'zz'");
+  // Every name read back gives the format it came from (except where names are shared).
+  for (const char* format : {"b", "B", "h", "H", "i", "I", "l", "L", "e", "f", "d", "?"}) {
+    EXPECT_EQ(FormatFromTypeName(FormatTypeName(format)).value_or("-"), format) << format;
+  }
+}
+
+}  // namespace
+}  // namespace shmlease

@@ -101,6 +101,33 @@ TEST(LeaseTable, CancelledHeadUnblocksTheQueue) {
   (void)holder;
 }
 
+// A Cancel from the client (issue 11) withdraws a request from the middle of the queue: those
+// ahead keep their places, those behind move up, and nothing of it is left to be granted.
+TEST(LeaseTable, CancelFromTheMiddleOfTheQueueLeavesNoTrace) {
+  LeaseTable t;
+  auto holder = t.Request(1, 10, kW, true, true);
+  auto a = t.Request(1, 11, kR, false, true);
+  auto b = t.Request(1, 12, kR, false, true);
+  auto c = t.Request(1, 13, kR, false, true);
+  ASSERT_EQ(b.outcome, Outcome::kQueued);
+  EXPECT_EQ(t.Counts(1).waiting, 3u);
+  EXPECT_TRUE(t.Cancel(b.ticket));
+  EXPECT_EQ(t.Counts(1).waiting, 2u);
+  EXPECT_TRUE(t.TicketsOf(12).empty());
+  EXPECT_TRUE(t.Promote(1).empty());  // the holder still blocks the rest
+  ASSERT_TRUE(t.Release(holder.lease.lease_id, 10).has_value());
+  auto grants = t.Promote(1);
+  ASSERT_EQ(grants.size(), 2u);
+  EXPECT_EQ(grants[0].ticket, a.ticket);
+  EXPECT_EQ(grants[1].ticket, c.ticket);
+  EXPECT_EQ(t.ConnLeaseCount(12), 0u);  // the withdrawn request became no lease
+  EXPECT_FALSE(t.Cancel(a.ticket));     // granted already: nothing to withdraw
+  EXPECT_EQ(t.HoldersOf(1).size(), 2u);
+  EXPECT_EQ(t.HoldersOf(1)[0].conn_id, 11u);
+  EXPECT_EQ(t.HoldersOf(1)[1].conn_id, 13u);
+  EXPECT_TRUE(t.HoldersOf(2).empty());
+}
+
 TEST(LeaseTable, ConnectionCloseFindsAllItsLeasesAndTickets) {
   LeaseTable t;
   auto a = t.Request(1, 10, kW, true, true);

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -72,6 +73,12 @@ class Frame {
   void Release() noexcept;
 
   bool writable() const noexcept { return writer_; }
+  // True while the daemon counts the leases this frame's slot is held through: the channel's
+  // control and data segments (and, for a writer's frame, the writer token), all on the Client's
+  // connection (see Lease::held()). False for an empty frame, and once that connection was
+  // closed (Client::Close()) or lost for good: the slot may then be reclaimed by others, as
+  // after a crash, and a reader's bytes may be overwritten by a new writer at any moment.
+  bool held() const noexcept;
   // The frame's bytes (frame size of the channel's format and shape).
   std::span<const std::byte> data() const noexcept { return {data_, size_}; }
   // Throws Error(kPermissionDenied) on a reader's frame.
@@ -144,6 +151,15 @@ class Writer {
   uint64_t next_seq_ = 1;
 };
 
+struct WriterOptions {
+  // How long to wait for the writer token while another writer holds it: 0 (the default) fails
+  // at once, kWaitForever waits without limit.
+  std::chrono::milliseconds timeout{0};
+  // Polled while waiting, as LeaseOptions::interrupted (client.hpp): returning true withdraws
+  // the wait and writer() throws Error(kCancelled).
+  std::function<bool()> interrupted;
+};
+
 struct ReaderOptions {
   // Spin on the shared state instead of sleeping: lowest latency, one busy core per reader.
   bool busy_poll = false;
@@ -205,6 +221,8 @@ class Channel {
   // Takes the writer token. Throws Error(kTimeout) when another writer holds it beyond `timeout`
   // (default: fail at once).
   Writer writer(std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  // The same, with WriterOptions (an interruptible wait).
+  Writer writer(const WriterOptions& options);
   Reader reader(const ReaderOptions& options = {});
 
   const std::string& name() const noexcept;

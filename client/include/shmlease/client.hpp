@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -40,12 +41,20 @@
 
 namespace shmlease {
 
-// Every failure of the library: a std::system_error whose code() is in ErrorCategory() (an Errc),
-// with the daemon's message when it gave one.
+// Every failure of the library: a std::system_error whose code() is in ErrorCategory() (an Errc).
+// what() is the message alone, said once: the daemon's or the library's text when there is one
+// (without the ": <code description>" std::system_error would append), else the code's message.
 class Error : public std::system_error {
  public:
-  Error(Errc code, const std::string& what) : std::system_error(make_error_code(code), what) {}
+  Error(Errc code, const std::string& what)
+      : std::system_error(make_error_code(code), what),
+        message_(std::make_shared<const std::string>(
+            what.empty() ? make_error_code(code).message() : what)) {}
   Errc errc() const noexcept { return static_cast<Errc>(code().value()); }
+  const char* what() const noexcept override { return message_->c_str(); }
+
+ private:
+  std::shared_ptr<const std::string> message_;  // shared: copying an exception must not throw
 };
 
 using SegmentInfo = proto::SegmentInfo;
@@ -78,8 +87,14 @@ struct CreateOptions {
   uint64_t size = 0;             // bytes; 0 derives it from format and shape
   std::string format;            // one native struct item ("f", "B", "q", ...); "" = raw bytes
   std::vector<uint64_t> shape;   // up to 8 dimensions; product x itemsize must equal size
-  bool exist_ok = false;         // return the existing segment instead of kAlreadyExists
-                                 // (whatever pages back it: `huge` is not compared)
+  // Return the existing segment instead of Error(kAlreadyExists), but only when it is of the
+  // size, format and shape asked for, compared as the daemon completes a request: size 0 is
+  // derived from format and shape; an empty format (raw bytes) equals "B"; an empty shape is the
+  // 1-D default (size / itemsize,). Nothing is a wildcard: the request must be a valid create on
+  // its own (else kInvalidArgument). Another size, format or shape throws kAlreadyExists naming
+  // both ("segment 'w' exists as float32 (1024, 1024), 4194304 bytes; asked for uint8 (4096,),
+  // 4096 bytes"). `huge` and `mode` are not compared (docs/PROTOCOL.md, "Create with exist_ok").
+  bool exist_ok = false;
   // Huge pages: the segment's memory is rounded up to whole huge pages (a 3 MiB segment holds
   // 4 MiB in 2 MiB pages) and that rounded size counts against the daemon's limits, but size(),
   // data() and SegmentInfo::size stay the size asked for. SegmentInfo::page_size says which
@@ -103,6 +118,14 @@ struct LeaseOptions {
   // touches do not change the bytes (an atomic add of 0). If the pages cannot be populated (out
   // of memory) Acquire releases the lease and throws Error(kMapFailed).
   bool populate = false;
+  // Polled from the waiting thread at least every 50 ms (and after EINTR) while Acquire waits for
+  // the daemon's answer, first before the first wait. Returning true withdraws the request: the
+  // daemon drops it from the segment's queue (a lease granted meanwhile is released), and Acquire
+  // throws Error(Errc::kCancelled). Called without any lock of the library held, only from the
+  // thread inside Acquire, at most until it returns true. Empty (the default): Acquire waits in
+  // one blocking read, with no polling at all. A request whose connection breaks after it was
+  // withdrawn is not repeated on the new connection (Error(kCancelled) too).
+  std::function<bool()> interrupted;
 };
 
 // Bytes of memory a segment holds: its size rounded up to whole pages of info.page_size. For a
@@ -139,10 +162,18 @@ class Lease {
 
   // The daemon's id of this lease. A reconnect (daemon restart) gives the lease a new id.
   uint64_t id() const noexcept;
-  // True when a reconnect could not restore this lease (its segment was freed, or someone was
-  // granted a conflicting lease while the daemon restarted): the daemon no longer counts it,
-  // though the memory stays mapped and readable until the Lease is released.
+  // True when the daemon no longer counts this lease although it was not released: a reconnect
+  // could not restore it (its segment was freed, someone was granted a conflicting lease while
+  // the daemon restarted, or reconnecting failed: a later reconnect does not bring it back), or
+  // its connection is gone for good (Client::Close(), or broken with reconnecting off; a daemon
+  // that hung up is seen even before the next call). The memory stays mapped and readable until
+  // the Lease is released. Once true, it stays true. False for an empty Lease.
   bool lost() const noexcept;
+  // True while the daemon counts this lease for this process, or will again once the next call
+  // reconnects and reclaims it (a broken connection with reconnecting on): valid() && !lost().
+  // False once Release()d, moved from, or lost(). Never blocks; at most one poll(2) when
+  // reconnecting is off.
+  bool held() const noexcept;
   Mode mode() const noexcept { return mode_; }
   bool writable() const noexcept { return mode_ == Mode::kWrite; }
   bool exclusive() const noexcept { return exclusive_; }
@@ -202,7 +233,11 @@ class Lease {
 class Client {
  public:
   // Connects to the daemon at ResolveSocketPath(socket) and exchanges hellos.
-  // Throws Error(kDaemonUnavailable) naming the path when nobody answers there.
+  // Throws Error(kDaemonUnavailable) naming the path and what is there when nobody answers: no
+  // socket at all (with how to start shmleased), a directory or file instead of a socket, or a
+  // socket nobody listens on (a daemon that died). Error(kPermissionDenied) when the socket's mode
+  // refuses this user: the message gives the socket's mode, owner and group, and, when the group
+  // may connect, how to join it (sudo usermod -aG GROUP $USER, then log in again).
   explicit Client(std::string_view socket = {});
   ~Client();
   Client(Client&&) noexcept;

@@ -21,6 +21,18 @@ bool IsValidName(std::string_view name) noexcept;
 // An empty format means raw bytes ("B"). Returns nullopt for anything else.
 std::optional<size_t> FormatItemSize(std::string_view format) noexcept;
 
+// The struct format of a numpy-style type name, as numpy.dtype(name).char gives it on this
+// platform (native byte order): "int8" "uint8" "int16" "uint16" "int32" "uint32" "int64" "uint64"
+// "float16" "float32" "float64" "bool", their numpy codes "i1" "u1" "i2" "u2" "i4" "u4" "i8" "u8"
+// "f2" "f4" "f8" "b1" (optionally after '=', '|' or this machine's own order '<'/'>'), and the
+// one-character formats themselves ("f", "@f", ...). int64 is 'l' and uint64 'L', as numpy has
+// them on LP64 Linux. Returns nullopt for anything else (case matters: "Float32" is not a name).
+std::optional<std::string> FormatFromTypeName(std::string_view name);
+
+// The numpy-style name of a struct format for messages: "float32", "uint8" for "" (raw bytes),
+// "int64 ('q')" where two formats share a name, "'x'" for a format this library does not know.
+std::string FormatTypeName(std::string_view format);
+
 // The byte count of `shape` items of `itemsize` bytes, or nullopt on overflow, on a zero
 // dimension, or with more than kMaxDims dimensions.
 std::optional<uint64_t> ShapeBytes(const std::vector<uint64_t>& shape, size_t itemsize) noexcept;

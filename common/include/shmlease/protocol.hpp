@@ -58,6 +58,9 @@ enum class MsgType : uint16_t {
   // After a reconnect: the leases and mappings a client still holds (docs/RESTART.md).
   kReclaim = 0x000B,
   kReclaimOk = 0x800B,
+  // Withdraws a waiting Acquire of this connection. No reply of its own: the Acquire is answered
+  // (ErrorReply kCancelled, or the grant if it raced ahead). Unknown or finished ids are ignored.
+  kCancel = 0x000C,
 };
 
 // Header flags.
@@ -182,6 +185,15 @@ struct Reclaim {
   bool operator==(const Reclaim&) const = default;
 };
 
+// Withdraws the Acquire sent as `request_id` on this connection while it waits in a queue: the
+// daemon drops it and answers that Acquire with ErrorReply(kCancelled). If the lease was already
+// granted (the AcquireOk may cross the Cancel), or the request is unknown or finished, the Cancel
+// is ignored; a client that receives the grant after cancelling releases it. Never answered.
+struct Cancel {
+  uint32_t request_id = 0;
+  bool operator==(const Cancel&) const = default;
+};
+
 // --- Replies (daemon -> client) ---
 struct HelloOk {
   uint32_t version = kVersion;
@@ -277,7 +289,7 @@ struct ErrorReply {
 };
 
 using Request = std::variant<Hello, Ping, Create, Acquire, Release, Remove, Stat, List, Chmod,
-                             Stats, Reclaim>;
+                             Stats, Reclaim, Cancel>;
 using Reply = std::variant<HelloOk, Pong, CreateOk, AcquireOk, ReleaseOk, RemoveOk, StatOk, ListOk,
                            ChmodOk, StatsOk, SegmentGone, ErrorReply, ReclaimOk>;
 
