@@ -8,11 +8,11 @@ The C methods Reader.__anext__, Reader.anext() and Client.alease() only call the
   await returns, raises or is cancelled. A frame is only ever taken synchronously and returned
   at once, so a cancelled await never loses one.
 - A lease is waited for by a worker thread (one per alease; Client is thread-safe) running the
-  blocking ``Client.lease`` in slices of at most ``_SLICE`` seconds of its timeout and looking at
-  a cancellation flag between them (``_lease_blocking``, the one place to change when
-  ``Client.lease`` accepts an interrupt callback). Cancelling the awaiting task waits, without
-  blocking the loop, for that thread to stop (at most one slice) and releases a lease granted
-  meanwhile: once the cancellation has completed no lease and no waiting request are left.
+  blocking ``Client.lease`` with a cancellation flag that libshmlease polls about every 50 ms
+  (``_lease_blocking``). Cancelling the awaiting task sets the flag, the library withdraws the
+  request from the daemon, and the task waits, without blocking the loop, for that thread to stop
+  and releases a lease granted meanwhile: once the cancellation has completed no lease and no
+  waiting request are left, and until then the request kept its place in the daemon's queue.
 """
 
 from __future__ import annotations
@@ -21,12 +21,8 @@ import asyncio
 import errno
 import math
 import threading
-import time
 
 from . import _shmlease
-
-# Longest single wait of a sliced lease request: how late a cancelled alease notices.
-_SLICE = 0.05
 
 # Error codes of common/include/shmlease/errc.hpp (numbered once, never reused).
 _ERRC_INVALID_ARGUMENT = 5
@@ -122,27 +118,24 @@ class _Interrupted(Exception):
 def _lease_blocking(client, name, mode, exclusive, timeout, populate, interrupted):
     """Client.lease(...), giving up (raising _Interrupted) once interrupted() is true.
 
-    The one place that waits for a lease on behalf of alease. Today it asks in slices of at most
-    _SLICE seconds of `timeout` and looks at interrupted() between them (a request's place in
-    the daemon's FIFO queue is given up at each slice). When Client.lease takes an interrupt
-    callback (a cancel of the waiting Acquire), this body becomes that one call.
+    The one place that waits for a lease on behalf of alease: one request, which keeps its place
+    in the daemon's first-come-first-served queue; libshmlease polls interrupted() while it waits
+    and, once it is true, withdraws the request from the daemon (Cancel), releasing a lease
+    granted meanwhile.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        if interrupted():
-            raise _Interrupted()
-        piece = _SLICE if deadline is None else max(0.0, min(_SLICE, deadline - time.monotonic()))
-        try:
-            lease = client.lease(name, mode, exclusive=exclusive, timeout=piece,
-                                 populate=populate)
-        except _shmlease.LeaseTimeoutError:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise
-            continue
-        if interrupted():
-            lease.release()
-            raise _Interrupted()
-        return lease
+    if interrupted():
+        raise _Interrupted()
+    try:
+        lease = client.lease(name, mode, exclusive=exclusive, timeout=timeout,
+                             populate=populate, _interrupted=interrupted)
+    except _shmlease.Error as e:
+        if getattr(e, "errc_name", None) == "cancelled":
+            raise _Interrupted() from None
+        raise
+    if interrupted():
+        lease.release()
+        raise _Interrupted()
+    return lease
 
 
 async def client_lease(client, name, mode="r", *, exclusive=False, timeout=None, populate=False):

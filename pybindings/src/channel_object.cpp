@@ -115,8 +115,8 @@ PyObject* NewFrameObject(PyObject* client, Frame&& frame, const Channel& ch) {
   f->weakreflist = nullptr;
   f->client = Py_XNewRef(client);
   f->frame = new (std::nothrow) Frame(std::move(frame));
-  f->mapping = new (std::nothrow) std::shared_ptr<const void>(f->frame ? f->frame->mapping_owner()
-                                                                       : nullptr);
+  f->mapping = new (std::nothrow)
+      std::shared_ptr<const void>(f->frame ? f->frame->mapping_owner() : nullptr);
   f->meta = nullptr;
   if (f->frame == nullptr || f->mapping == nullptr) {
     Py_DECREF(self);
@@ -189,7 +189,9 @@ PyMethodDef frame_methods[] = {
     {nullptr, nullptr, 0, nullptr},
 };
 
-PyObject* Frame_get_seq(PyObject* self, void*) { return PyLong_FromUnsignedLongLong(AsFrame(self)->seq); }
+PyObject* Frame_get_seq(PyObject* self, void*) {
+  return PyLong_FromUnsignedLongLong(AsFrame(self)->seq);
+}
 PyObject* Frame_get_timestamp(PyObject* self, void*) {
   return PyLong_FromLongLong(AsFrame(self)->timestamp_ns);
 }
@@ -288,23 +290,23 @@ PyTypeObject FrameType = {
 struct ChannelObject {
   // clang-format off
   PyObject_HEAD
-  // clang-format on
-  PyObject* owner;  // the Python Client
+      // clang-format on
+      PyObject* owner;  // the Python Client
   std::shared_ptr<Client>* client;
   Channel* channel;
 };
 struct WriterObject {
   // clang-format off
   PyObject_HEAD
-  // clang-format on
-  PyObject* channel;  // ChannelObject
-  Writer* writer;     // null once closed
+      // clang-format on
+      PyObject* channel;  // ChannelObject
+  Writer* writer;         // null once closed
 };
 struct ReaderObject {
   // clang-format off
   PyObject_HEAD
-  // clang-format on
-  PyObject* channel;
+      // clang-format on
+      PyObject* channel;
   Reader* reader;  // null once closed
   bool busy;       // a call is running without the GIL
 };
@@ -322,11 +324,12 @@ PyObject* Channel_writer(PyObject* self, PyObject* args, PyObject* kwds) {
                                    &timeout_obj)) {
     return nullptr;
   }
-  std::chrono::milliseconds timeout{0};
-  if (timeout_obj != nullptr && !TimeoutArg(timeout_obj, &timeout)) return nullptr;
+  WriterOptions options;
+  if (timeout_obj != nullptr && !TimeoutArg(timeout_obj, &options.timeout)) return nullptr;
+  if (options.timeout.count() != 0) options.interrupted = PythonInterrupt(nullptr);  // Ctrl-C
   ChannelObject* c = AsChannel(self);
   Writer w;
-  std::exception_ptr error = CallWithoutGil([&] { w = c->channel->writer(timeout); });
+  std::exception_ptr error = CallWithoutGil([&] { w = c->channel->writer(options); });
   if (error) return RaiseFromException(error);
   WriterObject* obj = PyObject_New(WriterObject, &WriterType);
   if (obj == nullptr) return nullptr;
@@ -871,8 +874,7 @@ PyObject* NewChannelObject(PyObject* owner, std::shared_ptr<Client> client, PyOb
   if (slots > UINT32_MAX) return RaiseErrc(Errc::kInvalidArgument, "slots is too large");
   options.slots = static_cast<uint32_t>(slots);
   Channel* ch = nullptr;
-  std::exception_ptr error =
-      CallWithoutGil([&] { ch = new Channel(*client, n, options); });
+  std::exception_ptr error = CallWithoutGil([&] { ch = new Channel(*client, n, options); });
   if (error) return RaiseFromException(error);
   ChannelObject* obj = PyObject_New(ChannelObject, &ChannelType);
   if (obj == nullptr) {

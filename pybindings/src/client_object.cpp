@@ -3,8 +3,6 @@
 // until the last of them returns. Leases share the connection and mapping themselves (libshmlease).
 #include "client_object.hpp"
 
-#include "channel_object.hpp"
-
 #include <unistd.h>
 
 #include <memory>
@@ -14,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "channel_object.hpp"
 #include "convert.hpp"
 #include "delegate.hpp"
 #include "errors.hpp"
@@ -172,8 +171,8 @@ PyObject* Client_ping(PyObject* self, PyObject* /*unused*/) {
 }
 
 PyObject* Client_create(PyObject* self, PyObject* args, PyObject* kwds) {
-  static const char* kwlist[] = {"name", "size", "shape", "dtype", "exist_ok", "huge", "mode",
-                                 nullptr};
+  static const char* kwlist[] = {"name",     "size", "shape", "dtype",
+                                 "exist_ok", "huge", "mode",  nullptr};
   PyObject* name_obj = nullptr;
   PyObject* size_obj = Py_None;
   PyObject* shape_obj = Py_None;
@@ -208,14 +207,22 @@ PyObject* Client_create(PyObject* self, PyObject* args, PyObject* kwds) {
 }
 
 PyObject* Client_lease(PyObject* self, PyObject* args, PyObject* kwds) {
-  static const char* kwlist[] = {"name", "mode", "exclusive", "timeout", "populate", nullptr};
+  // _interrupted: shmlease._aio's cancel flag (a callable), polled with the signals.
+  static const char* kwlist[] = {"name",     "mode",         "exclusive", "timeout",
+                                 "populate", "_interrupted", nullptr};
   PyObject* name_obj = nullptr;
   PyObject* mode_obj = nullptr;
   int exclusive = 0;
   PyObject* timeout_obj = Py_None;
   int populate = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$pOp:lease", const_cast<char**>(kwlist),
-                                   &name_obj, &mode_obj, &exclusive, &timeout_obj, &populate)) {
+  PyObject* interrupted = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$pOpO:lease", const_cast<char**>(kwlist),
+                                   &name_obj, &mode_obj, &exclusive, &timeout_obj, &populate,
+                                   &interrupted)) {
+    return nullptr;
+  }
+  if (interrupted != Py_None && !PyCallable_Check(interrupted)) {
+    PyErr_SetString(PyExc_TypeError, "_interrupted must be a callable or None");
     return nullptr;
   }
   std::string name;
@@ -226,12 +233,23 @@ PyObject* Client_lease(PyObject* self, PyObject* args, PyObject* kwds) {
   options.exclusive = exclusive != 0;
   options.populate = populate != 0;
   if (!TimeoutArg(timeout_obj, &options.timeout)) return nullptr;
+  // Ctrl-C, and close() from another thread, withdraw a lease request that waits (a zero
+  // timeout never waits).
+  if (options.timeout.count() != 0) {
+    options.interrupted =
+        PythonInterrupt(interrupted != Py_None ? interrupted : nullptr, &StateOf(self).closing);
+  }
   std::shared_ptr<Client> client = Connected(self);
   if (client == nullptr) return nullptr;
 
   Lease lease;
   std::exception_ptr error =
       CallClient(self, client, [&](Client& c) { lease = c.Acquire(name, mode, options); });
+  if (error && StateOf(self).closing && !PyErr_Occurred()) {
+    PyErr_SetString(PyExc_ValueError,
+                    "operation on a closed shmlease.Client: it was closed while lease() waited");
+    return nullptr;
+  }
   if (error) return RaiseFromException(error, StateOf(self).socket_path);
   return NewLeaseObject(self, std::move(lease));
 }
@@ -447,8 +465,8 @@ PyMethodDef client_methods[] = {
      "Close the connection: the daemon releases every lease this client held. Lease objects\n"
      "stay readable (their memory stays mapped) and their release() does nothing more.\n"
      "Closing twice does nothing. New calls raise ValueError at once; calls that other\n"
-     "threads are making right now finish first (a lease() still waiting keeps the\n"
-     "connection open until it is granted or times out)."},
+     "threads are making right now finish first (a lease() still waiting is withdrawn\n"
+     "from the daemon within about 50 ms and raises ValueError)."},
     {"__enter__", Client_enter, METH_NOARGS,
      "__enter__($self, /)\n--\n\nReturn the client itself."},
     {"__exit__", Client_exit, METH_VARARGS,

@@ -162,10 +162,25 @@ std::nullptr_t RaiseErrc(Errc code, std::string_view message) {
   return nullptr;
 }
 
+std::function<bool()> PythonInterrupt(PyObject* interrupted, const bool* stop_flag) {
+  return [interrupted, stop_flag] {
+    PyGILState_STATE gil = PyGILState_Ensure();
+    bool stop = (stop_flag != nullptr && *stop_flag) || PyErr_CheckSignals() != 0;
+    if (!stop && interrupted != nullptr) {
+      PyObject* result = PyObject_CallNoArgs(interrupted);
+      stop = result == nullptr || PyObject_IsTrue(result) != 0;  // raised: stop, keep the error
+      Py_XDECREF(result);
+    }
+    PyGILState_Release(gil);
+    return stop;
+  };
+}
+
 std::nullptr_t RaiseFromException(std::exception_ptr error, std::string_view socket_path) {
   try {
     std::rethrow_exception(error);
   } catch (const Error& e) {
+    if (e.errc() == Errc::kCancelled && PyErr_Occurred()) return nullptr;  // PythonInterrupt's
     std::string message = e.what();
     if (e.errc() == Errc::kDaemonUnavailable && !socket_path.empty() &&
         message.find(socket_path) == std::string::npos) {

@@ -7,6 +7,7 @@
 #include <Python.h>
 
 #include <exception>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -25,8 +26,18 @@ int AddExceptions(PyObject* module);
 std::nullptr_t RaiseErrc(Errc code, std::string_view message);
 
 // Sets the Python exception for the C++ exception `error` (thrown by libshmlease or the standard
-// library). `socket_path` is named in the message when the daemon is not running.
+// library). `socket_path` is named in the message when the daemon is not running. A kCancelled
+// wait whose PythonInterrupt() left an exception set (KeyboardInterrupt) raises that exception.
 std::nullptr_t RaiseFromException(std::exception_ptr error, std::string_view socket_path = {});
+
+// A LeaseOptions::interrupted / WriterOptions::interrupted for a wait made through
+// CallWithoutGil(): it takes the GIL for each poll and returns true once a signal handler raised
+// (Ctrl-C: the KeyboardInterrupt stays set, and RaiseFromException() keeps it), or once
+// `interrupted` (a Python callable, or nullptr for none) returned a true value or raised. The
+// library then withdraws the request from the daemon and throws Error(kCancelled). Signals are
+// seen only in the main thread, as everywhere in Python. `stop`, when given, is read under the GIL
+// too (a flag such as "this Client is closing"). `interrupted` and `stop` must outlive the wait.
+std::function<bool()> PythonInterrupt(PyObject* interrupted, const bool* stop = nullptr);
 
 // Runs `fn` with the GIL released and catches everything it throws. Returns the exception to pass
 // to RaiseFromException() once the GIL is back, or nullptr on success.
