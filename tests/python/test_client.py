@@ -83,6 +83,33 @@ def test_exists_and_exist_ok(client, seg):
     assert e.errno == errno.EEXIST and e.errc_name == "already_exists" and e.code == 7
     assert name in str(e)
     assert client.create(name, 64, exist_ok=True)["id"] == first["id"]
+    assert "exist_ok" in str(e) and str(e).count("already exists") == 1
+
+
+def test_exist_ok_returns_only_a_segment_of_the_same_layout(client, seg):
+    """exist_ok=True must never hand back a segment of another size, dtype or shape."""
+    name = seg()
+    first = client.create(name, shape=(1024, 1024), dtype="f")
+    same = client.create(name, shape=(1024, 1024), dtype="float32", exist_ok=True)
+    assert same["id"] == first["id"]
+    for other in (dict(size=4096), dict(shape=(1024, 1024), dtype="d"),
+                  dict(shape=(2048, 512), dtype="f"), dict(shape=(1024 * 1024,), dtype="f")):
+        with pytest.raises(shmlease.ExistsError) as info:
+            client.create(name, exist_ok=True, **other)
+        text = str(info.value)
+        assert "float32 (1024, 1024), 4194304 bytes" in text, text  # what exists
+        assert "asked for" in text, text                              # and what was asked
+    assert client.stat(name)["id"] == first["id"]  # and nothing changed
+
+
+def test_missing_daemon_says_what_is_at_the_path(tmp_path):
+    with pytest.raises(shmlease.DaemonUnavailableError) as info:
+        shmlease.connect(str(tmp_path / "none.sock"))
+    text = str(info.value)
+    assert "no socket at" in text and "start shmleased" in text
+    assert text.count("is not running") <= 1, text  # said once
+    with pytest.raises(shmlease.DaemonUnavailableError, match="is a directory, not a socket"):
+        shmlease.connect(str(tmp_path))
 
 
 def test_not_found_everywhere(client, seg):
