@@ -181,6 +181,39 @@ def seg(request, daemon):
                 pass
 
 
+class Channels:
+    """The `chan` fixture: channels, or only their names, unique to one test; every channel made
+    or named through it is removed at teardown."""
+
+    def __init__(self, client, test_name: str) -> None:
+        self._client = client
+        self._base = re.sub(r"[^A-Za-z0-9_-]", "-", test_name)[:50]
+        self._made: list[str] = []
+
+    def name(self, tag: str = "c") -> str:
+        name = f"{self._base}-{tag}{len(self._made)}"
+        self._made.append(name)
+        return name
+
+    def __call__(self, shape=(4, 6, 3), dtype="B", slots=4, policy="block", tag="c"):
+        return self._client.channel(self.name(tag), shape=shape, dtype=dtype, slots=slots,
+                                    policy=policy)
+
+    def remove_all(self) -> None:
+        for name in self._made:
+            try:
+                self._client.channel(name).remove()
+            except shmlease.NotFoundError:
+                pass
+
+
+@pytest.fixture
+def chan(request, client):
+    made = Channels(client, request.node.name)
+    yield made
+    made.remove_all()
+
+
 def child_env(daemon: Daemon, pythonpath: str | None = None) -> dict[str, str]:
     """The environment of a child process: the daemon's socket, and the built package on
     PYTHONPATH (or only `pythonpath`, e.g. a stage_for_uid directory)."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import re
 import select
 import signal
 import subprocess
@@ -26,26 +25,6 @@ BOUND = 20.0  # seconds: no test may hang longer than this
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, BOUND))
-
-
-@pytest.fixture
-def chan(request, client):
-    """A factory of channels unique to this test; removes them at teardown."""
-    base = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:60]
-    made = []
-
-    def make(shape=(4, 6, 3), dtype="B", slots=4, policy="block"):
-        name = f"{base}-{len(made)}"
-        ch = client.channel(name, shape=shape, dtype=dtype, slots=slots, policy=policy)
-        made.append(name)
-        return ch
-
-    yield make
-    for name in made:
-        try:
-            client.channel(name).remove()
-        except shmlease.NotFoundError:
-            pass
 
 
 def publish(w, value, meta=b""):

@@ -193,10 +193,13 @@ class Py_buffer(ctypes.Structure):
                 ("internal", ctypes.c_void_p)]
 
 
-_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+# A handle of our own (not ctypes.pythonapi, whose function objects every importer shares): the
+# prototypes set here must not change how other test modules call the same functions.
+_capi = ctypes.PyDLL(None)
+_get_buffer = _capi.PyObject_GetBuffer
 _get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(Py_buffer), ctypes.c_int]
 _get_buffer.restype = ctypes.c_int
-_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer = _capi.PyBuffer_Release
 _release_buffer.argtypes = [ctypes.POINTER(Py_buffer)]
 _release_buffer.restype = None
 

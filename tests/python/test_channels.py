@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import re
 import select
 import signal
 import subprocess
@@ -17,26 +16,6 @@ import pytest
 
 import shmlease
 from conftest import spawn_python
-
-
-@pytest.fixture
-def chan(request, client):
-    """A factory of channels unique to this test; removes them at teardown."""
-    base = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:60]
-    made = []
-
-    def make(shape=(4, 6, 3), dtype="B", slots=4, policy="block", tag="c"):
-        name = f"{base}-{tag}{len(made)}"
-        ch = client.channel(name, shape=shape, dtype=dtype, slots=slots, policy=policy)
-        made.append(name)
-        return ch
-
-    yield make
-    for name in made:
-        try:
-            client.channel(name).remove()
-        except shmlease.NotFoundError:
-            pass
 
 
 def test_issue_example_zero_copy_in_order(client, chan):

@@ -3,7 +3,6 @@ way by every call that waits, and channel() takes shapes and dtypes exactly as c
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 
@@ -11,24 +10,6 @@ import numpy as np
 import pytest
 
 import shmlease
-
-
-@pytest.fixture
-def chan(request, client):
-    base = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:50]
-    made: list[str] = []
-
-    def name() -> str:
-        n = f"{base}-{len(made)}"
-        made.append(n)
-        return n
-
-    yield name
-    for n in made:
-        try:
-            client.channel(n).remove()
-        except shmlease.NotFoundError:
-            pass
 
 
 BAD_TIMEOUTS = [
@@ -44,7 +25,7 @@ def _waiting_calls(client, seg, chan):
     """Every call that takes a timeout, each on something available at once."""
     name = seg()
     client.create(name, 8)
-    ch = client.channel(chan(), shape=(2,), dtype="B", slots=2)
+    ch = client.channel(chan.name(), shape=(2,), dtype="B", slots=2)
     w = ch.writer()
     r = client.channel(ch.name).reader()
 
@@ -93,7 +74,7 @@ def test_huge_timeouts_are_forever_everywhere(client, seg, chan, huge):
 
 def test_a_huge_timeout_waits_instead_of_failing(client, chan):
     # The old channel parser cast 1e300 seconds to int64: it must wait, not fail or overflow.
-    ch = client.channel(chan(), shape=(1,), dtype="B", slots=2)
+    ch = client.channel(chan.name(), shape=(1,), dtype="B", slots=2)
     w = ch.writer()
     r = client.channel(ch.name).reader()
     result: list = []
@@ -145,7 +126,7 @@ def _outcome(fn):
 def test_channel_accepts_exactly_what_create_accepts(client, seg, chan, shape, dtype):
     name = seg()
     create = _outcome(lambda: client.create(name, shape=shape, dtype=dtype))
-    cname = chan()
+    cname = chan.name()
     channel = _outcome(lambda: client.channel(cname, shape=shape, dtype=dtype, slots=2))
     assert channel is create, f"create -> {create}, channel -> {channel}"
     assert channel is not OverflowError
@@ -158,8 +139,8 @@ def test_channel_accepts_exactly_what_create_accepts(client, seg, chan, shape, d
 
 def test_channel_negative_dimension_and_numpy_dtype(client, chan):
     with pytest.raises(shmlease.InvalidArgumentError):
-        client.channel(chan(), shape=(-1,))
-    ch = client.channel(chan(), shape=(2, 2), dtype=np.float32, slots=2)
+        client.channel(chan.name(), shape=(-1,))
+    ch = client.channel(chan.name(), shape=(2, 2), dtype=np.float32, slots=2)
     assert ch.dtype == "f"
     w = ch.writer()
     f = w.claim(timeout=5)
@@ -176,7 +157,7 @@ def test_channel_negative_dimension_and_numpy_dtype(client, chan):
 ], ids=repr)
 def test_channel_other_arguments(client, chan, kwargs, error):
     with pytest.raises(error):
-        client.channel(chan(), shape=(2,), **kwargs)
+        client.channel(chan.name(), shape=(2,), **kwargs)
 
 
 def test_channel_name_must_be_a_str(client):

@@ -91,24 +91,6 @@ def address(x) -> int:
 # --- frames: a factory of channels and frames -----------------------------------------------
 
 
-@pytest.fixture
-def chan(request, client):
-    base = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:50]
-    made: list[str] = []
-
-    def make(shape, dtype="B", slots=2):
-        name = f"{base}-{len(made)}"
-        made.append(name)
-        return client.channel(name, shape=shape, dtype=dtype, slots=slots)
-
-    yield make
-    for name in made:
-        try:
-            client.channel(name).remove()
-        except shmlease.NotFoundError:
-            pass
-
-
 class FramePair:
     """A writer and a reader on one channel, to make writable and read-only frames."""
 
@@ -140,7 +122,7 @@ FRAME_LAYOUTS = [("B", (24,)), ("f", (3, 4)), ("d", (2, 3, 4)), ("h", (1, 5)), (
 @pytest.mark.parametrize("fmt, shape", FRAME_LAYOUTS, ids=lambda p: str(p))
 @pytest.mark.parametrize("side", ["writer", "reader"])
 def test_frame_request_matrix(client, chan, fmt, shape, side):
-    pair = FramePair(client, chan(shape, fmt))
+    pair = FramePair(client, chan(shape, fmt, slots=2))
     itemsize = struct.calcsize(fmt)
     count = math.prod(shape)
     payload = bytes((i * 37) % 2 if fmt == "?" else (i * 37) % 256
@@ -212,7 +194,7 @@ def test_consumers_on_a_lease(client, seg, mode):
 
 @pytest.mark.parametrize("side", ["writer", "reader"])
 def test_consumers_on_a_frame(client, chan, side):
-    pair = FramePair(client, chan((4, 2), "i"))
+    pair = FramePair(client, chan((4, 2), "i", slots=2))
     data = struct.pack("8i", *range(-4, 4))
     if side == "reader":
         f = pair.published(data)
@@ -266,7 +248,7 @@ def test_asarray_of_a_released_lease_raises(daemon, client, seg, how):
 
 @pytest.mark.parametrize("how", ["release", "publish"])
 def test_asarray_of_a_released_frame_raises(client, chan, how):
-    pair = FramePair(client, chan((3,), "d"))
+    pair = FramePair(client, chan((3,), "d", slots=2))
     f = pair.claimed()
     if how == "release":
         f.release()
@@ -302,7 +284,7 @@ def test_asarray_is_zero_copy_and_counted(client, seg, chan):
     del a, b, c
     assert lease.exports == 0
     lease.release()
-    pair = FramePair(client, chan((5,), "H"))
+    pair = FramePair(client, chan((5,), "H", slots=2))
     f = pair.published(struct.pack("5H", 1, 2, 3, 4, 5))
     x = np.asarray(f)
     assert x.tolist() == [1, 2, 3, 4, 5] and not x.flags.writeable
@@ -324,7 +306,7 @@ def test_dtype_attribute(client, seg, chan):
     client.create(raw, 10)
     with client.lease(raw) as lease:
         assert lease.dtype == np.uint8
-    pair = FramePair(client, chan((2, 2), "e"))
+    pair = FramePair(client, chan((2, 2), "e", slots=2))
     f = pair.claimed()
     assert f.dtype == np.float16 and np.asarray(f).dtype == f.dtype
     f.release()
@@ -488,7 +470,7 @@ def test_dlpack_arguments(client, seg):
 
 
 def test_dlpack_on_frames(client, chan):
-    pair = FramePair(client, chan((2, 3), "f"))
+    pair = FramePair(client, chan((2, 3), "f", slots=2))
     f = pair.claimed()
     x = np.from_dlpack(f)
     assert x.shape == (2, 3) and address(x) == address(memoryview(f))

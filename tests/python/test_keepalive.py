@@ -16,25 +16,6 @@ from conftest import SHM_DIR, wait_until
 from test_restart import kill, start_again
 
 
-@pytest.fixture
-def chan(request, client):
-    """A factory of channel names unique to this test; removes the channels at teardown."""
-    base = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:60]
-    made: list[str] = []
-
-    def make(tag: str = "c") -> str:
-        name = f"{base}-{tag}{len(made)}"
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        try:
-            client.channel(name).remove()
-        except shmlease.NotFoundError:
-            pass
-
-
 def test_readme_pattern_holds_an_exclusive_lease(daemon, client, seg, monkeypatch):
     # The pattern of README.md, with the socket from the environment as a user would have it.
     monkeypatch.setenv("SHMLEASE_SOCKET", daemon.socket)
@@ -123,7 +104,7 @@ def test_release_still_refuses_while_counted(client, seg):
 
 
 def test_one_expression_channel_reader_keeps_its_client(daemon, client, chan):
-    name = chan()
+    name = chan.name()
     w = client.channel(name, shape=(3,), dtype="f", slots=2).writer()
     r = shmlease.connect(daemon.socket).channel(name).reader()
     gc.collect()  # the temporary Client lives on in the reader's channel
@@ -138,7 +119,7 @@ def test_one_expression_channel_reader_keeps_its_client(daemon, client, chan):
 
 
 def test_frame_keeps_its_client_and_is_released_by_close(daemon, client, chan):
-    name = chan()
+    name = chan.name()
     w = client.channel(name, shape=(2, 2), dtype="B", slots=2).writer()
     c = shmlease.connect(daemon.socket)
     client_ref = weakref.ref(c)
