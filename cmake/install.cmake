@@ -19,7 +19,7 @@ install(TARGETS shmlease_client shmlease_common
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/client/include/shmlease
                   ${PROJECT_SOURCE_DIR}/common/include/shmlease
-                  ${PROJECT_SOURCE_DIR}/common/wire/shmlease
+                  ${PROJECT_SOURCE_DIR}/common/internal/shmlease
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h")
 

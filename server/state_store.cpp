@@ -12,19 +12,11 @@
 #include <map>
 #include <set>
 
+#include "shmlease/fd_io.hpp"
 #include "shmlease/format.hpp"
 
 namespace shmlease::server {
 namespace {
-
-uint64_t Fnv1a64(std::string_view bytes) {
-  uint64_t hash = 0xcbf29ce484222325ull;
-  for (char c : bytes) {
-    hash ^= static_cast<uint8_t>(c);
-    hash *= 0x100000001b3ull;
-  }
-  return hash;
-}
 
 std::string Hex16(uint64_t value) {
   char buf[17];

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "shmlease/fd_io.hpp"
+
 namespace shmlease {
 
 std::string ResolveSocketPath(std::string_view explicit_path) {
@@ -20,12 +22,8 @@ std::string ResolveSocketPath(std::string_view explicit_path) {
 }
 
 std::string DefaultShmPrefix(std::string_view socket_path) {
-  // FNV-1a: stable across builds and machines, which std::hash is not.
-  uint64_t hash = 1469598103934665603ull;
-  for (char c : socket_path) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 1099511628211ull;
-  }
+  // Stable across builds and machines, which std::hash is not.
+  uint64_t hash = Fnv1a64(socket_path);
   char out[32];
   std::snprintf(out, sizeof(out), "shmlease-%08x", static_cast<unsigned>(hash ^ (hash >> 32)));
   return out;

@@ -32,7 +32,7 @@ expect=(
   "$DOCDIR/shmleased.toml.example" "$DOCDIR/SERVICE.md"
 )
 # Every public header of client/ and common/.
-for h in "$SOURCE_DIR"/client/include/shmlease/*.hpp "$SOURCE_DIR"/common/include/shmlease/*.hpp "$SOURCE_DIR"/common/wire/shmlease/*.hpp; do
+for h in "$SOURCE_DIR"/client/include/shmlease/*.hpp "$SOURCE_DIR"/common/include/shmlease/*.hpp "$SOURCE_DIR"/common/internal/shmlease/*.hpp; do
   expect+=("$INCLUDEDIR/shmlease/$(basename "$h")")
 done
 if [[ -n $PYTHON_INSTALL_DIR ]]; then
