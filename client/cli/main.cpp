@@ -31,6 +31,7 @@
 
 #include "shmlease/client.hpp"
 #include "shmlease/errc.hpp"
+#include "shmlease/errc_table.hpp"
 #include "shmlease/format.hpp"
 #include "shmlease/protocol.hpp"
 
@@ -84,40 +85,8 @@ class CliError : public std::runtime_error {
 
 CliError Usage(const std::string& message) { return {kExitUsage, "usage", message}; }
 
-int ExitCodeFor(Errc code) {
-  switch (code) {
-    case Errc::kOk:
-      return kExitOk;
-    case Errc::kNotFound:
-      return kExitNotFound;
-    case Errc::kAlreadyExists:
-      return kExitExists;
-    case Errc::kPermissionDenied:
-      return kExitPermission;
-    case Errc::kTimeout:
-    case Errc::kCancelled:  // the lease was not granted: its wait was withdrawn
-      return kExitTimeout;
-    case Errc::kDaemonUnavailable:
-    case Errc::kConnectionLost:
-    case Errc::kShuttingDown:
-      return kExitDaemon;
-    case Errc::kNoSpace:
-    case Errc::kLimitSegments:
-    case Errc::kLimitBytes:
-    case Errc::kLimitSegmentSize:
-    case Errc::kLimitConnections:
-    case Errc::kLimitLeases:
-    case Errc::kMessageTooLarge:
-    case Errc::kQuotaBytes:
-    case Errc::kQuotaSegments:
-      return kExitNoSpace;
-    case Errc::kInvalidName:
-    case Errc::kInvalidArgument:
-      return kExitInvalid;
-    default:
-      return kExitError;
-  }
-}
+// The exit status of a library error: its row in errc_table.hpp.
+int ExitCodeFor(Errc code) { return static_cast<int>(ExitStatusFor(code)); }
 
 std::string VersionText() {
 #ifdef SHMLEASE_VERSION
