@@ -407,7 +407,7 @@ PyObject* StatsToDict(const DaemonStats& st) {
     for (const auto& l : c.leases) {
       PyObject* item = Py_BuildValue("{s:s#,s:s,s:O}", "segment", l.segment.data(),
                                      static_cast<Py_ssize_t>(l.segment.size()), "mode",
-                                     l.mode == proto::LeaseMode::kWrite ? "w" : "r", "exclusive",
+                                     l.mode == Mode::kWrite ? "w" : "r", "exclusive",
                                      l.exclusive ? Py_True : Py_False);
       if (item == nullptr || PyList_Append(leases, item) < 0) {
         Py_XDECREF(item);
