@@ -32,7 +32,6 @@
 #include "shmlease/client.hpp"
 #include "shmlease/errc.hpp"
 #include "shmlease/format.hpp"
-#include "shmlease/protocol.hpp"
 
 namespace shmlease::cli {
 namespace {
@@ -121,9 +120,9 @@ int ExitCodeFor(Errc code) {
 
 std::string VersionText() {
 #ifdef SHMLEASE_VERSION
-  return fmt::format("shmlease {} (protocol {})", SHMLEASE_VERSION, proto::kVersion);
+  return fmt::format("shmlease {} (protocol {})", SHMLEASE_VERSION, kProtocolVersion);
 #else
-  return fmt::format("shmlease (protocol {})", proto::kVersion);
+  return fmt::format("shmlease (protocol {})", kProtocolVersion);
 #endif
 }
 
@@ -594,7 +593,7 @@ Json StatsJson(const DaemonStats& st) {
     Json leases = Json::array();
     for (const auto& l : c.leases) {
       leases.push_back({{"segment", l.segment},
-                        {"mode", l.mode == proto::LeaseMode::kWrite ? "write" : "read"},
+                        {"mode", l.mode == Mode::kWrite ? "write" : "read"},
                         {"exclusive", l.exclusive != 0}});
     }
     clients.push_back({{"connection", c.conn_id}, {"pid", c.pid}, {"uid", c.uid}, {"gid", c.gid},
@@ -617,7 +616,7 @@ std::string StatsText(const DaemonStats& st) {
     std::string held;
     for (const auto& l : c.leases) {
       held += fmt::format("{}{}:{}{}", held.empty() ? "" : " ", l.segment,
-                          l.mode == proto::LeaseMode::kWrite ? "w" : "r", l.exclusive ? "!" : "");
+                          l.mode == Mode::kWrite ? "w" : "r", l.exclusive ? "!" : "");
     }
     out += fmt::format("{:>8} {:>6} {:>6} {:<16} {:>7} {}\n", c.pid, c.uid, c.gid, c.process,
                        c.waiting, held.empty() ? "-" : held);
