@@ -18,13 +18,18 @@ struct WireSizes {
 };
 
 inline WireSizes MeasureWireSizes(const SegmentInfo& info) {
+  // Only the variable-length fields change an encoded size; the others are fixed-width.
+  proto::SegmentInfo wire;
+  wire.name = info.name;
+  wire.format = info.format;
+  wire.shape = info.shape;
   WireSizes sizes;
   std::vector<std::byte> frame;
   proto::EncodeRequest(proto::Acquire{info.name, proto::LeaseMode::kRead, 0, proto::kWaitForever},
                        1, 0, frame);
   sizes.acquire_request = frame.size();
   frame.clear();
-  proto::EncodeReply(proto::AcquireOk{1, proto::LeaseMode::kRead, 0, info}, 1, 0, frame);
+  proto::EncodeReply(proto::AcquireOk{1, proto::LeaseMode::kRead, 0, wire}, 1, 0, frame);
   sizes.acquire_reply = frame.size();
   frame.clear();
   proto::EncodeRequest(proto::Release{1}, 2, proto::kFlagNoReply, frame);

@@ -1,6 +1,7 @@
 # What `cmake --install` puts in place for programs that use libshmlease:
 #   lib/libshmlease.a, lib/libshmlease_common.a   the client library and the protocol code it needs
-#   include/shmlease/*.hpp                        the public headers of client/ and common/
+#   include/shmlease/*.hpp                        the public headers of client/ and common/ (never
+#                                                 common/internal: the wire protocol is not API)
 #   lib/cmake/shmlease/                           find_package(shmlease CONFIG) -> shmlease::client
 #   lib/pkgconfig/shmlease.pc                     pkg-config --cflags --libs shmlease
 # (lib is CMAKE_INSTALL_LIBDIR.) The daemon, the CLI, the Python module and the service files are
@@ -19,7 +20,6 @@ install(TARGETS shmlease_client shmlease_common
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/client/include/shmlease
                   ${PROJECT_SOURCE_DIR}/common/include/shmlease
-                  ${PROJECT_SOURCE_DIR}/common/internal/shmlease
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h")
 

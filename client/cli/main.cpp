@@ -10,8 +10,8 @@
 
 #include "commands.hpp"
 #include "exit_policy.hpp"
+#include "shmlease/client.hpp"
 #include "shmlease/errc_table.hpp"
-#include "shmlease/protocol.hpp"
 
 namespace shmlease::cli {
 namespace {
@@ -35,9 +35,9 @@ The socket is --socket, else $SHMLEASE_SOCKET, else $XDG_RUNTIME_DIR/shmlease/sh
 
 std::string VersionText() {
 #ifdef SHMLEASE_VERSION
-  return fmt::format("shmlease {} (protocol {})", SHMLEASE_VERSION, proto::kVersion);
+  return fmt::format("shmlease {} (protocol {})", SHMLEASE_VERSION, kProtocolVersion);
 #else
-  return fmt::format("shmlease (protocol {})", proto::kVersion);
+  return fmt::format("shmlease (protocol {})", kProtocolVersion);
 #endif
 }
 

@@ -6,7 +6,6 @@
 #include <ctime>
 
 #include "shmlease/format.hpp"
-#include "shmlease/protocol.hpp"
 #include "table.hpp"
 
 namespace shmlease::cli {
@@ -89,7 +88,7 @@ Json StatsJson(const DaemonStats& st) {
     Json leases = Json::array();
     for (const auto& l : c.leases) {
       leases.push_back({{"segment", l.segment},
-                        {"mode", l.mode == proto::LeaseMode::kWrite ? "write" : "read"},
+                        {"mode", l.mode == Mode::kWrite ? "write" : "read"},
                         {"exclusive", l.exclusive != 0}});
     }
     clients.push_back({{"connection", c.conn_id},
@@ -126,7 +125,7 @@ std::string StatsText(const DaemonStats& st) {
     std::string held;
     for (const auto& l : c.leases) {
       held += fmt::format("{}{}:{}{}", held.empty() ? "" : " ", l.segment,
-                          l.mode == proto::LeaseMode::kWrite ? "w" : "r", l.exclusive ? "!" : "");
+                          l.mode == Mode::kWrite ? "w" : "r", l.exclusive ? "!" : "");
     }
     table.AddRow({std::to_string(c.pid), std::to_string(c.uid), std::to_string(c.gid), c.process,
                   std::to_string(c.waiting), held.empty() ? "-" : held});

@@ -5,6 +5,7 @@
 #include "connection.hpp"
 #include "shmlease/format.hpp"
 #include "shmlease/socket_path.hpp"
+#include "wire_types.hpp"
 
 namespace shmlease {
 namespace {
@@ -139,38 +140,12 @@ detail::Connection& Client::connection() const {
 void Client::Ping() { Expect<proto::Pong>(connection().Call(proto::Ping{})); }
 
 SegmentInfo Client::Create(std::string_view name, const CreateOptions& options) {
-  // The wire carries at most kMaxDims dimensions: say what is wrong instead of a bad message.
-  if (options.shape.size() > kMaxDims) {
-    throw Error(Errc::kInvalidArgument, "shape has " + std::to_string(options.shape.size()) +
-                                            " dimensions; at most " + std::to_string(kMaxDims) +
-                                            " are allowed");
-  }
-  uint8_t flags = options.exist_ok ? proto::kCreateExistOk : 0;
-  switch (options.huge) {
-    case HugePages::kDefault:
-      break;
-    case HugePages::kNo:
-      flags |= proto::kCreateNoHuge;
-      break;
-    case HugePages::kYes:
-      flags |= proto::kCreateHuge;
-      break;
-    case HugePages::kBestEffort:
-      flags |= proto::kCreateHugeBestEffort;
-      break;
-    default:
-      throw Error(Errc::kInvalidArgument,
-                  "CreateOptions::huge is not one of kDefault, kNo, kYes, kBestEffort");
-  }
-  proto::Create request{std::string(name), options.size, options.format, options.shape, flags,
-                        options.mode};
-  return Expect<proto::CreateOk>(connection().Call(request)).info;
+  proto::Create request = detail::CreateRequest(name, options);
+  return detail::FromWire(Expect<proto::CreateOk>(connection().Call(request)).info);
 }
 
 Lease Client::Acquire(std::string_view name, Mode mode, const LeaseOptions& options) {
-  int64_t timeout = options.timeout.count() < 0 ? proto::kWaitForever : options.timeout.count();
-  proto::Acquire request{std::string(name), static_cast<proto::LeaseMode>(mode),
-                         static_cast<uint8_t>(options.exclusive ? 1 : 0), timeout};
+  proto::Acquire request = detail::AcquireRequest(name, mode, options);
   detail::CallControl control;
   if (options.interrupted) control.interrupted = &options.interrupted;
   detail::Response response = connection().Call(request, options.interrupted ? &control : nullptr);
@@ -214,7 +189,7 @@ Lease Client::Acquire(std::string_view name, Mode mode, const LeaseOptions& opti
   lease.handle_ = handle;
   lease.mode_ = mode;
   lease.exclusive_ = ok.exclusive != 0;
-  lease.info_ = std::move(ok.info);
+  lease.info_ = detail::FromWire(std::move(ok.info));
   return lease;
 }
 
@@ -223,18 +198,22 @@ void Client::Remove(std::string_view name) {
 }
 
 SegmentInfo Client::Stat(std::string_view name) {
-  return Expect<proto::StatOk>(connection().Call(proto::Stat{std::string(name)})).info;
+  return detail::FromWire(
+      Expect<proto::StatOk>(connection().Call(proto::Stat{std::string(name)})).info);
 }
 
 std::vector<SegmentInfo> Client::List() {
-  return Expect<proto::ListOk>(connection().Call(proto::List{})).segments;
+  return detail::FromWire(Expect<proto::ListOk>(connection().Call(proto::List{})).segments);
 }
 
 SegmentInfo Client::Chmod(std::string_view name, uint32_t mode) {
-  return Expect<proto::ChmodOk>(connection().Call(proto::Chmod{std::string(name), mode})).info;
+  return detail::FromWire(
+      Expect<proto::ChmodOk>(connection().Call(proto::Chmod{std::string(name), mode})).info);
 }
 
-DaemonStats Client::Stats() { return Expect<proto::StatsOk>(connection().Call(proto::Stats{})); }
+DaemonStats Client::Stats() {
+  return detail::FromWire(Expect<proto::StatsOk>(connection().Call(proto::Stats{})));
+}
 
 void Client::Ping(std::error_code& ec) noexcept {
   Capture(ec, [&] {

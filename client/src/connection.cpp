@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "shmlease/codec.hpp"
+#include "wire_types.hpp"
 
 namespace shmlease::detail {
 namespace {

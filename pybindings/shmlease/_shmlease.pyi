@@ -2,7 +2,17 @@
 
 import os
 from types import TracebackType
-from typing import Any, Coroutine, Final, Literal, Sequence, SupportsIndex, TypedDict, final
+from typing import (
+    Any,
+    Coroutine,
+    Final,
+    Literal,
+    Protocol,
+    Sequence,
+    SupportsIndex,
+    TypedDict,
+    final,
+)
 
 __version__: str
 
@@ -79,14 +89,11 @@ _Timeout = float | int | None
 # numpy.dtype of the items when numpy can be imported, else the format string (e.g. "f").
 _ItemType = Any
 
-@final
-class Lease:
-    """A granted lease; exports the segment's memory through the buffer protocol."""
+class _SharedView(Protocol):
+    """What a Lease and a Frame both are: a view of leased shared memory, exported through the
+    buffer protocol, __array__ and DLPack. A name for the type checker only: at run time Lease
+    and Frame are separate classes with no common base but object."""
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def mode(self) -> Literal["r", "w"]: ...
     @property
     def nbytes(self) -> int: ...
     @property
@@ -102,21 +109,11 @@ class Lease:
     @property
     def strides(self) -> tuple[int, ...]: ...
     @property
-    def exports(self) -> int: ...
-    @property
-    def released(self) -> bool: ...
-    @property
-    def exclusive(self) -> bool: ...
-    @property
-    def id(self) -> int: ...
-    @property
-    def info(self) -> SegmentStat: ...
-    @property
-    def client(self) -> Client: ...  # kept alive by the lease
-    @property
     def dtype(self) -> _ItemType: ...
     @property
-    def socket_path(self) -> str: ...  # the granting daemon's (arrays between processes)
+    def exports(self) -> int: ...  # buffers and arrays exported and not yet released
+    @property
+    def released(self) -> bool: ...
     def release(self) -> None: ...
     def __array__(self, dtype: _DType | None = None, copy: bool | None = None) -> Any: ...
     def __dlpack__(
@@ -128,6 +125,26 @@ class Lease:
         copy: bool | None = None,
     ) -> Any: ...  # a PyCapsule "dltensor" or "dltensor_versioned"
     def __dlpack_device__(self) -> tuple[int, int]: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...  # PEP 688 (3.12+ typing only)
+
+@final
+class Lease(_SharedView):
+    """A granted lease; exports the segment's memory through the buffer protocol."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def mode(self) -> Literal["r", "w"]: ...
+    @property
+    def exclusive(self) -> bool: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def info(self) -> SegmentStat: ...
+    @property
+    def client(self) -> Client: ...  # kept alive by the lease
+    @property
+    def socket_path(self) -> str: ...  # the granting daemon's (arrays between processes)
     def __enter__(self) -> Lease: ...
     def __exit__(
         self,
@@ -136,7 +153,6 @@ class Lease:
         traceback: TracebackType | None,
         /,
     ) -> Literal[False]: ...
-    def __buffer__(self, flags: int, /) -> memoryview: ...  # PEP 688 (3.12+ typing only)
 
 @final
 class Client:
@@ -226,35 +242,15 @@ class Client:
 def connect(socket: _Socket = None, *, reconnect_timeout: _Timeout = None) -> Client: ...
 
 @final
-class Frame:
+class Frame(_SharedView):
+    """A channel's frame: a slot leased for reading (Reader) or writing (Writer.claim)."""
+
     seq: Final[int]
     timestamp: Final[int]  # time.monotonic_ns() at publish
     meta: Final[bytes]
     missed: Final[int]
-    readonly: Final[bool]
-    exports: Final[int]
-    released: Final[bool]
-    nbytes: Final[int]
-    format: Final[str]
-    itemsize: Final[int]
-    ndim: Final[int]
-    shape: Final[tuple[int, ...]]
-    strides: Final[tuple[int, ...]]
-    dtype: Final[_ItemType]
-    def release(self) -> None: ...
-    def __array__(self, dtype: _DType | None = None, copy: bool | None = None) -> Any: ...
-    def __dlpack__(
-        self,
-        *,
-        stream: None = None,
-        max_version: tuple[int, int] | None = None,
-        dl_device: tuple[int, int] | None = None,
-        copy: bool | None = None,
-    ) -> Any: ...
-    def __dlpack_device__(self) -> tuple[int, int]: ...
     def __enter__(self) -> Frame: ...
     def __exit__(self, *exc: object) -> Literal[False]: ...
-    def __buffer__(self, flags: int, /) -> memoryview: ...
 
 @final
 class Writer:

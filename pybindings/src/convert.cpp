@@ -82,6 +82,30 @@ bool SecondsArg(PyObject* obj, const char* what, std::optional<std::chrono::mill
   return true;
 }
 
+// A new list (or tuple) of `n` items, item i from make(i): a new reference, or nullptr with an
+// exception set, which fails the whole.
+enum class Sequence { kTuple, kList };
+template <typename Make>
+PyObject* SequenceOf(Sequence kind, size_t n, Make make) {
+  const bool list = kind == Sequence::kList;
+  PyObject* seq =
+      list ? PyList_New(static_cast<Py_ssize_t>(n)) : PyTuple_New(static_cast<Py_ssize_t>(n));
+  if (seq == nullptr) return nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    PyObject* item = make(i);
+    if (item == nullptr) {
+      Py_DECREF(seq);
+      return nullptr;
+    }
+    if (list) {
+      PyList_SET_ITEM(seq, static_cast<Py_ssize_t>(i), item);
+    } else {
+      PyTuple_SET_ITEM(seq, static_cast<Py_ssize_t>(i), item);
+    }
+  }
+  return seq;
+}
+
 }  // namespace
 
 bool StringArg(PyObject* obj, const char* what, std::string* out) {
@@ -317,31 +341,13 @@ bool SocketArg(PyObject* obj, std::string* out) {
 }
 
 PyObject* TupleOf(const Py_ssize_t* values, int n) {
-  PyObject* tuple = PyTuple_New(n);
-  if (tuple == nullptr) return nullptr;
-  for (int i = 0; i < n; ++i) {
-    PyObject* v = PyLong_FromSsize_t(values[i]);
-    if (v == nullptr) {
-      Py_DECREF(tuple);
-      return nullptr;
-    }
-    PyTuple_SET_ITEM(tuple, i, v);
-  }
-  return tuple;
+  return SequenceOf(Sequence::kTuple, static_cast<size_t>(n),
+                    [&](size_t i) { return PyLong_FromSsize_t(values[i]); });
 }
 
 PyObject* TupleOf(const std::vector<uint64_t>& values) {
-  PyObject* tuple = PyTuple_New(static_cast<Py_ssize_t>(values.size()));
-  if (tuple == nullptr) return nullptr;
-  for (size_t i = 0; i < values.size(); ++i) {
-    PyObject* v = PyLong_FromUnsignedLongLong(values[i]);
-    if (v == nullptr) {
-      Py_DECREF(tuple);
-      return nullptr;
-    }
-    PyTuple_SET_ITEM(tuple, static_cast<Py_ssize_t>(i), v);
-  }
-  return tuple;
+  return SequenceOf(Sequence::kTuple, values.size(),
+                    [&](size_t i) { return PyLong_FromUnsignedLongLong(values[i]); });
 }
 
 PyObject* SegmentInfoToDict(const SegmentInfo& info) {
@@ -382,17 +388,8 @@ PyObject* SegmentInfoToDict(const SegmentInfo& info) {
 }
 
 PyObject* SegmentInfoList(const std::vector<SegmentInfo>& infos) {
-  PyObject* list = PyList_New(static_cast<Py_ssize_t>(infos.size()));
-  if (list == nullptr) return nullptr;
-  for (size_t i = 0; i < infos.size(); ++i) {
-    PyObject* d = SegmentInfoToDict(infos[i]);
-    if (d == nullptr) {
-      Py_DECREF(list);
-      return nullptr;
-    }
-    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), d);
-  }
-  return list;
+  return SequenceOf(Sequence::kList, infos.size(),
+                    [&](size_t i) { return SegmentInfoToDict(infos[i]); });
 }
 
 PyObject* StatsToDict(const DaemonStats& st) {
@@ -407,7 +404,7 @@ PyObject* StatsToDict(const DaemonStats& st) {
     for (const auto& l : c.leases) {
       PyObject* item = Py_BuildValue("{s:s#,s:s,s:O}", "segment", l.segment.data(),
                                      static_cast<Py_ssize_t>(l.segment.size()), "mode",
-                                     l.mode == proto::LeaseMode::kWrite ? "w" : "r", "exclusive",
+                                     l.mode == Mode::kWrite ? "w" : "r", "exclusive",
                                      l.exclusive ? Py_True : Py_False);
       if (item == nullptr || PyList_Append(leases, item) < 0) {
         Py_XDECREF(item);

@@ -32,7 +32,7 @@ expect=(
   "$DOCDIR/shmleased.toml.example" "$DOCDIR/SERVICE.md"
 )
 # Every public header of client/ and common/.
-for h in "$SOURCE_DIR"/client/include/shmlease/*.hpp "$SOURCE_DIR"/common/include/shmlease/*.hpp "$SOURCE_DIR"/common/internal/shmlease/*.hpp; do
+for h in "$SOURCE_DIR"/client/include/shmlease/*.hpp "$SOURCE_DIR"/common/include/shmlease/*.hpp; do
   expect+=("$INCLUDEDIR/shmlease/$(basename "$h")")
 done
 if [[ -n $PYTHON_INSTALL_DIR ]]; then
@@ -40,6 +40,18 @@ if [[ -n $PYTHON_INSTALL_DIR ]]; then
 fi
 for f in "${expect[@]}"; do
   [[ -e $root$f ]] || fail "not installed: $f"
+done
+# The wire protocol (protocol.hpp, codec.hpp) and every other internal header stay internal: a
+# wire change is no API break. Each installed header includes only installed ones, so the
+# consumers below compile without the sources.
+for h in protocol.hpp codec.hpp "$SOURCE_DIR"/common/internal/shmlease/*.hpp; do
+  h=$(basename "$h")
+  [[ ! -e $root$INCLUDEDIR/shmlease/$h ]] || fail "internal header installed: $INCLUDEDIR/shmlease/$h"
+done
+for h in "$root$INCLUDEDIR"/shmlease/*; do
+  while read -r inc; do
+    [[ -e $root$INCLUDEDIR/$inc ]] || fail "installed $(basename "$h") includes $inc, which is not installed"
+  done < <(sed -n 's/^#include "\(shmlease\/[^"]*\)".*/\1/p' "$h")
 done
 # Nothing may land outside the prefix except the Python package.
 while read -r f; do

@@ -37,7 +37,6 @@
 #include <vector>
 
 #include "shmlease/errc.hpp"
-#include "shmlease/protocol.hpp"
 
 namespace shmlease {
 
@@ -57,11 +56,79 @@ class Error : public std::system_error {
   std::shared_ptr<const std::string> message_;  // shared: copying an exception must not throw
 };
 
-using SegmentInfo = proto::SegmentInfo;
-// The daemon's totals and its clients (all of them for an administrator, else the caller's uid's).
-using DaemonStats = proto::StatsOk;
+// The version of the wire protocol this library speaks (docs/PROTOCOL.md). A daemon that speaks
+// another one is refused when connecting, with Error(kVersionMismatch).
+inline constexpr uint32_t kProtocolVersion = 1;
 
+// The permission bits a segment gets when CreateOptions::mode is left alone: owner read and write.
+inline constexpr uint32_t kDefaultSegmentMode = 0600;
+
+// What a lease may do with the segment's memory: read it (mapped read-only) or also write it
+// (mapped read-write). Any number of leases of either mode may be held at once unless one of
+// them is exclusive (LeaseOptions::exclusive).
 enum class Mode : uint8_t { kRead = 1, kWrite = 2 };
+
+// What the daemon knows of one segment, as of the call that returned it (Create, Stat, List,
+// Chmod, Lease::info()): a copy that never changes by itself. The counts (readers, writers,
+// exclusive, waiting) and `removed` may have changed by the time they are read; a later Stat says
+// what they are now. Flags are 0 or 1.
+struct SegmentInfo {
+  uint64_t id = 0;  // unique for the daemon's lifetime, never reused
+  std::string name;
+  uint64_t size = 0;            // bytes, as asked for (ReservedBytes() says what is held)
+  std::string format;           // one native struct item ("f", "B", ...); "" = raw bytes
+  std::vector<uint64_t> shape;  // empty when created without a shape
+  int64_t created_unix_ns = 0;
+  uint32_t creator_pid = 0;
+  uint32_t creator_uid = 0;
+  uint32_t readers = 0;       // read leases held
+  uint32_t writers = 0;       // write leases held
+  uint8_t exclusive = 0;      // 1 while an exclusive lease is held
+  uint32_t waiting = 0;       // lease requests queued
+  uint8_t removed = 0;        // 1 once removed; freed with its last lease
+  uint32_t page_size = 0;     // backing page size in bytes (2 MiB when backed by huge pages)
+  uint8_t huge_fallback = 0;  // 1: huge pages were asked for (best effort), normal pages back it
+  // Access control: the owner (the creator), its group, and the permission bits for owner,
+  // group and others (4 read, 2 write, as in 0640; x bits are ignored).
+  uint32_t owner_uid = 0;
+  uint32_t owner_gid = 0;
+  uint32_t mode = kDefaultSegmentMode;
+
+  bool operator==(const SegmentInfo&) const = default;
+};
+
+// One lease a connected client holds (DaemonStats).
+struct HeldLease {
+  std::string segment;  // the segment's name
+  Mode mode = Mode::kRead;
+  uint8_t exclusive = 0;  // 1 for an exclusive lease
+  bool operator==(const HeldLease&) const = default;
+};
+
+// One client connected to the daemon, identified by the kernel (SO_PEERCRED), not by itself.
+struct ClientInfo {
+  uint64_t conn_id = 0;  // the daemon's number for the connection, unique for its lifetime
+  uint32_t pid = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::string process;   // its command name (/proc/PID/comm), "?" when unknown
+  uint32_t waiting = 0;  // lease requests queued
+  std::vector<HeldLease> leases;
+  bool operator==(const ClientInfo&) const = default;
+};
+
+// The daemon's totals and its clients, as of the Stats call: all clients for an administrator,
+// else only those of the caller's uid.
+struct DaemonStats {
+  uint32_t segments = 0;   // named, and removed but still leased
+  uint64_t bytes = 0;      // held by all segments
+  uint64_t max_bytes = 0;  // the daemon's total byte limit
+  uint32_t leases = 0;
+  uint32_t connections = 0;
+  uint64_t uptime_ms = 0;
+  std::vector<ClientInfo> clients;
+  bool operator==(const DaemonStats&) const = default;
+};
 
 // Waits for a lease without limit (the default).
 inline constexpr std::chrono::milliseconds kWaitForever{-1};
@@ -102,7 +169,7 @@ struct CreateOptions {
   HugePages huge = HugePages::kDefault;
   // Permission bits for owner (the caller), group (the caller's gid) and others: 4 read, 2 write.
   // The daemon checks them on every lease, stat, list and remove.
-  uint32_t mode = proto::kDefaultMode;
+  uint32_t mode = kDefaultSegmentMode;
 };
 
 struct LeaseOptions {
