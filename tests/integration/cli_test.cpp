@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
 
 namespace shmlease {
 namespace {
@@ -176,14 +177,9 @@ std::string RandomBytes(size_t n, uint64_t seed) {
 
 // --- Fixture -----------------------------------------------------------------------------------
 
-class CliTest : public ::testing::Test {
+class CliTest : public testing::DaemonTest {
  protected:
   void SetUp() override { ASSERT_FALSE(DaemonProcess::CliBinary().empty()); }
-  void TearDown() override {
-    int status = daemon_.Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon_.log();
-    EXPECT_TRUE(daemon_.ShmObjects().empty()) << "shm objects left behind";
-  }
 
   std::vector<std::string> Argv(const std::vector<std::string>& args) const {
     std::vector<std::string> argv = {DaemonProcess::CliBinary(), "--socket", daemon_.socket_path()};
@@ -207,8 +203,6 @@ class CliTest : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 0) << r;
     return Json::parse(r.out);
   }
-
-  DaemonProcess daemon_;
 };
 
 // Checks the shape of an error reported with --json, and the human line on stderr.

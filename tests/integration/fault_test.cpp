@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "env_or.hpp"
 #include "errc_of.hpp"
 #include "shmlease/client.hpp"
 
@@ -46,13 +47,8 @@ namespace {
 using namespace std::chrono_literals;
 using testing::CodeOf;
 using testing::DaemonProcess;
+using testing::EnvOr;
 using Clock = std::chrono::steady_clock;
-
-uint64_t EnvOr(const char* name, uint64_t fallback) {
-  const char* value = std::getenv(name);
-  if (value == nullptr || *value == '\0') return fallback;
-  return std::strtoull(value, nullptr, 10);
-}
 
 double MsSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
 
 namespace shmlease {
 namespace {
@@ -71,14 +72,9 @@ class RestartTest : public ::testing::Test {
 
   // Removes every named segment, stops the daemon and checks that nothing is left in /dev/shm.
   void RemoveAllAndStop(DaemonProcess& daemon) {
-    {
-      Client c(daemon.socket_path());
-      for (const SegmentInfo& info : c.List()) c.Remove(info.name);
-    }
+    testing::RemoveAllSegments(daemon);
     EXPECT_TRUE(WaitFor([&] { return daemon.ShmObjects().empty(); })) << "segments left";
-    int status = daemon.Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon.log();
-    EXPECT_TRUE(daemon.ShmObjects().empty()) << "shm objects left behind";
+    testing::ExpectCleanStop(daemon);
   }
 
   std::string state_dir_;
