@@ -30,6 +30,7 @@
 
 #include "daemon_process.hpp"
 #include "env_or.hpp"
+#include "wait_for.hpp"
 #include "errc_of.hpp"
 #include "shmlease/client.hpp"
 
@@ -48,20 +49,11 @@ using namespace std::chrono_literals;
 using testing::CodeOf;
 using testing::DaemonProcess;
 using testing::EnvOr;
+using testing::WaitFor;
 using Clock = std::chrono::steady_clock;
 
 double MsSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-template <typename F>
-bool WaitFor(F&& predicate, std::chrono::milliseconds timeout) {
-  auto deadline = Clock::now() + timeout;
-  while (!predicate()) {
-    if (Clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
 }
 
 // Memory shared with forked children (MAP_SHARED | MAP_ANONYMOUS), unmapped on destruction.

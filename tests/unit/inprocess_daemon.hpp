@@ -6,6 +6,9 @@
 // the directory.
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "shmlease/client.hpp"
 
 namespace shmlease::server {
 class Daemon;
@@ -48,6 +52,25 @@ class InProcessDaemon {
   std::unique_ptr<server::Daemon> daemon_;
   std::thread thread_;
   int exit_code_ = 0;
+};
+
+// The fixture base of in-process tests: one InProcessDaemon per test; TearDown() stops it and
+// fails the test if Run() did not return 0 or anything of it is left in /dev/shm.
+class InProcessDaemonTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    EXPECT_EQ(daemon_.Stop(), 0);
+    EXPECT_TRUE(daemon_.ShmObjects().empty()) << "shm objects left behind";
+  }
+  // A new connection to this test's daemon, with reconnecting off: a session that ends must show,
+  // not be made again.
+  Client Connect() {
+    Client client(daemon_.socket_path());
+    client.set_reconnect_timeout(std::chrono::milliseconds(0));
+    return client;
+  }
+
+  InProcessDaemon daemon_;
 };
 
 }  // namespace shmlease::testing

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <functional>
 #include <optional>
 #include <thread>
 #include <variant>
@@ -12,6 +11,7 @@
 #include "inprocess_daemon.hpp"
 #include "raw_socket.hpp"
 #include "shmlease/client.hpp"
+#include "wait_for.hpp"
 
 // Sessions (and the daemon loop around them) run in this process: each test starts the Daemon on
 // a thread of its own and drives it with the real client library, in milliseconds.
@@ -20,33 +20,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::CodeOf;
-using testing::InProcessDaemon;
 using testing::RawSocket;
+using testing::WaitFor;
 
-// Polls `done` until true or 5 s passed.
-bool WaitFor(const std::function<bool()>& done) {
-  const auto until = std::chrono::steady_clock::now() + 5s;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
-class SessionTest : public ::testing::Test {
- protected:
-  void TearDown() override {
-    EXPECT_EQ(daemon_.Stop(), 0);
-    EXPECT_TRUE(daemon_.ShmObjects().empty()) << "shm objects left behind";
-  }
-  Client Connect() {
-    Client client(daemon_.socket_path());
-    client.set_reconnect_timeout(0ms);  // a session that ends must show, not be re-made
-    return client;
-  }
-
-  InProcessDaemon daemon_;
-};
+using SessionTest = testing::InProcessDaemonTest;
 
 TEST_F(SessionTest, LeasesAndReleases) {
   Client c = Connect();
