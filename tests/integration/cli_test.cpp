@@ -23,6 +23,7 @@
 
 #include "daemon_process.hpp"
 #include "daemon_test.hpp"
+#include "raw_socket.hpp"
 
 namespace shmlease {
 namespace {
@@ -554,13 +555,7 @@ TEST_F(CliTest, DaemonNotRunningIsSeven) {
   // A path nobody listens on, and a socket file whose owner is gone.
   std::string nobody = daemon_.dir() + "/nobody.sock";
   std::string stale = daemon_.dir() + "/stale.sock";
-  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, stale.c_str(), sizeof(addr.sun_path) - 1);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ::close(fd);
+  ASSERT_NO_FATAL_FAILURE(testing::BindStaleSocket(stale));
 
   for (const std::string& path : {nobody, stale}) {
     CliResult r = RawCli({"--socket", path, "ping"});

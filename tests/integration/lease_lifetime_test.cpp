@@ -337,13 +337,7 @@ TEST(LeaseLifetimeMessages, ConnectSaysWhatIsAtTheSocketPath) {
   EXPECT_EQ(CodeOf([&] { Client c(file); }), Errc::kDaemonUnavailable);
   // A socket nobody listens on (a daemon that died leaves one).
   std::string stale = dir + "/stale.sock";
-  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, stale.c_str(), sizeof(addr.sun_path) - 1);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ::close(fd);
+  ASSERT_NO_FATAL_FAILURE(testing::BindStaleSocket(stale));
   text = ErrorText([&] { Client c(stale); });
   EXPECT_EQ(text, "nothing listens on the socket " + stale +
                       ": shmleased is not running (a stale socket of a daemon that died?)");
