@@ -10,6 +10,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -251,6 +252,10 @@ void Daemon::Stop() {
   }
   sessions_.CloseAll();
   io_.stop();
+}
+
+void Daemon::RequestStop() {
+  asio::post(io_, [this] { Stop(); });
 }
 
 bool Daemon::Restore(std::string& error) {

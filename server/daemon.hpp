@@ -38,6 +38,9 @@ class Daemon {
   int Run();
   // Stops accepting, closes every client, and lets Run() return. Safe from the loop only.
   void Stop();
+  // Stop() from any thread: posts it onto the loop, and returns at once. If Run() has not
+  // started yet, the daemon stops as soon as it does. For a daemon run in-process (tests).
+  void RequestStop();
 
   const Config& config() const { return config_; }
 

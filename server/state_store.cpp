@@ -10,7 +10,9 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
+#include <utility>
 
 #include "shmlease/fd_io.hpp"
 #include "shmlease/format.hpp"
@@ -43,18 +45,14 @@ bool ParseInt(std::string_view text, T& out, int base = 10) {
   return ec == std::errc() && end == text.data() + text.size();
 }
 
+// The shape field as EncodeState writes it: empty (no shape of its own), or the dimensions joined
+// by 'x', which is ParseShape's grammar (it also takes ',' and parentheses, never written here).
 bool ParseShapeField(std::string_view text, std::vector<uint64_t>& shape) {
   shape.clear();
   if (text.empty()) return true;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    size_t end = text.find('x', pos);
-    if (end == std::string_view::npos) end = text.size();
-    uint64_t dim = 0;
-    if (!ParseInt(text.substr(pos, end - pos), dim)) return false;
-    shape.push_back(dim);
-    pos = end + 1;
-  }
+  std::optional<std::vector<uint64_t>> dims = ParseShape(text);
+  if (!dims) return false;
+  shape = std::move(*dims);
   return true;
 }
 

@@ -11,10 +11,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
 #include "errc_of.hpp"
 
 namespace shmlease {
@@ -22,20 +25,13 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::CodeOf;
-using testing::DaemonProcess;
 
-class ChannelTest : public ::testing::Test {
+class ChannelTest : public testing::DaemonTest {
  protected:
   void TearDown() override {
-    {
-      Client c(daemon_.socket_path());
-      for (const auto& info : c.List()) c.Remove(info.name);
-    }
-    int status = daemon_.Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon_.log();
-    EXPECT_TRUE(daemon_.ShmObjects().empty()) << "shm objects left behind";
+    testing::RemoveAllSegments(daemon_);
+    DaemonTest::TearDown();
   }
-  Client Connect() { return Client(daemon_.socket_path()); }
   static ChannelOptions Small(ChannelPolicy policy = ChannelPolicy::kBlock, uint32_t slots = 4) {
     return {.format = "I", .shape = {16}, .slots = slots, .policy = policy};
   }
@@ -45,13 +41,39 @@ class ChannelTest : public ::testing::Test {
     for (uint32_t& x : f.as_writable<uint32_t>()) x = value;
     return w.Publish(f, std::as_bytes(std::span(&value, 1)));
   }
+  // Forks a participant of channel `name`: a child process with a connection of its own that runs
+  // `body`, which calls ready() once it is set up (ForkParticipant returns then) and never returns:
+  // it ends in ::pause(), holding whatever it holds until the test kills it (KillChild).
+  // `child` is its pid.
+  void ForkParticipant(
+      pid_t& child, const std::string& name,
+      const std::function<void(Channel&, const std::function<void()>& ready)>& body) {
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    child = ::fork();
+    if (child == 0) {
+      Client cc(daemon_.socket_path());
+      Channel cch(cc, name);
+      body(cch, [&] {
+        char x = 1;
+        (void)!::write(ready[1], &x, 1);
+      });
+      ::_exit(0);
+    }
+    char x;
+    ASSERT_EQ(::read(ready[0], &x, 1), 1);
+    ::close(ready[0]);
+    ::close(ready[1]);
+  }
+  static void KillChild(pid_t child) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+  }
   static uint32_t ValueOf(const Frame& f) {
     auto v = f.as<uint32_t>();
     for (uint32_t x : v) EXPECT_EQ(x, v[0]);  // never a torn frame
     return v[0];
   }
-
-  DaemonProcess daemon_;
 };
 
 TEST_F(ChannelTest, CreateOpenAndValidate) {
@@ -215,61 +237,41 @@ TEST_F(ChannelTest, KilledReaderHoldingFramesDoesNotStallTheWriter) {
   Client c = Connect();
   Channel ch(c, "kr", Small(ChannelPolicy::kBlock, 3));
   Writer w = ch.writer();
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t child = ::fork();
-  if (child == 0) {
-    Client cc(daemon_.socket_path());
-    Channel cch(cc, "kr");
+  pid_t child = -1;
+  ASSERT_NO_FATAL_FAILURE(ForkParticipant(child, "kr", [](Channel& cch, const auto& ready) {
     Reader r = cch.reader();
-    char x = 1;
-    (void)!::write(ready[1], &x, 1);
+    ready();
     Frame a = r.Next(5s);  // held until the kill
     Frame b = r.Next(5s);
     ::pause();
-    ::_exit(0);
-  }
-  char x;
-  ASSERT_EQ(::read(ready[0], &x, 1), 1);
+  }));
   Reader mine = ch.reader();
   for (uint32_t i = 1; i <= 3; ++i) Send(w, i);
   for (int i = 0; i < 3; ++i) mine.Next(1s);
   ::usleep(50000);  // the child takes two frames and holds them
-  ::kill(child, SIGKILL);
-  ::waitpid(child, nullptr, 0);
+  KillChild(child);
   // The dead reader's frames come back: the writer can go round the ring again.
   for (uint32_t i = 4; i <= 10; ++i) {
     Send(w, i, 2s);
     EXPECT_EQ(mine.Next(1s).seq(), i);
   }
   EXPECT_EQ(w.reader_count(), 1u);
-  ::close(ready[0]);
-  ::close(ready[1]);
 }
 
 TEST_F(ChannelTest, KilledWriterMidFrameEndsStreamAndANewWriterTakesOver) {
   Client c = Connect();
   Channel ch(c, "kw", Small(ChannelPolicy::kBlock, 4));
   Reader r = ch.reader();
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t child = ::fork();
-  if (child == 0) {
-    Client cc(daemon_.socket_path());
-    Channel cch(cc, "kw");
+  pid_t child = -1;
+  ASSERT_NO_FATAL_FAILURE(ForkParticipant(child, "kw", [](Channel& cch, const auto& ready) {
     Writer w = cch.writer();
     Send(w, 1);
     Frame half = w.Claim(1s);
     for (uint32_t& v : half.as_writable<uint32_t>()) v = 0xDEAD;  // never published
-    char x = 1;
-    (void)!::write(ready[1], &x, 1);
+    ready();
     ::pause();
-    ::_exit(0);
-  }
-  char x;
-  ASSERT_EQ(::read(ready[0], &x, 1), 1);
-  ::kill(child, SIGKILL);
-  ::waitpid(child, nullptr, 0);
+  }));
+  KillChild(child);
   Frame f = r.Next(2s);
   EXPECT_EQ(f.seq(), 1u);
   EXPECT_EQ(ValueOf(f), 1u);
@@ -285,8 +287,6 @@ TEST_F(ChannelTest, KilledWriterMidFrameEndsStreamAndANewWriterTakesOver) {
     EXPECT_EQ(g.seq(), s);
     EXPECT_EQ(ValueOf(g), s);
   }
-  ::close(ready[0]);
-  ::close(ready[1]);
 }
 
 TEST_F(ChannelTest, FilenoIsReadableWhenAFrameIsReady) {
@@ -350,22 +350,13 @@ TEST_F(ChannelTest, AtEndAfterWriterKilled) {
   Client c = Connect();
   Channel ch(c, "fddead", Small());
   Reader r = ch.reader();
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t child = ::fork();
-  if (child == 0) {
-    Client cc(daemon_.socket_path());
-    Channel cch(cc, "fddead");
+  pid_t child = -1;
+  ASSERT_NO_FATAL_FAILURE(ForkParticipant(child, "fddead", [](Channel& cch, const auto& ready) {
     Writer w = cch.writer();
-    char x = 1;
-    (void)!::write(ready[1], &x, 1);
+    ready();
     ::pause();
-    ::_exit(0);
-  }
-  char x;
-  ASSERT_EQ(::read(ready[0], &x, 1), 1);
-  ::kill(child, SIGKILL);
-  ::waitpid(child, nullptr, 0);
+  }));
+  KillChild(child);
   pollfd p{r.fileno(), POLLIN, 0};  // after fork(): the helper thread starts here
   auto deadline = std::chrono::steady_clock::now() + 2s;
   bool ended = false;
@@ -377,8 +368,6 @@ TEST_F(ChannelTest, AtEndAfterWriterKilled) {
   }
   ASSERT_TRUE(ended);
   EXPECT_EQ(::poll(&p, 1, 200), 0);
-  ::close(ready[0]);
-  ::close(ready[1]);
 }
 
 TEST_F(ChannelTest, BusyPollReader) {

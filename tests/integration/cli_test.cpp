@@ -22,6 +22,8 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
+#include "raw_socket.hpp"
 
 namespace shmlease {
 namespace {
@@ -176,14 +178,9 @@ std::string RandomBytes(size_t n, uint64_t seed) {
 
 // --- Fixture -----------------------------------------------------------------------------------
 
-class CliTest : public ::testing::Test {
+class CliTest : public testing::DaemonTest {
  protected:
   void SetUp() override { ASSERT_FALSE(DaemonProcess::CliBinary().empty()); }
-  void TearDown() override {
-    int status = daemon_.Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon_.log();
-    EXPECT_TRUE(daemon_.ShmObjects().empty()) << "shm objects left behind";
-  }
 
   std::vector<std::string> Argv(const std::vector<std::string>& args) const {
     std::vector<std::string> argv = {DaemonProcess::CliBinary(), "--socket", daemon_.socket_path()};
@@ -207,8 +204,6 @@ class CliTest : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 0) << r;
     return Json::parse(r.out);
   }
-
-  DaemonProcess daemon_;
 };
 
 // Checks the shape of an error reported with --json, and the human line on stderr.
@@ -560,13 +555,7 @@ TEST_F(CliTest, DaemonNotRunningIsSeven) {
   // A path nobody listens on, and a socket file whose owner is gone.
   std::string nobody = daemon_.dir() + "/nobody.sock";
   std::string stale = daemon_.dir() + "/stale.sock";
-  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, stale.c_str(), sizeof(addr.sun_path) - 1);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ::close(fd);
+  ASSERT_NO_FATAL_FAILURE(testing::BindStaleSocket(stale));
 
   for (const std::string& path : {nobody, stale}) {
     CliResult r = RawCli({"--socket", path, "ping"});

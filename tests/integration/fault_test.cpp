@@ -29,6 +29,8 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "env_or.hpp"
+#include "wait_for.hpp"
 #include "errc_of.hpp"
 #include "shmlease/client.hpp"
 
@@ -46,26 +48,12 @@ namespace {
 using namespace std::chrono_literals;
 using testing::CodeOf;
 using testing::DaemonProcess;
+using testing::EnvOr;
+using testing::WaitFor;
 using Clock = std::chrono::steady_clock;
-
-uint64_t EnvOr(const char* name, uint64_t fallback) {
-  const char* value = std::getenv(name);
-  if (value == nullptr || *value == '\0') return fallback;
-  return std::strtoull(value, nullptr, 10);
-}
 
 double MsSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-template <typename F>
-bool WaitFor(F&& predicate, std::chrono::milliseconds timeout) {
-  auto deadline = Clock::now() + timeout;
-  while (!predicate()) {
-    if (Clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
 }
 
 // Memory shared with forked children (MAP_SHARED | MAP_ANONYMOUS), unmapped on destruction.

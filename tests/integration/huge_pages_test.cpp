@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
 #include "huge_page_reservation.hpp"
 #include "shmlease/client.hpp"
 
@@ -59,10 +60,7 @@ CreateOptions Sized(uint64_t size, HugePages huge) {
 class HugePagesTest : public ::testing::Test {
  protected:
   void TearDown() override {
-    if (daemon_ == nullptr) return;
-    int status = daemon_->Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon_->log();
-    EXPECT_TRUE(daemon_->ShmObjects().empty()) << "shm objects left in /dev/shm";
+    if (daemon_ != nullptr) testing::ExpectCleanStop(*daemon_);
   }
   DaemonProcess& Start(std::vector<std::string> args = {}) {
     daemon_ = std::make_unique<DaemonProcess>(std::move(args));

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
 #include "errc_of.hpp"
 #include "raw_socket.hpp"
 #include "shmlease/channel.hpp"
@@ -36,22 +37,14 @@ using testing::CodeOf;
 using testing::DaemonProcess;
 using testing::RawSocket;
 
-class LeaseLifetimeTest : public ::testing::Test {
+class LeaseLifetimeTest : public testing::DaemonTest {
  protected:
-  void TearDown() override {
-    int status = daemon_.Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon_.log();
-    EXPECT_TRUE(daemon_.ShmObjects().empty()) << "shm objects left behind";
-  }
-  Client Connect() { return Client(daemon_.socket_path()); }
   // Waits until `name` has `n` queued requests (the daemon's count).
   void WaitForWaiting(Client& c, const std::string& name, uint32_t n) {
     auto until = Clock::now() + 5s;
     while (c.Stat(name).waiting != n && Clock::now() < until) std::this_thread::sleep_for(2ms);
     ASSERT_EQ(c.Stat(name).waiting, n);
   }
-
-  DaemonProcess daemon_;
 };
 
 std::string ErrorText(const std::function<void()>& call) {
@@ -344,13 +337,7 @@ TEST(LeaseLifetimeMessages, ConnectSaysWhatIsAtTheSocketPath) {
   EXPECT_EQ(CodeOf([&] { Client c(file); }), Errc::kDaemonUnavailable);
   // A socket nobody listens on (a daemon that died leaves one).
   std::string stale = dir + "/stale.sock";
-  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, stale.c_str(), sizeof(addr.sun_path) - 1);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ::close(fd);
+  ASSERT_NO_FATAL_FAILURE(testing::BindStaleSocket(stale));
   text = ErrorText([&] { Client c(stale); });
   EXPECT_EQ(text, "nothing listens on the socket " + stale +
                       ": shmleased is not running (a stale socket of a daemon that died?)");

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
 #include "errc_of.hpp"
 
 namespace shmlease {
@@ -26,17 +27,7 @@ using namespace std::chrono_literals;
 using testing::CodeOf;
 using testing::DaemonProcess;
 
-class LeaseTest : public ::testing::Test {
- protected:
-  void TearDown() override {
-    int status = daemon_.Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon_.log();
-    EXPECT_TRUE(daemon_.ShmObjects().empty()) << "shm objects left behind";
-  }
-  Client Connect() { return Client(daemon_.socket_path()); }
-
-  DaemonProcess daemon_;
-};
+using LeaseTest = testing::DaemonTest;
 
 // The inode of the file mapped at `address` in this process (from /proc/self/maps).
 uint64_t MappedInode(const void* address) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
 #include "errc_of.hpp"
 #include "raw_socket.hpp"
 
@@ -21,16 +22,12 @@ using testing::DaemonProcess;
 using testing::RawSocket;
 
 
-class LimitsTest : public ::testing::Test {
+class LimitsTest : public testing::DaemonTest {
  protected:
-  void TearDown() override {
-    int status = daemon_.Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon_.log();
-    EXPECT_TRUE(daemon_.ShmObjects().empty());
-  }
-  DaemonProcess daemon_{{"--max-segments", "3", "--max-total-bytes", "1MiB", "--max-segment-size",
-                         "512KiB", "--max-connections", "4", "--max-leases-per-connection", "3",
-                         "--max-message-size", "1024"}};
+  LimitsTest()
+      : DaemonTest({"--max-segments", "3", "--max-total-bytes", "1MiB", "--max-segment-size",
+                    "512KiB", "--max-connections", "4", "--max-leases-per-connection", "3",
+                    "--max-message-size", "1024"}) {}
 };
 
 TEST_F(LimitsTest, SegmentSizeAndTotalBytes) {

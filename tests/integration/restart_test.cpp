@@ -19,12 +19,15 @@
 #include <thread>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
+#include "wait_for.hpp"
 
 namespace shmlease {
 namespace {
 
 using namespace std::chrono_literals;
 using testing::DaemonProcess;
+using testing::WaitFor;
 
 uint8_t PatternByte(uint64_t seed, size_t offset) {
   return static_cast<uint8_t>((offset * 131 + seed * 7 + (offset >> 12) + (seed >> 3)) & 0xFF);
@@ -40,16 +43,6 @@ size_t FirstMismatch(std::span<const std::byte> bytes, uint64_t seed, size_t fro
     if (bytes[i] != std::byte{PatternByte(seed, i)}) return i;
   }
   return to;
-}
-
-template <typename F>
-bool WaitFor(F&& predicate, std::chrono::milliseconds timeout = 5s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!predicate()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
 }
 
 class RestartTest : public ::testing::Test {
@@ -71,14 +64,9 @@ class RestartTest : public ::testing::Test {
 
   // Removes every named segment, stops the daemon and checks that nothing is left in /dev/shm.
   void RemoveAllAndStop(DaemonProcess& daemon) {
-    {
-      Client c(daemon.socket_path());
-      for (const SegmentInfo& info : c.List()) c.Remove(info.name);
-    }
+    testing::RemoveAllSegments(daemon);
     EXPECT_TRUE(WaitFor([&] { return daemon.ShmObjects().empty(); })) << "segments left";
-    int status = daemon.Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon.log();
-    EXPECT_TRUE(daemon.ShmObjects().empty()) << "shm objects left behind";
+    testing::ExpectCleanStop(daemon);
   }
 
   std::string state_dir_;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
 #include "raw_socket.hpp"
 
 namespace shmlease {
@@ -21,7 +22,7 @@ using testing::Bytes;
 using testing::DaemonProcess;
 using testing::RawSocket;
 
-class RobustnessTest : public ::testing::Test {
+class RobustnessTest : public testing::DaemonTest {
  protected:
   void SetUp() override {
     good_ = std::make_unique<Client>(daemon_.socket_path());
@@ -30,9 +31,7 @@ class RobustnessTest : public ::testing::Test {
   void TearDown() override {
     good_->Remove("good");
     good_.reset();
-    int status = daemon_.Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon_.log();
-    EXPECT_TRUE(daemon_.ShmObjects().empty());
+    DaemonTest::TearDown();
   }
   // The well-behaved client still gets right answers.
   void ExpectGoodClientServed() {
@@ -50,7 +49,6 @@ class RobustnessTest : public ::testing::Test {
     return e ? e->code : Errc::kOk;
   }
 
-  DaemonProcess daemon_;
   std::unique_ptr<Client> good_;
 };
 
@@ -214,9 +212,7 @@ TEST(DaemonShutdown, SigtermStopsCleanlyWithClientsConnected) {
   client.Create("removed-but-leased", 4096);
   Lease held = client.Acquire("removed-but-leased", Mode::kRead);
   client.Remove("removed-but-leased");
-  int status = daemon.Stop();
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon.log();
-  EXPECT_TRUE(daemon.ShmObjects().empty());
+  testing::ExpectCleanStop(daemon);
   EXPECT_NE(daemon.log().find("shutting down"), std::string::npos);
   client.set_reconnect_timeout(std::chrono::milliseconds(200));  // nobody will come back
   EXPECT_THROW(client.Ping(), Error);

@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "daemon_process.hpp"
+#include "daemon_test.hpp"
 #include "errc_of.hpp"
 
 namespace shmlease {
@@ -55,8 +56,9 @@ Result RunShell(const std::string& command) {
 
 
 // The CLI as user nobody (uid 65534), optionally with extra supplementary groups.
-class AccessTest : public ::testing::Test {
+class AccessTest : public testing::DaemonTest {
  protected:
+  AccessTest() : DaemonTest({"--socket-mode", "0666"}) {}
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "switching to a second uid needs root";
     // nobody must reach the socket: its directory is private to the test by default.
@@ -78,8 +80,7 @@ class AccessTest : public ::testing::Test {
   }
   void TearDown() override {
     if (::geteuid() != 0) return;
-    daemon_.Stop();
-    EXPECT_TRUE(daemon_.ShmObjects().empty());
+    DaemonTest::TearDown();
     std::error_code ec;
     if (!stage_.empty()) std::filesystem::remove_all(stage_, ec);
   }
@@ -91,8 +92,6 @@ class AccessTest : public ::testing::Test {
 
   std::string stage_;  // nobody's copy of the CLI lives here
   std::string cli_;
-
-  DaemonProcess daemon_{{"--socket-mode", "0666"}};
 };
 
 TEST_F(AccessTest, PrivateSegmentsRefuseOthersAndSharedOnesAdmitThem) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "env_or.hpp"
 #include "shmlease/client.hpp"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -34,13 +35,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::DaemonProcess;
+using testing::EnvOr;
 using Clock = std::chrono::steady_clock;
-
-uint64_t EnvOr(const char* name, uint64_t fallback) {
-  const char* value = std::getenv(name);
-  if (value == nullptr || *value == '\0') return fallback;
-  return std::strtoull(value, nullptr, 10);
-}
 
 uint64_t RssKiB(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");

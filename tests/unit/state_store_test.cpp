@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 namespace shmlease::server {
 namespace {
@@ -14,10 +17,10 @@ PersistedState Sample() {
   s.shm_prefix = "shmlease-abc";
   s.next_id = 9;
   s.boot = 3;
-  s.segments.push_back({1, "frames", 24, "f", {2, 3}, -5, 10, 1000, 1000, 100, 0640, false,
-                        "shmlease-abc.1"});
-  s.segments.push_back({7, "frames", 4096, "", {}, 123456789, 11, 0, 0, 0, 0600, true,
-                        "shmlease-abc.7"});
+  s.segments.push_back(
+      {1, "frames", 24, "f", {2, 3}, -5, 10, 1000, 1000, 100, 0640, false, "shmlease-abc.1"});
+  s.segments.push_back(
+      {7, "frames", 4096, "", {}, 123456789, 11, 0, 0, 0, 0600, true, "shmlease-abc.7"});
   return s;
 }
 
@@ -62,7 +65,8 @@ std::string Resign(std::string body) {
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(hash));
   size_t segments = 0;
-  for (size_t at = body.find("\nsegment "); at != std::string::npos; at = body.find("\nsegment ", at + 1)) {
+  for (size_t at = body.find("\nsegment "); at != std::string::npos;
+       at = body.find("\nsegment ", at + 1)) {
     ++segments;
   }
   return body + "end " + std::to_string(segments) + " fnv1a64=" + buf + "\n";
@@ -102,6 +106,50 @@ TEST(StateFormat, RuleBreakingSegmentsAreRefused) {
       EXPECT_EQ(error.rfind("line ", 0), 0u) << error;
       EXPECT_NE(error.find(c.expect), std::string::npos) << error;
     }
+  }
+}
+
+// The shape field is read by shmlease::ParseShape: every shape a segment can have (no shape of
+// its own, 1 to kMaxDims dimensions, dimensions up to 2^64 - 1) is written so that it reads back.
+TEST(StateFormat, EveryShapeASegmentCanHaveRoundTrips) {
+  PersistedState state{.shm_prefix = "p", .next_id = 100, .boot = 1, .segments = {}};
+  auto add = [&](std::string format, std::vector<uint64_t> shape, uint64_t size) {
+    const uint64_t id = state.segments.size() + 1;
+    state.segments.push_back({id, "s" + std::to_string(id), size, std::move(format),
+                              std::move(shape), 1, 1, 1, 1, 1, 0600, false,
+                              "p." + std::to_string(id)});
+  };
+  add("", {}, 4096);
+  add("f", {}, 64);
+  std::vector<uint64_t> shape;
+  uint64_t items = 1;
+  for (uint64_t dim : {2, 3, 5, 7, 1, 11, 13, 4}) {  // 1 to 8 dimensions
+    shape.push_back(dim);
+    items *= dim;
+    add("d", shape, items * 8);
+  }
+  add("B", {UINT64_MAX}, UINT64_MAX);  // the longest number
+  add("B", {uint64_t{1} << 32, uint64_t{1} << 31}, uint64_t{1} << 63);
+  add("?", {1}, 1);
+  const std::string text = EncodeState(state);
+  EXPECT_NE(text.find(" shape=2x3x5x7x1x11x13x4 "), std::string::npos) << text;
+  PersistedState decoded;
+  std::string error;
+  ASSERT_TRUE(DecodeState(text, decoded, error)) << error;
+  EXPECT_EQ(decoded, state);
+}
+
+TEST(StateFormat, MalformedShapesAreRefused) {
+  const std::string head = "shmlease-state 1\nprefix p\nnext-id 5\nboot 1\n";
+  for (const std::string shape : {"x", "2x", "x2", "2xx3", "2x-3", "+2", "2y3",
+                                  "18446744073709551616", "1x1x1x1x1x1x1x1x1", "0x4"}) {
+    const std::string line = "segment 1 name=a size=4 format=B shape=" + shape +
+                             " created=1 creator-pid=1 creator-uid=1 owner-uid=1 owner-gid=1 "
+                             "mode=600 removed=0 shm=p.1\n";
+    PersistedState decoded;
+    std::string error;
+    EXPECT_FALSE(DecodeState(Resign(head + line), decoded, error)) << shape;
+    EXPECT_EQ(error.rfind("line 5: ", 0), 0u) << error;
   }
 }
 

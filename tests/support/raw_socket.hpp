@@ -1,6 +1,7 @@
 // A raw Unix-socket peer for tests that must speak bad protocol on purpose.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <poll.h>
@@ -91,6 +92,17 @@ class RawSocket {
   bool connected_ = false;
   std::vector<std::byte> buffer_;
 };
+
+// Leaves a Unix socket file at `path` that nobody listens on: what a daemon that died leaves.
+inline void BindStaleSocket(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ::close(fd);
+}
 
 inline std::vector<std::byte> Bytes(std::initializer_list<int> values) {
   std::vector<std::byte> out;
