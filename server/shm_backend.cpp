@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "huge_pages.hpp"
+#include "shmlease/errc_table.hpp"
 #include "shmlease/format.hpp"
 
 namespace shmlease::server {
@@ -28,22 +29,6 @@ constexpr const char* kShmDir = "/dev/shm";
 int TakeFd(bip::shared_memory_object& object) {
   int fd = ::dup(object.get_mapping_handle().handle);
   return fd;
-}
-
-Errc FromErrno(int err) {
-  switch (err) {
-    case ENOSPC:
-    case ENOMEM:
-    case EFBIG:
-      return Errc::kNoSpace;
-    case EACCES:
-    case EPERM:
-      return Errc::kPermissionDenied;
-    case EEXIST:
-      return Errc::kAlreadyExists;
-    default:
-      return Errc::kInternal;
-  }
 }
 
 uint64_t RoundUp(uint64_t size, uint64_t page) {
@@ -233,7 +218,7 @@ std::unique_ptr<ShmObject> ShmObject::Create(const ShmRequest& request, Errc& er
     // whichever client first touches an unbacked page (LESSONS: Plasma, multiprocessing).
     int err = ::posix_fallocate(rw.get_mapping_handle().handle, 0, static_cast<off_t>(size));
     if (err != 0) {
-      error = FromErrno(err);
+      error = ErrcFromErrno(err);
       message = "cannot reserve " + std::to_string(size) + " bytes in " + kShmDir + ": " +
                 std::strerror(err);
       bip::shared_memory_object::remove(name.c_str());
@@ -257,7 +242,7 @@ std::unique_ptr<ShmObject> ShmObject::Create(const ShmRequest& request, Errc& er
   } catch (const bip::interprocess_exception& e) {
     if (created) bip::shared_memory_object::remove(name.c_str());
     int native = e.get_native_error();
-    error = native != 0 ? FromErrno(native) : Errc::kInternal;
+    error = native != 0 ? ErrcFromErrno(native) : Errc::kInternal;
     if (e.get_error_code() == bip::already_exists_error) error = Errc::kAlreadyExists;
     if (e.get_error_code() == bip::out_of_space_error) error = Errc::kNoSpace;
     message = "shared memory object " + name + ": " + e.what();
@@ -296,7 +281,7 @@ std::unique_ptr<ShmObject> ShmObject::Open(const std::string& name, uint64_t siz
       return fail(Errc::kNotFound, "shared memory object " + name + " is gone");
     }
     int native = e.get_native_error();
-    return fail(native != 0 ? FromErrno(native) : Errc::kInternal,
+    return fail(native != 0 ? ErrcFromErrno(native) : Errc::kInternal,
                 "shared memory object " + name + ": " + e.what());
   }
   if (rw_fd < 0 || ro_fd < 0) {

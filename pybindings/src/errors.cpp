@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "shmlease/client.hpp"
+#include "shmlease/errc_table.hpp"
 
 namespace shmlease::python {
 namespace {
@@ -27,6 +28,32 @@ struct ClassSpec {
   const char* doc;
 };
 
+// The subclasses, each also the builtin its codes mean. Which code raises which is the
+// python_class column of errc_table.hpp, matched to the name after "shmlease.".
+const ClassSpec kClassSpecs[] = {
+    {&g_not_found, "shmlease.NotFoundError", &PyExc_FileNotFoundError,
+     "No segment of that name (also a FileNotFoundError)."},
+    {&g_exists, "shmlease.ExistsError", &PyExc_FileExistsError,
+     "A segment of that name exists already (also a FileExistsError)."},
+    {&g_permission, "shmlease.PermissionDeniedError", &PyExc_PermissionError,
+     "The daemon refused access (also a PermissionError)."},
+    {&g_timeout, "shmlease.LeaseTimeoutError", &PyExc_TimeoutError,
+     "A lease could not be granted within its timeout (also a TimeoutError)."},
+    {&g_invalid, "shmlease.InvalidArgumentError", &PyExc_ValueError,
+     "A bad segment name, size, shape, dtype, mode or timeout (also a ValueError)."},
+    {&g_unavailable, "shmlease.DaemonUnavailableError", &PyExc_ConnectionRefusedError,
+     "No shmleased answers on the socket (also a ConnectionRefusedError)."},
+    {&g_connection_lost, "shmlease.ConnectionLostError", &PyExc_ConnectionError,
+     "The daemon closed the connection or is shutting down (also a ConnectionError)."},
+    {&g_end_of_stream, "shmlease.EndOfStreamError", &PyExc_EOFError,
+     "A channel's writer has closed or died and no frame is left (also an EOFError)."},
+};
+
+// "NotFoundError" of "shmlease.NotFoundError" (NUL-terminated: the rest of a C string).
+std::string_view ShortName(const ClassSpec& spec) {
+  return std::string_view(spec.name).substr(sizeof("shmlease.") - 1);
+}
+
 int MakeClass(PyObject* module, const ClassSpec& spec) {
   PyObject* bases =
       spec.builtin == nullptr ? PyTuple_Pack(1, g_error) : PyTuple_Pack(2, g_error, *spec.builtin);
@@ -35,62 +62,23 @@ int MakeClass(PyObject* module, const ClassSpec& spec) {
   Py_DECREF(bases);
   if (cls == nullptr) return -1;
   *spec.slot = cls;
-  const char* short_name = spec.name + 9;  // after "shmlease."
-  return PyModule_AddObjectRef(module, short_name, cls);
+  return PyModule_AddObjectRef(module, ShortName(spec).data(), cls);
 }
 
+// The class errc_table.hpp names for `code`; the base class for "Error" or an unknown code.
 PyObject* ClassFor(Errc code) {
-  switch (code) {
-    case Errc::kNotFound:
-      return g_not_found;
-    case Errc::kAlreadyExists:
-      return g_exists;
-    case Errc::kPermissionDenied:
-      return g_permission;
-    case Errc::kTimeout:
-      return g_timeout;
-    case Errc::kInvalidName:
-    case Errc::kInvalidArgument:
-      return g_invalid;
-    case Errc::kDaemonUnavailable:
-      return g_unavailable;
-    case Errc::kConnectionLost:
-    case Errc::kShuttingDown:
-      return g_connection_lost;
-    case Errc::kEndOfStream:
-      return g_end_of_stream;
-    case Errc::kCancelled:  // a withdrawn lease wait: no builtin means it, the base class does
-      return g_error;
-    default:
-      return g_error;
+  const ErrcInfo* info = FindErrcInfo(code);
+  if (info == nullptr) return g_error;
+  for (const ClassSpec& spec : kClassSpecs) {
+    if (info->python_class == ShortName(spec)) return *spec.slot;
   }
+  return g_error;
 }
 
 // The POSIX errno that the matching builtin exception stands for; 0 for none.
 int ErrnoFor(Errc code) {
-  switch (code) {
-    case Errc::kNotFound:
-      return ENOENT;
-    case Errc::kAlreadyExists:
-      return EEXIST;
-    case Errc::kPermissionDenied:
-      return EACCES;
-    case Errc::kTimeout:
-      return ETIMEDOUT;
-    case Errc::kInvalidName:
-    case Errc::kInvalidArgument:
-      return EINVAL;
-    case Errc::kNoSpace:
-      return ENOSPC;
-    case Errc::kDaemonUnavailable:
-      return ECONNREFUSED;
-    case Errc::kConnectionLost:
-      return ECONNRESET;
-    case Errc::kCancelled:
-      return ECANCELED;
-    default:
-      return 0;
-  }
+  const ErrcInfo* info = FindErrcInfo(code);
+  return info != nullptr ? info->posix_errno : 0;
 }
 
 }  // namespace
@@ -107,25 +95,7 @@ int AddExceptions(PyObject* module) {
       PyExc_OSError, nullptr);
   if (g_error == nullptr || PyModule_AddObjectRef(module, "Error", g_error) < 0) return -1;
 
-  const ClassSpec specs[] = {
-      {&g_not_found, "shmlease.NotFoundError", &PyExc_FileNotFoundError,
-       "No segment of that name (also a FileNotFoundError)."},
-      {&g_exists, "shmlease.ExistsError", &PyExc_FileExistsError,
-       "A segment of that name exists already (also a FileExistsError)."},
-      {&g_permission, "shmlease.PermissionDeniedError", &PyExc_PermissionError,
-       "The daemon refused access (also a PermissionError)."},
-      {&g_timeout, "shmlease.LeaseTimeoutError", &PyExc_TimeoutError,
-       "A lease could not be granted within its timeout (also a TimeoutError)."},
-      {&g_invalid, "shmlease.InvalidArgumentError", &PyExc_ValueError,
-       "A bad segment name, size, shape, dtype, mode or timeout (also a ValueError)."},
-      {&g_unavailable, "shmlease.DaemonUnavailableError", &PyExc_ConnectionRefusedError,
-       "No shmleased answers on the socket (also a ConnectionRefusedError)."},
-      {&g_connection_lost, "shmlease.ConnectionLostError", &PyExc_ConnectionError,
-       "The daemon closed the connection or is shutting down (also a ConnectionError)."},
-      {&g_end_of_stream, "shmlease.EndOfStreamError", &PyExc_EOFError,
-       "A channel's writer has closed or died and no frame is left (also an EOFError)."},
-  };
-  for (const ClassSpec& spec : specs) {
+  for (const ClassSpec& spec : kClassSpecs) {
     if (MakeClass(module, spec) < 0) return -1;
   }
   return 0;

@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstdint>
 #include <set>
 #include <string>
 #include <system_error>
+
+#include "shmlease/errc_table.hpp"
 
 namespace shmlease {
 namespace {
@@ -138,6 +141,128 @@ TEST(Errc, MatchesTheStandardConditions) {
   // A system errno of the same meaning compares equal through the condition.
   EXPECT_EQ(std::error_code(ENOENT, std::generic_category()),
             make_error_code(Errc::kNotFound).default_error_condition());
+}
+
+// What each code means outside C++, as published: the CLI's exit status (docs/CLI.md), the Python
+// class (docs/PYTHON.md) and the errno that class carries. Kept by hand, apart from the table in
+// errc.cpp, so that a changed row is a failing test and not a silent change of behaviour.
+struct Published {
+  Errc code;
+  int exit_status;
+  const char* python_class;
+  int posix_errno;
+};
+constexpr Published kPublished[] = {
+    {Errc::kOk, 0, "Error", 0},
+    {Errc::kBadMessage, 1, "Error", 0},
+    {Errc::kVersionMismatch, 1, "Error", 0},
+    {Errc::kUnknownType, 1, "Error", 0},
+    {Errc::kInvalidName, 9, "InvalidArgumentError", EINVAL},
+    {Errc::kInvalidArgument, 9, "InvalidArgumentError", EINVAL},
+    {Errc::kNotFound, 3, "NotFoundError", ENOENT},
+    {Errc::kAlreadyExists, 4, "ExistsError", EEXIST},
+    {Errc::kPermissionDenied, 5, "PermissionDeniedError", EACCES},
+    {Errc::kTimeout, 6, "LeaseTimeoutError", ETIMEDOUT},
+    {Errc::kNoSpace, 8, "Error", ENOSPC},
+    {Errc::kLimitSegments, 8, "Error", 0},
+    {Errc::kLimitBytes, 8, "Error", 0},
+    {Errc::kLimitSegmentSize, 8, "Error", 0},
+    {Errc::kLimitConnections, 8, "Error", 0},
+    {Errc::kLimitLeases, 8, "Error", 0},
+    {Errc::kMessageTooLarge, 8, "Error", 0},
+    {Errc::kNotHeld, 1, "Error", 0},
+    {Errc::kInternal, 1, "Error", 0},
+    {Errc::kDaemonUnavailable, 7, "DaemonUnavailableError", ECONNREFUSED},
+    {Errc::kConnectionLost, 7, "ConnectionLostError", ECONNRESET},
+    {Errc::kShuttingDown, 7, "ConnectionLostError", 0},
+    {Errc::kNotHelloed, 1, "Error", 0},
+    {Errc::kMapFailed, 1, "Error", 0},
+    {Errc::kQuotaBytes, 8, "Error", 0},
+    {Errc::kQuotaSegments, 8, "Error", 0},
+    {Errc::kEndOfStream, 1, "EndOfStreamError", 0},
+    {Errc::kCancelled, 6, "Error", ECANCELED},
+};
+
+TEST(ErrcTable, EveryCodeHasOneCompleteRow) {
+  ASSERT_EQ(ErrcTable().size(), std::size(kAll));
+  // The extension's classes (pybindings/src/errors.cpp).
+  const std::set<std::string_view> classes = {"Error",
+                                              "NotFoundError",
+                                              "ExistsError",
+                                              "PermissionDeniedError",
+                                              "LeaseTimeoutError",
+                                              "InvalidArgumentError",
+                                              "DaemonUnavailableError",
+                                              "ConnectionLostError",
+                                              "EndOfStreamError"};
+  for (size_t i = 0; i < std::size(kAll); ++i) {
+    const ErrcInfo& row = ErrcTable()[i];
+    const char* name = kAll[i].name;
+    EXPECT_EQ(row.code, kAll[i].code) << name;
+    EXPECT_EQ(FindErrcInfo(kAll[i].code), &row) << name;
+    EXPECT_EQ(FindErrcInfo(kAll[i].number), &row) << name;
+    EXPECT_EQ(row.name, name);
+    EXPECT_FALSE(row.message.empty()) << name;
+    EXPECT_EQ(classes.count(row.python_class), 1u) << name << ": " << row.python_class;
+    int status = static_cast<int>(row.exit_status);
+    EXPECT_TRUE(status >= 0 && status <= 9 && status != 2) << name << ": " << status;
+    EXPECT_GE(row.posix_errno, 0) << name;
+    bool padding = false;  // from_errno: errnos first, then zeros
+    for (int err : row.from_errno) {
+      EXPECT_FALSE(padding && err != 0) << name;
+      padding = padding || err == 0;
+    }
+  }
+  EXPECT_EQ(FindErrcInfo(28), nullptr);
+  EXPECT_EQ(FindErrcInfo(0xFFFFFFFFu), nullptr);
+}
+
+TEST(ErrcTable, AgreesWithThePublishedExitStatusesAndPythonClasses) {
+  ASSERT_EQ(std::size(kPublished), std::size(kAll));
+  for (const Published& p : kPublished) {
+    const ErrcInfo* row = FindErrcInfo(p.code);
+    ASSERT_NE(row, nullptr);
+    EXPECT_EQ(static_cast<int>(ExitStatusFor(p.code)), p.exit_status) << row->name;
+    EXPECT_EQ(static_cast<int>(row->exit_status), p.exit_status) << row->name;
+    EXPECT_EQ(row->python_class, p.python_class) << row->name;
+    EXPECT_EQ(row->posix_errno, p.posix_errno) << row->name;
+  }
+  EXPECT_EQ(ExitStatusFor(static_cast<Errc>(4242)), ExitStatus::kError);
+  // The numbers the CLI publishes.
+  EXPECT_EQ(static_cast<int>(ExitStatus::kOk), 0);
+  EXPECT_EQ(static_cast<int>(ExitStatus::kError), 1);
+  EXPECT_EQ(static_cast<int>(ExitStatus::kUsage), 2);
+  EXPECT_EQ(static_cast<int>(ExitStatus::kNotFound), 3);
+  EXPECT_EQ(static_cast<int>(ExitStatus::kExists), 4);
+  EXPECT_EQ(static_cast<int>(ExitStatus::kPermission), 5);
+  EXPECT_EQ(static_cast<int>(ExitStatus::kTimeout), 6);
+  EXPECT_EQ(static_cast<int>(ExitStatus::kDaemon), 7);
+  EXPECT_EQ(static_cast<int>(ExitStatus::kNoSpace), 8);
+  EXPECT_EQ(static_cast<int>(ExitStatus::kInvalid), 9);
+}
+
+TEST(ErrcTable, ConditionColumnIsTheCategorysCondition) {
+  for (const ErrcInfo& row : ErrcTable()) {
+    std::error_condition condition = make_error_code(row.code).default_error_condition();
+    if (row.condition == kNoCondition) {
+      EXPECT_EQ(condition.category(), ErrorCategory()) << row.name;
+    } else {
+      EXPECT_EQ(condition, row.condition) << row.name;
+    }
+  }
+}
+
+TEST(ErrcTable, BackendErrnosMapBackAsBefore) {
+  EXPECT_EQ(ErrcFromErrno(ENOSPC), Errc::kNoSpace);
+  EXPECT_EQ(ErrcFromErrno(ENOMEM), Errc::kNoSpace);
+  EXPECT_EQ(ErrcFromErrno(EFBIG), Errc::kNoSpace);
+  EXPECT_EQ(ErrcFromErrno(EACCES), Errc::kPermissionDenied);
+  EXPECT_EQ(ErrcFromErrno(EPERM), Errc::kPermissionDenied);
+  EXPECT_EQ(ErrcFromErrno(EEXIST), Errc::kAlreadyExists);
+  // Everything else is the daemon's failure, even an errno that a code stands for.
+  for (int err : {0, ENOENT, EINVAL, ETIMEDOUT, ECANCELED, ECONNREFUSED, EIO, EBADF, -1}) {
+    EXPECT_EQ(ErrcFromErrno(err), Errc::kInternal) << err;
+  }
 }
 
 }  // namespace

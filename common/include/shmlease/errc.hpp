@@ -2,6 +2,8 @@
 //
 // Every code is numbered explicitly and a number is never reused: a retired code keeps its number
 // and its slot below. Codes travel on the wire as uint32 in Error replies (docs/PROTOCOL.md).
+// Everything else about a code (name, message, condition, errno, Python class, CLI exit status)
+// is its one row in common/src/errc.cpp.
 #pragma once
 
 #include <cstdint>
