@@ -47,8 +47,8 @@ struct MapOutcome {
 };
 
 // Mappings by (segment id, writable), reused by later grants of the same segment and mode until
-// the daemon frees the segment. Not locked: its owner calls it from one thread at a time (the
-// Connection's reply hook, or a reconnect while nothing is read).
+// the daemon frees the segment. Not locked itself: Connection calls it only under mux_.Lock(), from
+// the reply hook (the reading thread) or from a reconnect (while nothing is read).
 class MappingCache {
  public:
   // The mapping for grant `ok`: made from `passed` when the grant came with a descriptor

@@ -34,8 +34,9 @@ struct LiveLease {
   bool exclusive = false;
 };
 
-// Live leases by handle, and the handles a reconnect could not restore. Not locked: its owner
-// (Connection) calls it under one lock.
+// Live leases by handle, and the handles a reconnect could not restore. Not locked itself:
+// Connection calls it only under mux_.Lock(), so that a grant is tracked in the same step as it
+// is routed, and a reconnect's snapshot misses no grant already routed.
 class LeaseTable {
  public:
   using Snapshot = std::vector<std::pair<uint64_t, LiveLease>>;  // (handle, lease)
