@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -16,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "daemon_socket.hpp"
 #include "shmlease/codec.hpp"
 #include "shmlease/fd_io.hpp"
 
@@ -445,6 +448,179 @@ TEST(MappingCacheTest, ADroppedDescriptorSaysSoUntilTheNextConnection) {
   Descriptor missing{Descriptor::Status::kMissing, -1};
   EXPECT_EQ(cache.Map(Grant(2, proto::LeaseMode::kRead), &missing).message,
             "shmleased announced a descriptor that did not arrive");
+}
+
+// --- LeaseTable ---
+
+TEST(LeaseTableTest, AReclaimRenumbersRestoredLeasesAndLosesRefusedOnes) {
+  LeaseTable table;
+  proto::AcquireOk a = Grant(1, proto::LeaseMode::kRead);
+  a.lease_id = 10;
+  proto::AcquireOk b = Grant(2, proto::LeaseMode::kWrite);
+  b.lease_id = 20;
+  b.exclusive = 1;
+  proto::AcquireOk c = Grant(3, proto::LeaseMode::kRead);
+  c.lease_id = 30;
+  uint64_t ha = table.Add(a), hb = table.Add(b), hc = table.Add(c);
+  EXPECT_EQ(table.Id(hb), 20u);
+  LeaseTable::Snapshot taken = table.Take();
+  ASSERT_EQ(taken.size(), 3u);
+  EXPECT_EQ(table.Remove(hc), std::optional<uint64_t>(30));  // let go while reconnecting
+  std::vector<proto::ReclaimResult> results;
+  for (const auto& [handle, lease] : taken) {
+    if (handle == hb) {
+      EXPECT_TRUE(lease.exclusive);
+      EXPECT_EQ(lease.mode, proto::LeaseMode::kWrite);
+      results.push_back({lease.id, 0, Errc::kNotFound});
+    } else {
+      results.push_back({lease.id, lease.id + 100, Errc::kOk});
+    }
+  }
+  std::vector<std::byte> releases;
+  table.Apply(taken, results, releases);
+  EXPECT_EQ(table.Id(ha), 110u);
+  EXPECT_FALSE(table.Live(hb));
+  EXPECT_TRUE(table.Lost(hb));
+  // The one restored but let go meanwhile is released (one-way) under its new id.
+  proto::FrameResult frame = proto::DecodeFrame(releases, 1 << 20);
+  ASSERT_EQ(frame.status, DecodeStatus::kOk);
+  EXPECT_EQ(frame.consumed, releases.size());
+  EXPECT_NE(frame.header.flags & proto::kFlagNoReply, 0);
+  proto::Request request;
+  Errc error;
+  std::string reason;
+  ASSERT_TRUE(proto::DecodeRequest(frame.header, frame.body, request, error, reason)) << reason;
+  EXPECT_EQ(std::get<proto::Release>(request).lease_id, 130u);
+
+  table.LoseAll();  // a reconnect that failed
+  EXPECT_TRUE(table.Lost(ha));
+  EXPECT_EQ(table.Id(ha), 0u);
+  EXPECT_EQ(table.Remove(ha), std::nullopt);
+  EXPECT_FALSE(table.Lost(ha));  // forgotten once its Lease lets go
+}
+
+// --- Connecting and reclaiming ---
+
+// A Unix socket in a fresh directory, removed at the end.
+struct SocketDir {
+  SocketDir() {
+    char templ[] = "/tmp/connection-test-XXXXXX";
+    dir = ::mkdtemp(templ);
+    path = dir + "/d.sock";
+  }
+  ~SocketDir() {
+    ::unlink(path.c_str());
+    ::rmdir(dir.c_str());
+  }
+  // A socket bound to `path`, listening when `listen` is true.
+  int Bind(bool listen) const {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    if (listen) {
+      EXPECT_EQ(::listen(fd, 4), 0);
+    }
+    return fd;
+  }
+  std::string dir, path;
+};
+
+Errc ErrcOf(const std::function<void()>& f, std::string* what = nullptr) {
+  try {
+    f();
+  } catch (const Error& e) {
+    if (what != nullptr) *what = e.what();
+    return e.errc();
+  }
+  return Errc::kOk;
+}
+
+TEST(ConnectSocketTest, SaysWhatIsAtThePathWhenNobodyAnswers) {
+  SocketDir dir;
+  std::string what;
+  EXPECT_EQ(ErrcOf([&] { ConnectSocket(dir.path); }, &what), Errc::kDaemonUnavailable);
+  EXPECT_EQ(what.rfind("no socket at " + dir.path + " (shmleased is not running)", 0), 0u);
+  int bound = dir.Bind(/*listen=*/false);
+  EXPECT_EQ(ErrcOf([&] { ConnectSocket(dir.path); }, &what), Errc::kDaemonUnavailable);
+  EXPECT_EQ(what.rfind("nothing listens on the socket " + dir.path, 0), 0u);
+  ::close(bound);
+  ::unlink(dir.path.c_str());
+  ::close(::open(dir.path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+  EXPECT_EQ(ErrcOf([&] { ConnectSocket(dir.path); }, &what), Errc::kDaemonUnavailable);
+  EXPECT_EQ(what, dir.path + " is a regular file, not a socket");
+  EXPECT_EQ(ErrcOf([&] { ConnectSocket(dir.dir); }, &what), Errc::kDaemonUnavailable);
+  EXPECT_EQ(what, dir.dir + " is a directory, not a socket");
+}
+
+TEST(ConnectAndReclaimTest, GreetsAndReclaimsInMessagesThatFitTheDaemonsLimit) {
+  SocketDir dir;
+  int listener = dir.Bind(/*listen=*/true);
+  LeaseTable::Snapshot leases = {{1, LiveLease{10, 1, 100, proto::LeaseMode::kRead, false}},
+                                 {2, LiveLease{20, 2, 200, proto::LeaseMode::kWrite, true}}};
+  std::vector<proto::ReclaimMapping> mappings = {{1, 100, 0}};
+  std::vector<proto::Reclaim> reclaims;
+  std::thread daemon_thread([&] {
+    int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    FakeDaemon daemon(fd);
+    FakeDaemon::Received hello = daemon.Next();
+    EXPECT_EQ(std::get<proto::Hello>(hello.request).version, proto::kVersion);
+    // 0: the smallest limit, room for two leases (52 bytes) but not a mapping as well.
+    daemon.Answer(proto::HelloOk{proto::kVersion, 4321, 0, "test"}, hello.header.request_id);
+    FakeDaemon::Received first = daemon.Next();
+    reclaims.push_back(std::get<proto::Reclaim>(first.request));
+    daemon.Answer(proto::ReclaimOk{{{10, 11, Errc::kOk}, {20, 0, Errc::kNotFound}}, {}},
+                  first.header.request_id);
+    FakeDaemon::Received second = daemon.Next();
+    reclaims.push_back(std::get<proto::Reclaim>(second.request));
+    // The last answer and what follows it in one write: the rest is the caller's.
+    std::vector<std::byte> bytes =
+        ReplyFrame(proto::ReclaimOk{{}, mappings}, second.header.request_id);
+    proto::EncodeReply(proto::SegmentGone{7}, 0, 0, bytes);
+    Write(fd, bytes);
+    ::close(fd);
+  });
+  std::atomic<bool> closed{false};
+  Handshake greeting =
+      ConnectAndReclaim(dir.path, leases, mappings, std::chrono::milliseconds(1000), closed);
+  daemon_thread.join();
+  ::close(listener);
+  ASSERT_GE(greeting.fd, 0);
+  ::close(greeting.fd);
+  EXPECT_EQ(greeting.server_pid, 4321u);
+  ASSERT_EQ(reclaims.size(), 2u);
+  EXPECT_EQ(reclaims[0].leases.size(), 2u);
+  EXPECT_TRUE(reclaims[0].mappings.empty());
+  EXPECT_TRUE(reclaims[1].leases.empty());
+  EXPECT_EQ(reclaims[1].mappings, mappings);
+  ASSERT_EQ(greeting.leases.size(), 2u);
+  EXPECT_EQ(greeting.leases[0].new_lease_id, 11u);
+  EXPECT_EQ(greeting.leases[1].status, Errc::kNotFound);
+  EXPECT_EQ(greeting.mappings, mappings);
+  proto::FrameResult rest = proto::DecodeFrame(greeting.leftover, 1 << 20);
+  ASSERT_EQ(rest.status, DecodeStatus::kOk);
+  EXPECT_EQ(rest.header.type, proto::MsgType::kSegmentGone);
+}
+
+TEST(ConnectAndReclaimTest, GivesUpWithTheLastReason) {
+  SocketDir dir;
+  std::atomic<bool> closed{false};
+  std::string what;
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(
+      ErrcOf([&] { ConnectAndReclaim(dir.path, {}, {}, std::chrono::milliseconds(30), closed); },
+             &what),
+      Errc::kDaemonUnavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+  EXPECT_EQ(what.rfind("no socket at ", 0), 0u);
+  closed = true;
+  EXPECT_EQ(
+      ErrcOf([&] { ConnectAndReclaim(dir.path, {}, {}, std::chrono::milliseconds(30), closed); },
+             &what),
+      Errc::kConnectionLost);
+  EXPECT_EQ(what, "the client was closed");
 }
 
 }  // namespace
