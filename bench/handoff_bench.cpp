@@ -40,8 +40,8 @@
 #include <vector>
 
 #include "daemon_process.hpp"
-#include "fd_io.hpp"
 #include "shmlease/channel.hpp"
+#include "shmlease/fd_io.hpp"
 
 namespace {
 
@@ -197,8 +197,8 @@ Samples ChannelHandoff(const std::string& socket, int n, size_t size,
   return r;
 }
 
-using shmlease::bench::ReadAll;
-using shmlease::bench::WriteAll;
+using shmlease::ReadAll;
+using shmlease::WriteAll;
 
 // The frame's bytes through a SOCK_STREAM socketpair (default buffer sizes), blocking reads into a
 // buffer that is already faulted in.

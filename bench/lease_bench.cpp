@@ -24,6 +24,7 @@
 #include "daemon_process.hpp"
 #include "shmlease/client.hpp"
 #include "shmlease/codec.hpp"
+#include "shmlease/fd_io.hpp"
 #include "shmlease/protocol.hpp"
 #include "wire_sizes.hpp"
 
@@ -55,30 +56,6 @@ void OnFatalSignal(int signo) {
     ::rmdir(g_daemon_dir);
   }
   ::_exit(128 + signo);
-}
-
-bool WriteAll(int fd, const std::byte* data, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, data, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool ReadAll(int fd, std::byte* data, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::read(fd, data, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    data += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
 }
 
 // A forked process on the other end of a socketpair that answers every `request`-byte message

@@ -38,9 +38,9 @@
 #include <vector>
 
 #include "daemon_process.hpp"
-#include "fd_io.hpp"
 #include "shmlease/client.hpp"
 #include "shmlease/codec.hpp"
+#include "shmlease/fd_io.hpp"
 #include "shmlease/protocol.hpp"
 #include "wire_sizes.hpp"
 
@@ -48,9 +48,7 @@ namespace shmlease {
 namespace {
 
 using bench::MeasureWireSizes;
-using bench::ReadAll;
 using bench::WireSizes;
-using bench::WriteAll;
 using Clock = std::chrono::steady_clock;
 constexpr char kSegmentName[] = "bench-scaling";
 // The same segment as lease_bench's: a format and shape make the reply as large as a typical one.
