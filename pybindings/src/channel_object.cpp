@@ -199,30 +199,7 @@ PyObject* Frame_get_missed(PyObject* self, void*) {
   return PyLong_FromUnsignedLongLong(AsFrame(self)->missed);
 }
 PyObject* Frame_get_meta(PyObject* self, void*) { return Py_NewRef(AsFrame(self)->meta); }
-const Layout& FrameLayout(PyObject* self) { return AsFrame(self)->exporter.layout; }
-PyObject* Frame_get_readonly(PyObject* self, void*) {
-  return PyBool_FromLong(FrameLayout(self).readonly);
-}
-PyObject* Frame_get_exports(PyObject* self, void*) {
-  return PyLong_FromSsize_t(AsFrame(self)->exporter.exports);
-}
 PyObject* Frame_get_released(PyObject* self, void*) { return PyBool_FromLong(!FrameHeld(self)); }
-PyObject* Frame_get_nbytes(PyObject* self, void*) {
-  return PyLong_FromSsize_t(FrameLayout(self).nbytes);
-}
-PyObject* Frame_get_format(PyObject* self, void*) {
-  return PyUnicode_FromString(FrameLayout(self).format);
-}
-PyObject* Frame_get_itemsize(PyObject* self, void*) {
-  return PyLong_FromSsize_t(FrameLayout(self).itemsize);
-}
-PyObject* Frame_get_ndim(PyObject* self, void*) { return PyLong_FromLong(FrameLayout(self).ndim); }
-PyObject* Frame_get_shape(PyObject* self, void*) {
-  return TupleOf(FrameLayout(self).shape, FrameLayout(self).ndim);
-}
-PyObject* Frame_get_strides(PyObject* self, void*) {
-  return TupleOf(FrameLayout(self).strides, FrameLayout(self).ndim);
-}
 
 PyGetSetDef frame_getset[] = {
     {"seq", Frame_get_seq, nullptr, "Sequence number (1, 2, ...); 0 for a claimed frame.", nullptr},
@@ -231,18 +208,10 @@ PyGetSetDef frame_getset[] = {
     {"meta", Frame_get_meta, nullptr, "The writer's metadata bytes.", nullptr},
     {"missed", Frame_get_missed, nullptr,
      "Policy 'latest': frames this reader skipped before this one.", nullptr},
-    {"readonly", Frame_get_readonly, nullptr, "True for a reader's frame.", nullptr},
-    {"exports", Frame_get_exports, nullptr, "Live buffer exports.", nullptr},
     {"released", Frame_get_released, nullptr,
      "True once the frame holds no slot: after release() or publish, and after the Client's\n"
      "close(). No new buffer can be exported then (ValueError).",
      nullptr},
-    {"nbytes", Frame_get_nbytes, nullptr, "Bytes in the frame.", nullptr},
-    {"format", Frame_get_format, nullptr, "Item format ('B', 'f', ...).", nullptr},
-    {"itemsize", Frame_get_itemsize, nullptr, "Size of one item in bytes.", nullptr},
-    {"ndim", Frame_get_ndim, nullptr, "Number of dimensions (len(shape)).", nullptr},
-    {"shape", Frame_get_shape, nullptr, "The channel's frame shape.", nullptr},
-    {"strides", Frame_get_strides, nullptr, "C-order strides in bytes, a tuple of ints.", nullptr},
     SHMLEASE_EXPORTER_GETSET(FrameSlots),
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };

@@ -28,6 +28,17 @@ const char kDlpackDeviceDoc[] =
 const char kDtypeDoc[] =
     "The item type: numpy.dtype(format) when numpy can be imported, else the format string\n"
     "(the same as format).";
+const char kNbytesDoc[] = "Size of the exported buffer in bytes: prod(shape) * itemsize.";
+const char kReadonlyDoc[] =
+    "True when the buffer is read-only (mapped PROT_READ): a read lease, a reader's frame.";
+const char kFormatDoc[] =
+    "The struct format of one item, one native character such as 'f', 'd' or 'B' ('B' for a\n"
+    "segment or channel created without a dtype).";
+const char kShapeDoc[] =
+    "The shape of the buffer, a tuple of ints: the segment's or the channel's frame shape\n"
+    "(1-D (nbytes // itemsize,) when created without one).";
+const char kExportsDoc[] =
+    "How many buffer exports (memoryviews, numpy arrays, DLPack tensors) are alive right now.";
 
 namespace {
 

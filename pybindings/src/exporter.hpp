@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "convert.hpp"
 #include "shmlease/format.hpp"
 
 namespace shmlease::python {
@@ -80,7 +81,21 @@ struct ExporterSlots {
     return python::Dlpack(K, self, args, kwds);
   }
   static PyObject* Dtype(PyObject* self, void* /*closure*/) { return DtypeOf(K, self); }
+  // The layout's attributes: what every export of the object describes.
+  static PyObject* Nbytes(PyObject* self, void*) { return PyLong_FromSsize_t(L(self).nbytes); }
+  static PyObject* Readonly(PyObject* self, void*) { return PyBool_FromLong(L(self).readonly); }
+  static PyObject* Format(PyObject* self, void*) { return PyUnicode_FromString(L(self).format); }
+  static PyObject* Itemsize(PyObject* self, void*) { return PyLong_FromSsize_t(L(self).itemsize); }
+  static PyObject* Ndim(PyObject* self, void*) { return PyLong_FromLong(L(self).ndim); }
+  static PyObject* Shape(PyObject* self, void*) { return TupleOf(L(self).shape, L(self).ndim); }
+  static PyObject* Strides(PyObject* self, void*) { return TupleOf(L(self).strides, L(self).ndim); }
+  static PyObject* Exports(PyObject* self, void*) {
+    return PyLong_FromSsize_t(K.exporter(self).exports);
+  }
   static inline PyBufferProcs buffer_procs = {GetBuffer, ReleaseBuffer};
+
+ private:
+  static const Layout& L(PyObject* self) { return K.exporter(self).layout; }
 };
 
 // Method table entries shared by Lease and Frame (the docstrings say what they do).
@@ -93,13 +108,26 @@ struct ExporterSlots {
       {"__dlpack_device__", ::shmlease::python::DlpackDevice, METH_NOARGS,                      \
        ::shmlease::python::kDlpackDeviceDoc}
 
-#define SHMLEASE_EXPORTER_GETSET(Slots) \
-  {"dtype", Slots::Dtype, nullptr, ::shmlease::python::kDtypeDoc, nullptr}
+#define SHMLEASE_EXPORTER_GETSET(Slots)                                                          \
+  {"dtype", Slots::Dtype, nullptr, ::shmlease::python::kDtypeDoc, nullptr},                      \
+  {"nbytes", Slots::Nbytes, nullptr, ::shmlease::python::kNbytesDoc, nullptr},                   \
+  {"readonly", Slots::Readonly, nullptr, ::shmlease::python::kReadonlyDoc, nullptr},             \
+  {"format", Slots::Format, nullptr, ::shmlease::python::kFormatDoc, nullptr},                   \
+  {"itemsize", Slots::Itemsize, nullptr, "Size of one item in bytes.", nullptr},                \
+  {"ndim", Slots::Ndim, nullptr, "Number of dimensions (len(shape)).", nullptr},                \
+  {"shape", Slots::Shape, nullptr, ::shmlease::python::kShapeDoc, nullptr},                      \
+  {"strides", Slots::Strides, nullptr, "C-order strides in bytes, a tuple of ints.", nullptr},  \
+  {"exports", Slots::Exports, nullptr, ::shmlease::python::kExportsDoc, nullptr}
 // clang-format on
 
 extern const char kArrayDoc[];
 extern const char kDlpackDoc[];
 extern const char kDlpackDeviceDoc[];
 extern const char kDtypeDoc[];
+extern const char kNbytesDoc[];
+extern const char kReadonlyDoc[];
+extern const char kFormatDoc[];
+extern const char kShapeDoc[];
+extern const char kExportsDoc[];
 
 }  // namespace shmlease::python

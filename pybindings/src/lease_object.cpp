@@ -155,29 +155,6 @@ PyObject* Lease_get_name(PyObject* self, void*) {
 PyObject* Lease_get_mode(PyObject* self, void*) {
   return PyUnicode_FromString(StateOf(self).mode == Mode::kWrite ? "w" : "r");
 }
-const Layout& LayoutOf(PyObject* self) { return StateOf(self).exporter.layout; }
-PyObject* Lease_get_nbytes(PyObject* self, void*) {
-  return PyLong_FromSsize_t(LayoutOf(self).nbytes);
-}
-PyObject* Lease_get_readonly(PyObject* self, void*) {
-  return PyBool_FromLong(LayoutOf(self).readonly);
-}
-PyObject* Lease_get_format(PyObject* self, void*) {
-  return PyUnicode_FromString(LayoutOf(self).format);
-}
-PyObject* Lease_get_itemsize(PyObject* self, void*) {
-  return PyLong_FromSsize_t(LayoutOf(self).itemsize);
-}
-PyObject* Lease_get_ndim(PyObject* self, void*) { return PyLong_FromLong(LayoutOf(self).ndim); }
-PyObject* Lease_get_shape(PyObject* self, void*) {
-  return TupleOf(LayoutOf(self).shape, LayoutOf(self).ndim);
-}
-PyObject* Lease_get_strides(PyObject* self, void*) {
-  return TupleOf(LayoutOf(self).strides, LayoutOf(self).ndim);
-}
-PyObject* Lease_get_exports(PyObject* self, void*) {
-  return PyLong_FromSsize_t(StateOf(self).exporter.exports);
-}
 PyObject* Lease_get_released(PyObject* self, void*) { return PyBool_FromLong(!Counted(self)); }
 PyObject* Lease_get_client(PyObject* self, void*) {
   PyObject* client = reinterpret_cast<LeaseObject*>(self)->client;
@@ -198,22 +175,6 @@ PyObject* Lease_get_socket_path(PyObject* self, void*) {
 PyGetSetDef lease_getset[] = {
     {"name", Lease_get_name, nullptr, "The segment's name (str).", nullptr},
     {"mode", Lease_get_mode, nullptr, "'r' for a read lease, 'w' for a write lease.", nullptr},
-    {"nbytes", Lease_get_nbytes, nullptr,
-     "Size of the exported buffer in bytes: prod(shape) * itemsize.", nullptr},
-    {"readonly", Lease_get_readonly, nullptr,
-     "True for a read lease: its buffer is read-only (mapped PROT_READ).", nullptr},
-    {"format", Lease_get_format, nullptr,
-     "The struct format of one item, one native character such as 'f', 'd' or 'B' ('B' for a\n"
-     "segment created without a dtype).",
-     nullptr},
-    {"itemsize", Lease_get_itemsize, nullptr, "Size of one item in bytes.", nullptr},
-    {"ndim", Lease_get_ndim, nullptr, "Number of dimensions (len(shape)).", nullptr},
-    {"shape", Lease_get_shape, nullptr,
-     "The segment's shape, a tuple of ints (1-D (nbytes // itemsize,) when created without one).",
-     nullptr},
-    {"strides", Lease_get_strides, nullptr, "C-order strides in bytes, a tuple of ints.", nullptr},
-    {"exports", Lease_get_exports, nullptr,
-     "How many buffer exports (memoryviews, numpy arrays, ...) are alive right now.", nullptr},
     {"released", Lease_get_released, nullptr,
      "True whenever the daemon no longer counts this lease: after release() or the end of a\n"
      "with block, after the Client's close(), and once the lease is lost (a reconnect could\n"
@@ -331,6 +292,5 @@ PyObject* NewLeaseObject(PyObject* client, Lease&& lease) {
   }
   return self;
 }
-
 
 }  // namespace shmlease::python
