@@ -1,7 +1,10 @@
 #include "shmlease/codec.hpp"
 
 #include <cstring>
+#include <tuple>
 #include <type_traits>
+#include <utility>
+#include <variant>
 
 #include "shmlease/format.hpp"
 
@@ -33,8 +36,6 @@ class Writer {
     Int<uint8_t>(static_cast<uint8_t>(n));
     for (size_t i = 0; i < n; ++i) Int<uint64_t>(shape[i]);
   }
-  size_t size() const { return out_.size(); }
-  std::vector<std::byte>& bytes() { return out_; }
 
  private:
   std::vector<std::byte>& out_;
@@ -74,20 +75,13 @@ class Reader {
     for (auto& d : shape) Int(d);
     return ok_;
   }
-  bool Mode(LeaseMode& mode) {
-    uint8_t m = 0;
-    if (!Int(m)) return false;
-    if (m != static_cast<uint8_t>(LeaseMode::kRead) && m != static_cast<uint8_t>(LeaseMode::kWrite)) {
-      return ok_ = false;
-    }
-    mode = static_cast<LeaseMode>(m);
-    return true;
-  }
   bool Bool(uint8_t& b) {
     if (!Int(b)) return false;
     if (b > 1) return ok_ = false;
     return true;
   }
+  // Marks the input bad (a value out of its range) and returns false.
+  bool Fail() { return ok_ = false; }
   // True when every byte was consumed and nothing overran: trailing garbage is a bad message.
   bool Done() const { return ok_ && pos_ == in_.size(); }
   size_t remaining() const { return in_.size() - pos_; }
@@ -98,337 +92,149 @@ class Reader {
   bool ok_ = true;
 };
 
-// The smallest encoded SegmentInfo: empty name and format, no dimensions.
-// id 8, name 2, size 8, format 2, dims 1, created 8, pid 4, uid 4, readers 4, writers 4,
-// exclusive 1, waiting 4, removed 1, page_size 4, huge_fallback 1, owner_uid 4, owner_gid 4,
-// mode 4.
-constexpr size_t kMinSegmentInfoBytes = 68;
+// One Put (encode) and one Get (decode) per field rule of wire_fields.hpp; every message and record
+// is encoded by walking its Fields() with these, so no message has code of its own.
+template <class T>
+using WireInt = typename std::conditional_t<std::is_enum_v<T>, std::underlying_type<T>,
+                                            std::type_identity<T>>::type;
 
-void Put(Writer& w, const SegmentInfo& s) {
-  w.Int(s.id);
-  w.String(s.name, kMaxString);
-  w.Int(s.size);
-  w.String(s.format, kMaxString);
-  w.Shape(s.shape);
-  w.Int(s.created_unix_ns);
-  w.Int(s.creator_pid);
-  w.Int(s.creator_uid);
-  w.Int(s.readers);
-  w.Int(s.writers);
-  w.Int(s.exclusive);
-  w.Int(s.waiting);
-  w.Int(s.removed);
-  w.Int(s.page_size);
-  w.Int(s.huge_fallback);
-  w.Int(s.owner_uid);
-  w.Int(s.owner_gid);
-  w.Int(s.mode);
+template <class T>
+void Put(Writer& w, wire::IntField<T> f) {
+  w.Int(static_cast<WireInt<std::remove_const_t<T>>>(f.value));
 }
-bool Get(Reader& r, SegmentInfo& s) {
-  r.Int(s.id);
-  r.String(s.name, kMaxString);
-  r.Int(s.size);
-  r.String(s.format, kMaxString);
-  r.Shape(s.shape);
-  r.Int(s.created_unix_ns);
-  r.Int(s.creator_pid);
-  r.Int(s.creator_uid);
-  r.Int(s.readers);
-  r.Int(s.writers);
-  r.Bool(s.exclusive);
-  r.Int(s.waiting);
-  r.Bool(s.removed);
-  r.Int(s.page_size);
-  r.Bool(s.huge_fallback);
-  r.Int(s.owner_uid);
-  r.Int(s.owner_gid);
-  return r.Int(s.mode);
+template <class T>
+bool Get(Reader& r, wire::IntField<T> f) {
+  WireInt<T> value = 0;
+  if (!r.Int(value)) return false;
+  f.value = static_cast<T>(value);
+  return true;
+}
+template <class T>
+void Put(Writer& w, wire::FlagField<T> f) {
+  w.Int(f.value);
+}
+template <class T>
+bool Get(Reader& r, wire::FlagField<T> f) {
+  return r.Bool(f.value);
+}
+template <class T, auto... kValid>
+void Put(Writer& w, wire::OneOfField<T, kValid...> f) {
+  w.Int(static_cast<WireInt<std::remove_const_t<T>>>(f.value));
+}
+template <class T, auto... kValid>
+bool Get(Reader& r, wire::OneOfField<T, kValid...> f) {
+  WireInt<T> value = 0;
+  if (!r.Int(value)) return false;
+  if (((value != static_cast<WireInt<T>>(kValid)) && ...)) return r.Fail();
+  f.value = static_cast<T>(value);
+  return true;
+}
+template <class T, size_t kMax>
+void Put(Writer& w, wire::TextField<T, kMax> f) {
+  w.String(f.value, kMax);
+}
+template <class T, size_t kMax>
+bool Get(Reader& r, wire::TextField<T, kMax> f) {
+  return r.String(f.value, kMax);
+}
+template <class T>
+void Put(Writer& w, wire::ShapeField<T> f) {
+  w.Shape(f.value);
+}
+template <class T>
+bool Get(Reader& r, wire::ShapeField<T> f) {
+  return r.Shape(f.value);
 }
 
-void Put(Writer& w, const Hello& m) {
-  w.Int(m.version);
-  w.String(m.client_name, kMaxString);
-}
-bool Get(Reader& r, Hello& m) { return r.Int(m.version) && r.String(m.client_name, kMaxString); }
-void Put(Writer&, const Ping&) {}
-bool Get(Reader&, Ping&) { return true; }
-void Put(Writer& w, const Create& m) {
-  w.String(m.name, kMaxString);
-  w.Int(m.size);
-  w.String(m.format, kMaxString);
-  w.Shape(m.shape);
-  w.Int(m.flags);
-  w.Int(m.mode);
-}
-bool Get(Reader& r, Create& m) {
-  r.String(m.name, kMaxString);
-  r.Int(m.size);
-  r.String(m.format, kMaxString);
-  r.Shape(m.shape);
-  r.Int(m.flags);
-  return r.Int(m.mode);
-}
-void Put(Writer& w, const Acquire& m) {
-  w.String(m.name, kMaxString);
-  w.Int(static_cast<uint8_t>(m.mode));
-  w.Int(m.exclusive);
-  w.Int(m.timeout_ms);
-}
-bool Get(Reader& r, Acquire& m) {
-  r.String(m.name, kMaxString);
-  r.Mode(m.mode);
-  r.Bool(m.exclusive);
-  return r.Int(m.timeout_ms);
-}
-void Put(Writer& w, const Release& m) { w.Int(m.lease_id); }
-bool Get(Reader& r, Release& m) { return r.Int(m.lease_id); }
-void Put(Writer& w, const Cancel& m) { w.Int(m.request_id); }
-bool Get(Reader& r, Cancel& m) { return r.Int(m.request_id); }
-void Put(Writer& w, const Remove& m) { w.String(m.name, kMaxString); }
-bool Get(Reader& r, Remove& m) { return r.String(m.name, kMaxString); }
-void Put(Writer& w, const Stat& m) { w.String(m.name, kMaxString); }
-bool Get(Reader& r, Stat& m) { return r.String(m.name, kMaxString); }
-void Put(Writer&, const List&) {}
-bool Get(Reader&, List&) { return true; }
+template <class M>
+void PutFields(Writer& w, const M& m);
+template <class M>
+bool GetFields(Reader& r, M& m);
 
-void Put(Writer& w, const HelloOk& m) {
-  w.Int(m.version);
-  w.Int(m.server_pid);
-  w.Int(m.max_message);
-  w.String(m.server_version, kMaxString);
+template <class T>
+void Put(Writer& w, wire::NestedField<T> f) {
+  PutFields(w, f.value);
 }
-bool Get(Reader& r, HelloOk& m) {
-  r.Int(m.version);
-  r.Int(m.server_pid);
-  r.Int(m.max_message);
-  return r.String(m.server_version, kMaxString);
+template <class T>
+bool Get(Reader& r, wire::NestedField<T> f) {
+  return GetFields(r, f.value);
 }
-void Put(Writer&, const Pong&) {}
-bool Get(Reader&, Pong&) { return true; }
-void Put(Writer& w, const CreateOk& m) { Put(w, m.info); }
-bool Get(Reader& r, CreateOk& m) { return Get(r, m.info); }
-void Put(Writer& w, const AcquireOk& m) {
-  w.Int(m.lease_id);
-  w.Int(static_cast<uint8_t>(m.mode));
-  w.Int(m.exclusive);
-  Put(w, m.info);
+template <class T>
+void Put(Writer& w, wire::ListField<T> f) {
+  w.Int(static_cast<uint32_t>(f.value.size()));
+  for (const auto& item : f.value) PutFields(w, item);
 }
-bool Get(Reader& r, AcquireOk& m) {
-  r.Int(m.lease_id);
-  r.Mode(m.mode);
-  r.Bool(m.exclusive);
-  return Get(r, m.info);
-}
-void Put(Writer&, const ReleaseOk&) {}
-bool Get(Reader&, ReleaseOk&) { return true; }
-void Put(Writer&, const RemoveOk&) {}
-bool Get(Reader&, RemoveOk&) { return true; }
-void Put(Writer& w, const StatOk& m) { Put(w, m.info); }
-bool Get(Reader& r, StatOk& m) { return Get(r, m.info); }
-void Put(Writer& w, const ListOk& m) {
-  w.Int(static_cast<uint32_t>(m.segments.size()));
-  for (const auto& s : m.segments) Put(w, s);
-}
-bool Get(Reader& r, ListOk& m) {
+template <class T>
+bool Get(Reader& r, wire::ListField<T> f) {
+  constexpr size_t kItemBytes = wire::kMinBytesOf<typename T::value_type>;
   uint32_t n = 0;
-  if (!r.Int(n)) return false;
-  // Each SegmentInfo takes at least kMinSegmentInfoBytes: a count beyond what the body can hold
-  // is a lie, refused before anything is allocated for it.
-  if (n > r.remaining() / kMinSegmentInfoBytes) return false;
-  m.segments.resize(n);
-  for (auto& s : m.segments) {
-    if (!Get(r, s)) return false;
+  // A count beyond what the rest of the body can hold is a lie, refused before anything is
+  // allocated for it.
+  if (!r.Int(n) || n > r.remaining() / kItemBytes) return false;
+  f.value.resize(n);
+  for (auto& item : f.value) {
+    if (!GetFields(r, item)) return false;
   }
   return true;
 }
-void Put(Writer& w, const Chmod& m) {
-  w.String(m.name, kMaxString);
-  w.Int(m.mode);
+
+template <class M>
+void PutFields(Writer& w, const M& m) {
+  static_assert(wire::kFieldsCoverEveryMember<M>, "a member is missing from its Fields()");
+  std::apply([&w](auto... field) { (Put(w, field), ...); }, M::Fields(m));
 }
-bool Get(Reader& r, Chmod& m) {
-  r.String(m.name, kMaxString);
-  return r.Int(m.mode);
+template <class M>
+bool GetFields(Reader& r, M& m) {
+  static_assert(wire::kFieldsCoverEveryMember<M>, "a member is missing from its Fields()");
+  return std::apply([&r](auto... field) { return (Get(r, field) && ...); }, M::Fields(m));
 }
-void Put(Writer&, const Stats&) {}
-bool Get(Reader&, Stats&) { return true; }
-void Put(Writer& w, const ChmodOk& m) { Put(w, m.info); }
-bool Get(Reader& r, ChmodOk& m) { return Get(r, m.info); }
-void Put(Writer& w, const StatsOk& m) {
-  w.Int(m.segments);
-  w.Int(m.bytes);
-  w.Int(m.max_bytes);
-  w.Int(m.leases);
-  w.Int(m.connections);
-  w.Int(m.uptime_ms);
-  w.Int(static_cast<uint32_t>(m.clients.size()));
-  for (const ClientInfo& c : m.clients) {
-    w.Int(c.conn_id);
-    w.Int(c.pid);
-    w.Int(c.uid);
-    w.Int(c.gid);
-    w.String(c.process, kMaxString);
-    w.Int(c.waiting);
-    w.Int(static_cast<uint32_t>(c.leases.size()));
-    for (const HeldLease& l : c.leases) {
-      w.String(l.segment, kMaxString);
-      w.Int(static_cast<uint8_t>(l.mode));
-      w.Int(l.exclusive);
-    }
-  }
-}
-bool Get(Reader& r, StatsOk& m) {
-  r.Int(m.segments);
-  r.Int(m.bytes);
-  r.Int(m.max_bytes);
-  r.Int(m.leases);
-  r.Int(m.connections);
-  r.Int(m.uptime_ms);
-  uint32_t n = 0;
-  // A client takes at least 34 bytes, a lease 4: counts beyond the body are refused unallocated.
-  if (!r.Int(n) || n > r.remaining() / 34) return false;
-  m.clients.resize(n);
-  for (ClientInfo& c : m.clients) {
-    r.Int(c.conn_id);
-    r.Int(c.pid);
-    r.Int(c.uid);
-    r.Int(c.gid);
-    r.String(c.process, kMaxString);
-    r.Int(c.waiting);
-    uint32_t leases = 0;
-    if (!r.Int(leases) || leases > r.remaining() / 4) return false;
-    c.leases.resize(leases);
-    for (HeldLease& l : c.leases) {
-      r.String(l.segment, kMaxString);
-      r.Mode(l.mode);
-      if (!r.Bool(l.exclusive)) return false;
+
+// The message lists are sound: requests never carry the reply bit, replies always do, and no
+// type is listed twice, so that a header's type names at most one message of each list.
+template <class... Ms>
+constexpr bool TypesAreDistinct(bool replies, std::variant<Ms...>* /*list*/) {
+  const uint16_t types[] = {static_cast<uint16_t>(Ms::kType)...};
+  for (size_t i = 0; i < sizeof...(Ms); ++i) {
+    if (((types[i] & kReplyBit) != 0) != replies) return false;
+    for (size_t j = 0; j < i; ++j) {
+      if (types[i] == types[j]) return false;
     }
   }
   return true;
 }
-void Put(Writer& w, const SegmentGone& m) { w.Int(m.segment_id); }
-bool Get(Reader& r, SegmentGone& m) { return r.Int(m.segment_id); }
-void Put(Writer& w, const ErrorReply& m) {
-  w.Int(static_cast<uint32_t>(m.code));
-  w.String(m.message, kMaxErrorText);
-}
-bool Get(Reader& r, ErrorReply& m) {
-  uint32_t code = 0;
-  r.Int(code);
-  // Codes unknown to this build still travel: a newer daemon may know more.
-  m.code = static_cast<Errc>(code);
-  return r.String(m.message, kMaxErrorText);
+static_assert(TypesAreDistinct(false, static_cast<Request*>(nullptr)));
+static_assert(TypesAreDistinct(true, static_cast<Reply*>(nullptr)));
+
+// The type of a variant's alternative, by its index: no visit needed.
+template <class... Ms>
+MsgType TypeAt(const std::variant<Ms...>& message) noexcept {
+  static constexpr MsgType kTypes[] = {Ms::kType...};
+  return kTypes[message.index()];
 }
 
-void Put(Writer& w, const ReclaimMapping& m) {
-  w.Int(m.segment_id);
-  w.Int(m.created_unix_ns);
-  w.Int(m.writable);
+// The kName of the alternative of `list` whose kType is `type`, or nullptr.
+template <class... Ms>
+constexpr const char* NameIn(MsgType type, std::variant<Ms...>* /*list*/) noexcept {
+  const char* name = nullptr;
+  (void)((type == Ms::kType && (name = Ms::kName, true)) || ...);
+  return name;
 }
-bool Get(Reader& r, ReclaimMapping& m) {
-  r.Int(m.segment_id);
-  r.Int(m.created_unix_ns);
-  return r.Bool(m.writable);
-}
-// A u32 count, then the items; a count beyond what the body can still hold is refused before
-// anything is allocated for it.
-template <typename T>
-void PutList(Writer& w, const std::vector<T>& items) {
-  w.Int(static_cast<uint32_t>(items.size()));
-  for (const auto& item : items) Put(w, item);
-}
-template <typename T>
-bool GetList(Reader& r, std::vector<T>& items, size_t item_bytes) {
-  uint32_t n = 0;
-  if (!r.Int(n) || n > r.remaining() / item_bytes) return false;
-  items.resize(n);
-  for (auto& item : items) {
-    if (!Get(r, item)) return false;
-  }
-  return true;
-}
-void Put(Writer& w, const ReclaimLease& m) {
-  w.Int(m.lease_id);
-  w.Int(m.segment_id);
-  w.Int(m.created_unix_ns);
-  w.Int(static_cast<uint8_t>(m.mode));
-  w.Int(m.exclusive);
-}
-bool Get(Reader& r, ReclaimLease& m) {
-  r.Int(m.lease_id);
-  r.Int(m.segment_id);
-  r.Int(m.created_unix_ns);
-  r.Mode(m.mode);
-  return r.Bool(m.exclusive);
-}
-void Put(Writer& w, const Reclaim& m) {
-  PutList(w, m.leases);
-  PutList(w, m.mappings);
-}
-bool Get(Reader& r, Reclaim& m) {
-  return GetList(r, m.leases, kReclaimLeaseBytes) &&
-         GetList(r, m.mappings, kReclaimMappingBytes);
-}
-void Put(Writer& w, const ReclaimResult& m) {
-  w.Int(m.old_lease_id);
-  w.Int(m.new_lease_id);
-  w.Int(static_cast<uint32_t>(m.status));
-}
-bool Get(Reader& r, ReclaimResult& m) {
-  uint32_t status = 0;
-  r.Int(m.old_lease_id);
-  r.Int(m.new_lease_id);
-  bool ok = r.Int(status);
-  m.status = static_cast<Errc>(status);
-  return ok;
-}
-void Put(Writer& w, const ReclaimOk& m) {
-  PutList(w, m.leases);
-  PutList(w, m.mappings);
-}
-bool Get(Reader& r, ReclaimOk& m) {
-  return GetList(r, m.leases, kReclaimResultBytes) &&
-         GetList(r, m.mappings, kReclaimMappingBytes);
-}
-
-struct TypeVisitor {
-  MsgType operator()(const Hello&) const { return MsgType::kHello; }
-  MsgType operator()(const Ping&) const { return MsgType::kPing; }
-  MsgType operator()(const Create&) const { return MsgType::kCreate; }
-  MsgType operator()(const Acquire&) const { return MsgType::kAcquire; }
-  MsgType operator()(const Release&) const { return MsgType::kRelease; }
-  MsgType operator()(const Remove&) const { return MsgType::kRemove; }
-  MsgType operator()(const Stat&) const { return MsgType::kStat; }
-  MsgType operator()(const List&) const { return MsgType::kList; }
-  MsgType operator()(const HelloOk&) const { return MsgType::kHelloOk; }
-  MsgType operator()(const Pong&) const { return MsgType::kPong; }
-  MsgType operator()(const CreateOk&) const { return MsgType::kCreateOk; }
-  MsgType operator()(const AcquireOk&) const { return MsgType::kAcquireOk; }
-  MsgType operator()(const ReleaseOk&) const { return MsgType::kReleaseOk; }
-  MsgType operator()(const RemoveOk&) const { return MsgType::kRemoveOk; }
-  MsgType operator()(const StatOk&) const { return MsgType::kStatOk; }
-  MsgType operator()(const ListOk&) const { return MsgType::kListOk; }
-  MsgType operator()(const Chmod&) const { return MsgType::kChmod; }
-  MsgType operator()(const Stats&) const { return MsgType::kStats; }
-  MsgType operator()(const ChmodOk&) const { return MsgType::kChmodOk; }
-  MsgType operator()(const StatsOk&) const { return MsgType::kStatsOk; }
-  MsgType operator()(const SegmentGone&) const { return MsgType::kSegmentGone; }
-  MsgType operator()(const ErrorReply&) const { return MsgType::kError; }
-  MsgType operator()(const Reclaim&) const { return MsgType::kReclaim; }
-  MsgType operator()(const Cancel&) const { return MsgType::kCancel; }
-  MsgType operator()(const ReclaimOk&) const { return MsgType::kReclaimOk; }
-};
 
 void WriteHeader(std::vector<std::byte>& out, size_t at, MsgType type, uint16_t flags,
                  uint32_t request_id) {
-  std::vector<std::byte> header;
-  header.reserve(kHeaderSize);
-  Writer w(header);
-  w.Int(kMagic);
-  w.Int(static_cast<uint32_t>(out.size() - at - kHeaderSize));
-  w.Int(static_cast<uint16_t>(type));
-  w.Int(flags);
-  w.Int(request_id);
-  std::memcpy(out.data() + at, header.data(), kHeaderSize);
+  std::byte header[kHeaderSize];
+  size_t n = 0;
+  auto put = [&](auto value) {
+    for (size_t i = 0; i < sizeof(value); ++i) {
+      header[n++] = static_cast<std::byte>((value >> (8 * i)) & 0xFF);
+    }
+  };
+  put(kMagic);
+  put(static_cast<uint32_t>(out.size() - at - kHeaderSize));
+  put(static_cast<uint16_t>(type));
+  put(flags);
+  put(request_id);
+  std::memcpy(out.data() + at, header, kHeaderSize);
 }
 
 template <typename Variant>
@@ -437,17 +243,37 @@ void EncodeAny(const Variant& message, uint32_t request_id, uint16_t flags,
   size_t at = out.size();
   out.resize(at + kHeaderSize);
   Writer w(out);
-  std::visit([&](const auto& m) { Put(w, m); }, message);
-  WriteHeader(out, at, std::visit(TypeVisitor{}, message), flags, request_id);
+  std::visit([&w](const auto& m) { PutFields(w, m); }, message);
+  WriteHeader(out, at, TypeAt(message), flags, request_id);
 }
 
 template <typename Msg, typename Variant>
 bool DecodeInto(std::span<const std::byte> body, Variant& out) {
   Msg m;
   Reader r(body);
-  if (!Get(r, m) || !r.Done()) return false;
+  if (!GetFields(r, m) || !r.Done()) return false;
   out = std::move(m);
   return true;
+}
+
+// Decodes `body` as the message of `out`'s list whose type the header names. On failure sets
+// `error` and `reason`: kUnknownType when no message of the list has that type, kBadMessage when
+// the body does not decode exactly. `list` ("request", "reply") is for the reason.
+template <class... Ms>
+bool DecodeAny(const Header& header, std::span<const std::byte> body, std::variant<Ms...>& out,
+               const char* list, Errc& error, std::string& reason) {
+  bool known = false;
+  bool ok = false;
+  (void)((header.type == Ms::kType && (known = true, ok = DecodeInto<Ms>(body, out), true)) || ...);
+  if (!known) {
+    error = Errc::kUnknownType;
+    reason = std::string("unknown ") + list + " type " +
+             std::to_string(static_cast<unsigned>(header.type));
+  } else if (!ok) {
+    error = Errc::kBadMessage;
+    reason = std::string("malformed ") + TypeName(header.type) + " body";
+  }
+  return ok;
 }
 
 }  // namespace
@@ -504,61 +330,14 @@ FrameResult DecodeFrame(std::span<const std::byte> input, uint32_t max_body) noe
   return result;
 }
 
-bool DecodeRequest(const Header& header, std::span<const std::byte> body, Request& out,
-                   Errc& error, std::string& reason) {
-  bool ok = false;
-  switch (header.type) {
-    case MsgType::kHello: ok = DecodeInto<Hello>(body, out); break;
-    case MsgType::kPing: ok = DecodeInto<Ping>(body, out); break;
-    case MsgType::kCreate: ok = DecodeInto<Create>(body, out); break;
-    case MsgType::kAcquire: ok = DecodeInto<Acquire>(body, out); break;
-    case MsgType::kRelease: ok = DecodeInto<Release>(body, out); break;
-    case MsgType::kRemove: ok = DecodeInto<Remove>(body, out); break;
-    case MsgType::kStat: ok = DecodeInto<Stat>(body, out); break;
-    case MsgType::kList: ok = DecodeInto<List>(body, out); break;
-    case MsgType::kChmod: ok = DecodeInto<Chmod>(body, out); break;
-    case MsgType::kStats: ok = DecodeInto<Stats>(body, out); break;
-    case MsgType::kReclaim: ok = DecodeInto<Reclaim>(body, out); break;
-    case MsgType::kCancel: ok = DecodeInto<Cancel>(body, out); break;
-    default:
-      error = Errc::kUnknownType;
-      reason = "unknown request type " + std::to_string(static_cast<unsigned>(header.type));
-      return false;
-  }
-  if (!ok) {
-    error = Errc::kBadMessage;
-    reason = std::string("malformed ") + TypeName(header.type) + " body";
-  }
-  return ok;
+bool DecodeRequest(const Header& header, std::span<const std::byte> body, Request& out, Errc& error,
+                   std::string& reason) {
+  return DecodeAny(header, body, out, "request", error, reason);
 }
 
 bool DecodeReply(const Header& header, std::span<const std::byte> body, Reply& out, Errc& error,
                  std::string& reason) {
-  bool ok = false;
-  switch (header.type) {
-    case MsgType::kHelloOk: ok = DecodeInto<HelloOk>(body, out); break;
-    case MsgType::kPong: ok = DecodeInto<Pong>(body, out); break;
-    case MsgType::kCreateOk: ok = DecodeInto<CreateOk>(body, out); break;
-    case MsgType::kAcquireOk: ok = DecodeInto<AcquireOk>(body, out); break;
-    case MsgType::kReleaseOk: ok = DecodeInto<ReleaseOk>(body, out); break;
-    case MsgType::kRemoveOk: ok = DecodeInto<RemoveOk>(body, out); break;
-    case MsgType::kStatOk: ok = DecodeInto<StatOk>(body, out); break;
-    case MsgType::kListOk: ok = DecodeInto<ListOk>(body, out); break;
-    case MsgType::kChmodOk: ok = DecodeInto<ChmodOk>(body, out); break;
-    case MsgType::kStatsOk: ok = DecodeInto<StatsOk>(body, out); break;
-    case MsgType::kSegmentGone: ok = DecodeInto<SegmentGone>(body, out); break;
-    case MsgType::kError: ok = DecodeInto<ErrorReply>(body, out); break;
-    case MsgType::kReclaimOk: ok = DecodeInto<ReclaimOk>(body, out); break;
-    default:
-      error = Errc::kUnknownType;
-      reason = "unknown reply type " + std::to_string(static_cast<unsigned>(header.type));
-      return false;
-  }
-  if (!ok) {
-    error = Errc::kBadMessage;
-    reason = std::string("malformed ") + TypeName(header.type) + " body";
-  }
-  return ok;
+  return DecodeAny(header, body, out, "reply", error, reason);
 }
 
 void EncodeRequest(const Request& request, uint32_t request_id, uint16_t flags,
@@ -571,37 +350,12 @@ void EncodeReply(const Reply& reply, uint32_t request_id, uint16_t flags,
   EncodeAny(reply, request_id, flags, out);
 }
 
-MsgType TypeOf(const Request& request) noexcept { return std::visit(TypeVisitor{}, request); }
-MsgType TypeOf(const Reply& reply) noexcept { return std::visit(TypeVisitor{}, reply); }
+MsgType TypeOf(const Request& request) noexcept { return TypeAt(request); }
+MsgType TypeOf(const Reply& reply) noexcept { return TypeAt(reply); }
 
 const char* TypeName(MsgType type) noexcept {
-  switch (type) {
-    case MsgType::kHello: return "hello";
-    case MsgType::kHelloOk: return "hello_ok";
-    case MsgType::kPing: return "ping";
-    case MsgType::kPong: return "pong";
-    case MsgType::kCreate: return "create";
-    case MsgType::kCreateOk: return "create_ok";
-    case MsgType::kAcquire: return "acquire";
-    case MsgType::kAcquireOk: return "acquire_ok";
-    case MsgType::kRelease: return "release";
-    case MsgType::kReleaseOk: return "release_ok";
-    case MsgType::kRemove: return "remove";
-    case MsgType::kRemoveOk: return "remove_ok";
-    case MsgType::kStat: return "stat";
-    case MsgType::kStatOk: return "stat_ok";
-    case MsgType::kList: return "list";
-    case MsgType::kListOk: return "list_ok";
-    case MsgType::kChmod: return "chmod";
-    case MsgType::kChmodOk: return "chmod_ok";
-    case MsgType::kStats: return "stats";
-    case MsgType::kStatsOk: return "stats_ok";
-    case MsgType::kSegmentGone: return "segment_gone";
-    case MsgType::kError: return "error";
-    case MsgType::kReclaim: return "reclaim";
-    case MsgType::kReclaimOk: return "reclaim_ok";
-    case MsgType::kCancel: return "cancel";
-  }
+  if (const char* name = NameIn(type, static_cast<Request*>(nullptr))) return name;
+  if (const char* name = NameIn(type, static_cast<Reply*>(nullptr))) return name;
   return "unknown";
 }
 
