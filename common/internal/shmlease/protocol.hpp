@@ -72,9 +72,10 @@ enum class MsgType : uint16_t {
 };
 
 // Header flags.
-inline constexpr uint16_t kFlagFd =
-    0x0001;  // server -> client: a descriptor rides with this message
-inline constexpr uint16_t kFlagNoReply = 0x0002;  // client -> server: answer only on failure
+// server -> client: a descriptor rides with this message.
+inline constexpr uint16_t kFlagFd = 0x0001;
+// client -> server: answer only on failure.
+inline constexpr uint16_t kFlagNoReply = 0x0002;
 inline constexpr uint16_t kKnownFlags = kFlagFd | kFlagNoReply;
 
 struct Header {
