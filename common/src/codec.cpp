@@ -11,31 +11,49 @@
 namespace shmlease::proto {
 namespace {
 
+// An integer's wire type: itself, or an enum's underlying integer.
+template <class T>
+using WireInt = typename std::conditional_t<std::is_enum_v<T>, std::underlying_type<T>,
+                                            std::type_identity<T>>::type;
+
+// Writer and Reader have the same operations, one per kind of field, so that one walk over a
+// message's Fields() (Walk below) encodes with a Writer and decodes with a Reader. The Writer's
+// always succeed.
+
 // Appends little-endian fields to a byte vector.
 class Writer {
  public:
   explicit Writer(std::vector<std::byte>& out) : out_(out) {}
 
   template <typename T>
-  void Int(T value) {
-    static_assert(std::is_integral_v<T>);
-    using U = std::make_unsigned_t<T>;
+  bool Int(T value) {
+    using U = std::make_unsigned_t<WireInt<T>>;
     U bits = static_cast<U>(value);
-    for (size_t i = 0; i < sizeof(T); ++i) {
+    for (size_t i = 0; i < sizeof(U); ++i) {
       out_.push_back(static_cast<std::byte>((bits >> (8 * i)) & 0xFF));
     }
+    return true;
   }
-  void String(const std::string& s, size_t max) {
+  bool Flag(uint8_t value) { return Int(value); }
+  template <auto... kValid, typename T>
+  bool OneOf(T value) {
+    return Int(value);
+  }
+  bool String(const std::string& s, size_t max) {
     size_t n = s.size() < max ? s.size() : max;
     Int<uint16_t>(static_cast<uint16_t>(n));
     const auto* p = reinterpret_cast<const std::byte*>(s.data());
     out_.insert(out_.end(), p, p + n);
+    return true;
   }
-  void Shape(const std::vector<uint64_t>& shape) {
+  bool Shape(const std::vector<uint64_t>& shape) {
     size_t n = shape.size() < 255 ? shape.size() : 255;
     Int<uint8_t>(static_cast<uint8_t>(n));
     for (size_t i = 0; i < n; ++i) Int<uint64_t>(shape[i]);
+    return true;
   }
+  // A list's item count.
+  bool Count(uint32_t n, size_t /*min_item_bytes*/) { return Int(n); }
 
  private:
   std::vector<std::byte>& out_;
@@ -48,15 +66,29 @@ class Reader {
 
   template <typename T>
   bool Int(T& value) {
-    static_assert(std::is_integral_v<T>);
-    if (!ok_ || in_.size() - pos_ < sizeof(T)) return ok_ = false;
-    using U = std::make_unsigned_t<T>;
+    using U = std::make_unsigned_t<WireInt<T>>;
+    if (!ok_ || in_.size() - pos_ < sizeof(U)) return ok_ = false;
     U bits = 0;
-    for (size_t i = 0; i < sizeof(T); ++i) {
+    for (size_t i = 0; i < sizeof(U); ++i) {
       bits |= static_cast<U>(static_cast<U>(in_[pos_ + i]) << (8 * i));
     }
-    pos_ += sizeof(T);
+    pos_ += sizeof(U);
     value = static_cast<T>(bits);
+    return true;
+  }
+  // A u8 that must be 0 or 1.
+  bool Flag(uint8_t& b) {
+    if (!Int(b)) return false;
+    if (b > 1) return ok_ = false;
+    return true;
+  }
+  // An enum that must be one of kValid.
+  template <auto... kValid, typename T>
+  bool OneOf(T& value) {
+    WireInt<T> raw = 0;
+    if (!Int(raw)) return false;
+    if (((raw != static_cast<WireInt<T>>(kValid)) && ...)) return ok_ = false;
+    value = static_cast<T>(raw);
     return true;
   }
   bool String(std::string& s, size_t max) {
@@ -75,16 +107,15 @@ class Reader {
     for (auto& d : shape) Int(d);
     return ok_;
   }
-  bool Bool(uint8_t& b) {
-    if (!Int(b)) return false;
-    if (b > 1) return ok_ = false;
+  // A list's item count: one beyond what the rest of the body can hold (each item takes at least
+  // min_item_bytes) is a lie, refused before anything is allocated for it.
+  bool Count(uint32_t& n, size_t min_item_bytes) {
+    if (!Int(n)) return false;
+    if (n > (in_.size() - pos_) / min_item_bytes) return ok_ = false;
     return true;
   }
-  // Marks the input bad (a value out of its range) and returns false.
-  bool Fail() { return ok_ = false; }
   // True when every byte was consumed and nothing overran: trailing garbage is a bad message.
   bool Done() const { return ok_ && pos_ == in_.size(); }
-  size_t remaining() const { return in_.size() - pos_; }
 
  private:
   std::span<const std::byte> in_;
@@ -92,101 +123,52 @@ class Reader {
   bool ok_ = true;
 };
 
-// One Put (encode) and one Get (decode) per field rule of wire_fields.hpp; every message and record
-// is encoded by walking its Fields() with these, so no message has code of its own.
-template <class T>
-using WireInt = typename std::conditional_t<std::is_enum_v<T>, std::underlying_type<T>,
-                                            std::type_identity<T>>::type;
+// One Walk per field rule of wire_fields.hpp, for a Writer (the message is const) or a Reader:
+// every message and record is encoded and decoded by walking its Fields(), so no message has code
+// of its own.
+template <class Io, class M>
+bool WalkFields(Io& io, M& m);
 
-template <class T>
-void Put(Writer& w, wire::IntField<T> f) {
-  w.Int(static_cast<WireInt<std::remove_const_t<T>>>(f.value));
+template <class Io, class T>
+bool Walk(Io& io, wire::IntField<T> f) {
+  return io.Int(f.value);
 }
-template <class T>
-bool Get(Reader& r, wire::IntField<T> f) {
-  WireInt<T> value = 0;
-  if (!r.Int(value)) return false;
-  f.value = static_cast<T>(value);
-  return true;
+template <class Io, class T>
+bool Walk(Io& io, wire::FlagField<T> f) {
+  return io.Flag(f.value);
 }
-template <class T>
-void Put(Writer& w, wire::FlagField<T> f) {
-  w.Int(f.value);
+template <class Io, class T, auto... kValid>
+bool Walk(Io& io, wire::OneOfField<T, kValid...> f) {
+  return io.template OneOf<kValid...>(f.value);
 }
-template <class T>
-bool Get(Reader& r, wire::FlagField<T> f) {
-  return r.Bool(f.value);
+template <class Io, class T, size_t kMax>
+bool Walk(Io& io, wire::TextField<T, kMax> f) {
+  return io.String(f.value, kMax);
 }
-template <class T, auto... kValid>
-void Put(Writer& w, wire::OneOfField<T, kValid...> f) {
-  w.Int(static_cast<WireInt<std::remove_const_t<T>>>(f.value));
+template <class Io, class T>
+bool Walk(Io& io, wire::ShapeField<T> f) {
+  return io.Shape(f.value);
 }
-template <class T, auto... kValid>
-bool Get(Reader& r, wire::OneOfField<T, kValid...> f) {
-  WireInt<T> value = 0;
-  if (!r.Int(value)) return false;
-  if (((value != static_cast<WireInt<T>>(kValid)) && ...)) return r.Fail();
-  f.value = static_cast<T>(value);
-  return true;
+template <class Io, class T>
+bool Walk(Io& io, wire::NestedField<T> f) {
+  return WalkFields(io, f.value);
 }
-template <class T, size_t kMax>
-void Put(Writer& w, wire::TextField<T, kMax> f) {
-  w.String(f.value, kMax);
-}
-template <class T, size_t kMax>
-bool Get(Reader& r, wire::TextField<T, kMax> f) {
-  return r.String(f.value, kMax);
-}
-template <class T>
-void Put(Writer& w, wire::ShapeField<T> f) {
-  w.Shape(f.value);
-}
-template <class T>
-bool Get(Reader& r, wire::ShapeField<T> f) {
-  return r.Shape(f.value);
-}
-
-template <class M>
-void PutFields(Writer& w, const M& m);
-template <class M>
-bool GetFields(Reader& r, M& m);
-
-template <class T>
-void Put(Writer& w, wire::NestedField<T> f) {
-  PutFields(w, f.value);
-}
-template <class T>
-bool Get(Reader& r, wire::NestedField<T> f) {
-  return GetFields(r, f.value);
-}
-template <class T>
-void Put(Writer& w, wire::ListField<T> f) {
-  w.Int(static_cast<uint32_t>(f.value.size()));
-  for (const auto& item : f.value) PutFields(w, item);
-}
-template <class T>
-bool Get(Reader& r, wire::ListField<T> f) {
-  constexpr size_t kItemBytes = wire::kMinBytesOf<typename T::value_type>;
-  uint32_t n = 0;
-  // A count beyond what the rest of the body can hold is a lie, refused before anything is
-  // allocated for it.
-  if (!r.Int(n) || n > r.remaining() / kItemBytes) return false;
-  f.value.resize(n);
+template <class Io, class T>
+bool Walk(Io& io, wire::ListField<T> f) {
+  uint32_t n = static_cast<uint32_t>(f.value.size());
+  if (!io.Count(n, wire::kMinBytesOf<typename std::remove_const_t<T>::value_type>)) return false;
+  if constexpr (!std::is_const_v<T>) f.value.resize(n);  // decoding: n is read and checked
   for (auto& item : f.value) {
-    if (!GetFields(r, item)) return false;
+    if (!WalkFields(io, item)) return false;
   }
   return true;
 }
 
-template <class M>
-void PutFields(Writer& w, const M& m) {
-  static_assert(wire::kFieldsCoverEveryMember<M>, "a member is missing from its Fields()");
-  std::apply([&w](auto... field) { (Put(w, field), ...); }, M::Fields(m));
-}
-template <class M>
-bool GetFields(Reader& r, M& m) {
-  static_assert(wire::kFieldsCoverEveryMember<M>, "a member is missing from its Fields()");
-  return std::apply([&r](auto... field) { return (Get(r, field) && ...); }, M::Fields(m));
+template <class Io, class M>
+bool WalkFields(Io& io, M& m) {
+  using Message = std::remove_const_t<M>;
+  static_assert(wire::kFieldsCoverEveryMember<Message>, "a member is missing from its Fields()");
+  return std::apply([&io](auto... field) { return (Walk(io, field) && ...); }, Message::Fields(m));
 }
 
 // The message lists are sound: requests never carry the reply bit, replies always do, and no
@@ -243,7 +225,7 @@ void EncodeAny(const Variant& message, uint32_t request_id, uint16_t flags,
   size_t at = out.size();
   out.resize(at + kHeaderSize);
   Writer w(out);
-  std::visit([&w](const auto& m) { PutFields(w, m); }, message);
+  std::visit([&w](const auto& m) { WalkFields(w, m); }, message);
   WriteHeader(out, at, TypeAt(message), flags, request_id);
 }
 
@@ -251,7 +233,7 @@ template <typename Msg, typename Variant>
 bool DecodeInto(std::span<const std::byte> body, Variant& out) {
   Msg m;
   Reader r(body);
-  if (!GetFields(r, m) || !r.Done()) return false;
+  if (!WalkFields(r, m) || !r.Done()) return false;
   out = std::move(m);
   return true;
 }
