@@ -1,6 +1,5 @@
 #include "shmlease/codec.hpp"
 
-#include <cstring>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -29,9 +28,10 @@ class Writer {
   bool Int(T value) {
     using U = std::make_unsigned_t<WireInt<T>>;
     U bits = static_cast<U>(value);
-    for (size_t i = 0; i < sizeof(U); ++i) {
-      out_.push_back(static_cast<std::byte>((bits >> (8 * i)) & 0xFF));
-    }
+    std::byte bytes[sizeof(U)];
+    for (size_t i = 0; i < sizeof(U); ++i)
+      bytes[i] = static_cast<std::byte>((bits >> (8 * i)) & 0xFF);
+    out_.insert(out_.end(), bytes, bytes + sizeof(U));
     return true;
   }
   bool Flag(uint8_t value) { return Int(value); }
@@ -202,31 +202,27 @@ constexpr const char* NameIn(MsgType type, std::variant<Ms...>* /*list*/) noexce
   return name;
 }
 
-void WriteHeader(std::vector<std::byte>& out, size_t at, MsgType type, uint16_t flags,
-                 uint32_t request_id) {
-  std::byte header[kHeaderSize];
-  size_t n = 0;
-  auto put = [&](auto value) {
-    for (size_t i = 0; i < sizeof(value); ++i) {
-      header[n++] = static_cast<std::byte>((value >> (8 * i)) & 0xFF);
-    }
-  };
-  put(kMagic);
-  put(static_cast<uint32_t>(out.size() - at - kHeaderSize));
-  put(static_cast<uint16_t>(type));
-  put(flags);
-  put(request_id);
-  std::memcpy(out.data() + at, header, kHeaderSize);
+// The header's fields in wire order, for a Writer (the header is const) or a Reader.
+template <class Io, class Magic, class H>
+bool WalkHeader(Io& io, Magic& magic, H& header) {
+  return io.Int(magic) && io.Int(header.body_length) && io.Int(header.type) &&
+         io.Int(header.flags) && io.Int(header.request_id);
 }
+constexpr size_t kBodyLengthAt = 4;  // in the header, after the u32 magic
 
 template <typename Variant>
 void EncodeAny(const Variant& message, uint32_t request_id, uint16_t flags,
                std::vector<std::byte>& out) {
   size_t at = out.size();
-  out.resize(at + kHeaderSize);
   Writer w(out);
+  const Header header{.type = TypeAt(message), .flags = flags, .request_id = request_id};
+  WalkHeader(w, kMagic, header);
   std::visit([&w](const auto& m) { WalkFields(w, m); }, message);
-  WriteHeader(out, at, TypeAt(message), flags, request_id);
+  // The body's length, known now, into the header written with 0 there.
+  auto length = static_cast<uint32_t>(out.size() - at - kHeaderSize);
+  for (size_t i = 0; i < sizeof(length); ++i) {
+    out[at + kBodyLengthAt + i] = static_cast<std::byte>((length >> (8 * i)) & 0xFF);
+  }
 }
 
 template <typename Msg, typename Variant>
@@ -278,13 +274,7 @@ FrameResult DecodeFrame(std::span<const std::byte> input, uint32_t max_body) noe
   }
   Reader r(input.first(kHeaderSize));
   uint32_t magic = 0;
-  uint16_t type = 0;
-  r.Int(magic);
-  r.Int(result.header.body_length);
-  r.Int(type);
-  r.Int(result.header.flags);
-  r.Int(result.header.request_id);
-  result.header.type = static_cast<MsgType>(type);
+  WalkHeader(r, magic, result.header);
   if (magic != kMagic) {
     result.status = DecodeStatus::kBad;
     result.error = Errc::kBadMessage;
