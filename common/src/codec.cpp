@@ -15,6 +15,15 @@ template <class T>
 using WireInt = typename std::conditional_t<std::is_enum_v<T>, std::underlying_type<T>,
                                             std::type_identity<T>>::type;
 
+// Stores `value` as sizeof(T) little-endian bytes from `at` on.
+template <class T>
+void StoreLittleEndian(T value, std::byte* at) {
+  static_assert(std::is_unsigned_v<T>);
+  for (size_t i = 0; i < sizeof(T); ++i) {
+    at[i] = static_cast<std::byte>((value >> (8 * i)) & 0xFF);
+  }
+}
+
 // Writer and Reader have the same operations, one per kind of field, so that one walk over a
 // message's Fields() (Walk below) encodes with a Writer and decodes with a Reader. The Writer's
 // always succeed.
@@ -27,10 +36,8 @@ class Writer {
   template <typename T>
   bool Int(T value) {
     using U = std::make_unsigned_t<WireInt<T>>;
-    U bits = static_cast<U>(value);
     std::byte bytes[sizeof(U)];
-    for (size_t i = 0; i < sizeof(U); ++i)
-      bytes[i] = static_cast<std::byte>((bits >> (8 * i)) & 0xFF);
+    StoreLittleEndian(static_cast<U>(value), bytes);
     out_.insert(out_.end(), bytes, bytes + sizeof(U));
     return true;
   }
@@ -219,10 +226,8 @@ void EncodeAny(const Variant& message, uint32_t request_id, uint16_t flags,
   WalkHeader(w, kMagic, header);
   std::visit([&w](const auto& m) { WalkFields(w, m); }, message);
   // The body's length, known now, into the header written with 0 there.
-  auto length = static_cast<uint32_t>(out.size() - at - kHeaderSize);
-  for (size_t i = 0; i < sizeof(length); ++i) {
-    out[at + kBodyLengthAt + i] = static_cast<std::byte>((length >> (8 * i)) & 0xFF);
-  }
+  StoreLittleEndian(static_cast<uint32_t>(out.size() - at - kHeaderSize),
+                    out.data() + at + kBodyLengthAt);
 }
 
 template <typename Msg, typename Variant>
@@ -260,10 +265,10 @@ FrameResult DecodeFrame(std::span<const std::byte> input, uint32_t max_body) noe
   FrameResult result;
   if (input.size() < kHeaderSize) {
     // Refuse garbage as early as its first bytes show it: a wrong magic prefix is bad at once.
-    uint8_t magic[4];
-    for (size_t i = 0; i < 4; ++i) magic[i] = static_cast<uint8_t>((kMagic >> (8 * i)) & 0xFF);
-    for (size_t i = 0; i < input.size() && i < 4; ++i) {
-      if (static_cast<uint8_t>(input[i]) != magic[i]) {
+    std::byte magic[sizeof(kMagic)];
+    StoreLittleEndian(kMagic, magic);
+    for (size_t i = 0; i < input.size() && i < sizeof(kMagic); ++i) {
+      if (input[i] != magic[i]) {
         result.status = DecodeStatus::kBad;
         result.error = Errc::kBadMessage;
         result.reason = "bad magic";
