@@ -1,12 +1,32 @@
 #include "shmlease/codec.hpp"
 
-#include <cstring>
+#include <tuple>
 #include <type_traits>
+#include <utility>
+#include <variant>
 
 #include "shmlease/format.hpp"
 
 namespace shmlease::proto {
 namespace {
+
+// An integer's wire type: itself, or an enum's underlying integer.
+template <class T>
+using WireInt = typename std::conditional_t<std::is_enum_v<T>, std::underlying_type<T>,
+                                            std::type_identity<T>>::type;
+
+// Stores `value` as sizeof(T) little-endian bytes from `at` on.
+template <class T>
+void StoreLittleEndian(T value, std::byte* at) {
+  static_assert(std::is_unsigned_v<T>);
+  for (size_t i = 0; i < sizeof(T); ++i) {
+    at[i] = static_cast<std::byte>((value >> (8 * i)) & 0xFF);
+  }
+}
+
+// Writer and Reader have the same operations, one per kind of field, so that one walk over a
+// message's Fields() (Walk below) encodes with a Writer and decodes with a Reader. The Writer's
+// always succeed.
 
 // Appends little-endian fields to a byte vector.
 class Writer {
@@ -14,27 +34,33 @@ class Writer {
   explicit Writer(std::vector<std::byte>& out) : out_(out) {}
 
   template <typename T>
-  void Int(T value) {
-    static_assert(std::is_integral_v<T>);
-    using U = std::make_unsigned_t<T>;
-    U bits = static_cast<U>(value);
-    for (size_t i = 0; i < sizeof(T); ++i) {
-      out_.push_back(static_cast<std::byte>((bits >> (8 * i)) & 0xFF));
-    }
+  bool Int(T value) {
+    using U = std::make_unsigned_t<WireInt<T>>;
+    std::byte bytes[sizeof(U)];
+    StoreLittleEndian(static_cast<U>(value), bytes);
+    out_.insert(out_.end(), bytes, bytes + sizeof(U));
+    return true;
   }
-  void String(const std::string& s, size_t max) {
+  bool Flag(uint8_t value) { return Int(value); }
+  template <auto... kValid, typename T>
+  bool OneOf(T value) {
+    return Int(value);
+  }
+  bool String(const std::string& s, size_t max) {
     size_t n = s.size() < max ? s.size() : max;
     Int<uint16_t>(static_cast<uint16_t>(n));
     const auto* p = reinterpret_cast<const std::byte*>(s.data());
     out_.insert(out_.end(), p, p + n);
+    return true;
   }
-  void Shape(const std::vector<uint64_t>& shape) {
+  bool Shape(const std::vector<uint64_t>& shape) {
     size_t n = shape.size() < 255 ? shape.size() : 255;
     Int<uint8_t>(static_cast<uint8_t>(n));
     for (size_t i = 0; i < n; ++i) Int<uint64_t>(shape[i]);
+    return true;
   }
-  size_t size() const { return out_.size(); }
-  std::vector<std::byte>& bytes() { return out_; }
+  // A list's item count.
+  bool Count(uint32_t n, size_t /*min_item_bytes*/) { return Int(n); }
 
  private:
   std::vector<std::byte>& out_;
@@ -47,15 +73,29 @@ class Reader {
 
   template <typename T>
   bool Int(T& value) {
-    static_assert(std::is_integral_v<T>);
-    if (!ok_ || in_.size() - pos_ < sizeof(T)) return ok_ = false;
-    using U = std::make_unsigned_t<T>;
+    using U = std::make_unsigned_t<WireInt<T>>;
+    if (!ok_ || in_.size() - pos_ < sizeof(U)) return ok_ = false;
     U bits = 0;
-    for (size_t i = 0; i < sizeof(T); ++i) {
+    for (size_t i = 0; i < sizeof(U); ++i) {
       bits |= static_cast<U>(static_cast<U>(in_[pos_ + i]) << (8 * i));
     }
-    pos_ += sizeof(T);
+    pos_ += sizeof(U);
     value = static_cast<T>(bits);
+    return true;
+  }
+  // A u8 that must be 0 or 1.
+  bool Flag(uint8_t& b) {
+    if (!Int(b)) return false;
+    if (b > 1) return ok_ = false;
+    return true;
+  }
+  // An enum that must be one of kValid.
+  template <auto... kValid, typename T>
+  bool OneOf(T& value) {
+    WireInt<T> raw = 0;
+    if (!Int(raw)) return false;
+    if (((raw != static_cast<WireInt<T>>(kValid)) && ...)) return ok_ = false;
+    value = static_cast<T>(raw);
     return true;
   }
   bool String(std::string& s, size_t max) {
@@ -74,23 +114,15 @@ class Reader {
     for (auto& d : shape) Int(d);
     return ok_;
   }
-  bool Mode(LeaseMode& mode) {
-    uint8_t m = 0;
-    if (!Int(m)) return false;
-    if (m != static_cast<uint8_t>(LeaseMode::kRead) && m != static_cast<uint8_t>(LeaseMode::kWrite)) {
-      return ok_ = false;
-    }
-    mode = static_cast<LeaseMode>(m);
-    return true;
-  }
-  bool Bool(uint8_t& b) {
-    if (!Int(b)) return false;
-    if (b > 1) return ok_ = false;
+  // A list's item count: one beyond what the rest of the body can hold (each item takes at least
+  // min_item_bytes) is a lie, refused before anything is allocated for it.
+  bool Count(uint32_t& n, size_t min_item_bytes) {
+    if (!Int(n)) return false;
+    if (n > (in_.size() - pos_) / min_item_bytes) return ok_ = false;
     return true;
   }
   // True when every byte was consumed and nothing overran: trailing garbage is a bad message.
   bool Done() const { return ok_ && pos_ == in_.size(); }
-  size_t remaining() const { return in_.size() - pos_; }
 
  private:
   std::span<const std::byte> in_;
@@ -98,356 +130,133 @@ class Reader {
   bool ok_ = true;
 };
 
-// The smallest encoded SegmentInfo: empty name and format, no dimensions.
-// id 8, name 2, size 8, format 2, dims 1, created 8, pid 4, uid 4, readers 4, writers 4,
-// exclusive 1, waiting 4, removed 1, page_size 4, huge_fallback 1, owner_uid 4, owner_gid 4,
-// mode 4.
-constexpr size_t kMinSegmentInfoBytes = 68;
+// One Walk per field rule of wire_fields.hpp, for a Writer (the message is const) or a Reader:
+// every message and record is encoded and decoded by walking its Fields(), so no message has code
+// of its own.
+template <class Io, class M>
+bool WalkFields(Io& io, M& m);
 
-void Put(Writer& w, const SegmentInfo& s) {
-  w.Int(s.id);
-  w.String(s.name, kMaxString);
-  w.Int(s.size);
-  w.String(s.format, kMaxString);
-  w.Shape(s.shape);
-  w.Int(s.created_unix_ns);
-  w.Int(s.creator_pid);
-  w.Int(s.creator_uid);
-  w.Int(s.readers);
-  w.Int(s.writers);
-  w.Int(s.exclusive);
-  w.Int(s.waiting);
-  w.Int(s.removed);
-  w.Int(s.page_size);
-  w.Int(s.huge_fallback);
-  w.Int(s.owner_uid);
-  w.Int(s.owner_gid);
-  w.Int(s.mode);
+template <class Io, class T>
+bool Walk(Io& io, wire::IntField<T> f) {
+  return io.Int(f.value);
 }
-bool Get(Reader& r, SegmentInfo& s) {
-  r.Int(s.id);
-  r.String(s.name, kMaxString);
-  r.Int(s.size);
-  r.String(s.format, kMaxString);
-  r.Shape(s.shape);
-  r.Int(s.created_unix_ns);
-  r.Int(s.creator_pid);
-  r.Int(s.creator_uid);
-  r.Int(s.readers);
-  r.Int(s.writers);
-  r.Bool(s.exclusive);
-  r.Int(s.waiting);
-  r.Bool(s.removed);
-  r.Int(s.page_size);
-  r.Bool(s.huge_fallback);
-  r.Int(s.owner_uid);
-  r.Int(s.owner_gid);
-  return r.Int(s.mode);
+template <class Io, class T>
+bool Walk(Io& io, wire::FlagField<T> f) {
+  return io.Flag(f.value);
 }
-
-void Put(Writer& w, const Hello& m) {
-  w.Int(m.version);
-  w.String(m.client_name, kMaxString);
+template <class Io, class T, auto... kValid>
+bool Walk(Io& io, wire::OneOfField<T, kValid...> f) {
+  return io.template OneOf<kValid...>(f.value);
 }
-bool Get(Reader& r, Hello& m) { return r.Int(m.version) && r.String(m.client_name, kMaxString); }
-void Put(Writer&, const Ping&) {}
-bool Get(Reader&, Ping&) { return true; }
-void Put(Writer& w, const Create& m) {
-  w.String(m.name, kMaxString);
-  w.Int(m.size);
-  w.String(m.format, kMaxString);
-  w.Shape(m.shape);
-  w.Int(m.flags);
-  w.Int(m.mode);
+template <class Io, class T, size_t kMax>
+bool Walk(Io& io, wire::TextField<T, kMax> f) {
+  return io.String(f.value, kMax);
 }
-bool Get(Reader& r, Create& m) {
-  r.String(m.name, kMaxString);
-  r.Int(m.size);
-  r.String(m.format, kMaxString);
-  r.Shape(m.shape);
-  r.Int(m.flags);
-  return r.Int(m.mode);
+template <class Io, class T>
+bool Walk(Io& io, wire::ShapeField<T> f) {
+  return io.Shape(f.value);
 }
-void Put(Writer& w, const Acquire& m) {
-  w.String(m.name, kMaxString);
-  w.Int(static_cast<uint8_t>(m.mode));
-  w.Int(m.exclusive);
-  w.Int(m.timeout_ms);
+template <class Io, class T>
+bool Walk(Io& io, wire::NestedField<T> f) {
+  return WalkFields(io, f.value);
 }
-bool Get(Reader& r, Acquire& m) {
-  r.String(m.name, kMaxString);
-  r.Mode(m.mode);
-  r.Bool(m.exclusive);
-  return r.Int(m.timeout_ms);
-}
-void Put(Writer& w, const Release& m) { w.Int(m.lease_id); }
-bool Get(Reader& r, Release& m) { return r.Int(m.lease_id); }
-void Put(Writer& w, const Cancel& m) { w.Int(m.request_id); }
-bool Get(Reader& r, Cancel& m) { return r.Int(m.request_id); }
-void Put(Writer& w, const Remove& m) { w.String(m.name, kMaxString); }
-bool Get(Reader& r, Remove& m) { return r.String(m.name, kMaxString); }
-void Put(Writer& w, const Stat& m) { w.String(m.name, kMaxString); }
-bool Get(Reader& r, Stat& m) { return r.String(m.name, kMaxString); }
-void Put(Writer&, const List&) {}
-bool Get(Reader&, List&) { return true; }
-
-void Put(Writer& w, const HelloOk& m) {
-  w.Int(m.version);
-  w.Int(m.server_pid);
-  w.Int(m.max_message);
-  w.String(m.server_version, kMaxString);
-}
-bool Get(Reader& r, HelloOk& m) {
-  r.Int(m.version);
-  r.Int(m.server_pid);
-  r.Int(m.max_message);
-  return r.String(m.server_version, kMaxString);
-}
-void Put(Writer&, const Pong&) {}
-bool Get(Reader&, Pong&) { return true; }
-void Put(Writer& w, const CreateOk& m) { Put(w, m.info); }
-bool Get(Reader& r, CreateOk& m) { return Get(r, m.info); }
-void Put(Writer& w, const AcquireOk& m) {
-  w.Int(m.lease_id);
-  w.Int(static_cast<uint8_t>(m.mode));
-  w.Int(m.exclusive);
-  Put(w, m.info);
-}
-bool Get(Reader& r, AcquireOk& m) {
-  r.Int(m.lease_id);
-  r.Mode(m.mode);
-  r.Bool(m.exclusive);
-  return Get(r, m.info);
-}
-void Put(Writer&, const ReleaseOk&) {}
-bool Get(Reader&, ReleaseOk&) { return true; }
-void Put(Writer&, const RemoveOk&) {}
-bool Get(Reader&, RemoveOk&) { return true; }
-void Put(Writer& w, const StatOk& m) { Put(w, m.info); }
-bool Get(Reader& r, StatOk& m) { return Get(r, m.info); }
-void Put(Writer& w, const ListOk& m) {
-  w.Int(static_cast<uint32_t>(m.segments.size()));
-  for (const auto& s : m.segments) Put(w, s);
-}
-bool Get(Reader& r, ListOk& m) {
-  uint32_t n = 0;
-  if (!r.Int(n)) return false;
-  // Each SegmentInfo takes at least kMinSegmentInfoBytes: a count beyond what the body can hold
-  // is a lie, refused before anything is allocated for it.
-  if (n > r.remaining() / kMinSegmentInfoBytes) return false;
-  m.segments.resize(n);
-  for (auto& s : m.segments) {
-    if (!Get(r, s)) return false;
+template <class Io, class T>
+bool Walk(Io& io, wire::ListField<T> f) {
+  uint32_t n = static_cast<uint32_t>(f.value.size());
+  if (!io.Count(n, wire::kMinBytesOf<typename std::remove_const_t<T>::value_type>)) return false;
+  if constexpr (!std::is_const_v<T>) f.value.resize(n);  // decoding: n is read and checked
+  for (auto& item : f.value) {
+    if (!WalkFields(io, item)) return false;
   }
   return true;
 }
-void Put(Writer& w, const Chmod& m) {
-  w.String(m.name, kMaxString);
-  w.Int(m.mode);
+
+template <class Io, class M>
+bool WalkFields(Io& io, M& m) {
+  using Message = std::remove_const_t<M>;
+  static_assert(wire::kFieldsCoverEveryMember<Message>, "a member is missing from its Fields()");
+  return std::apply([&io](auto... field) { return (Walk(io, field) && ...); }, Message::Fields(m));
 }
-bool Get(Reader& r, Chmod& m) {
-  r.String(m.name, kMaxString);
-  return r.Int(m.mode);
-}
-void Put(Writer&, const Stats&) {}
-bool Get(Reader&, Stats&) { return true; }
-void Put(Writer& w, const ChmodOk& m) { Put(w, m.info); }
-bool Get(Reader& r, ChmodOk& m) { return Get(r, m.info); }
-void Put(Writer& w, const StatsOk& m) {
-  w.Int(m.segments);
-  w.Int(m.bytes);
-  w.Int(m.max_bytes);
-  w.Int(m.leases);
-  w.Int(m.connections);
-  w.Int(m.uptime_ms);
-  w.Int(static_cast<uint32_t>(m.clients.size()));
-  for (const ClientInfo& c : m.clients) {
-    w.Int(c.conn_id);
-    w.Int(c.pid);
-    w.Int(c.uid);
-    w.Int(c.gid);
-    w.String(c.process, kMaxString);
-    w.Int(c.waiting);
-    w.Int(static_cast<uint32_t>(c.leases.size()));
-    for (const HeldLease& l : c.leases) {
-      w.String(l.segment, kMaxString);
-      w.Int(static_cast<uint8_t>(l.mode));
-      w.Int(l.exclusive);
-    }
-  }
-}
-bool Get(Reader& r, StatsOk& m) {
-  r.Int(m.segments);
-  r.Int(m.bytes);
-  r.Int(m.max_bytes);
-  r.Int(m.leases);
-  r.Int(m.connections);
-  r.Int(m.uptime_ms);
-  uint32_t n = 0;
-  // A client takes at least 34 bytes, a lease 4: counts beyond the body are refused unallocated.
-  if (!r.Int(n) || n > r.remaining() / 34) return false;
-  m.clients.resize(n);
-  for (ClientInfo& c : m.clients) {
-    r.Int(c.conn_id);
-    r.Int(c.pid);
-    r.Int(c.uid);
-    r.Int(c.gid);
-    r.String(c.process, kMaxString);
-    r.Int(c.waiting);
-    uint32_t leases = 0;
-    if (!r.Int(leases) || leases > r.remaining() / 4) return false;
-    c.leases.resize(leases);
-    for (HeldLease& l : c.leases) {
-      r.String(l.segment, kMaxString);
-      r.Mode(l.mode);
-      if (!r.Bool(l.exclusive)) return false;
+
+// The message lists are sound: requests never carry the reply bit, replies always do, and no
+// type is listed twice, so that a header's type names at most one message of each list.
+template <class... Ms>
+constexpr bool TypesAreDistinct(bool replies, std::variant<Ms...>* /*list*/) {
+  const uint16_t types[] = {static_cast<uint16_t>(Ms::kType)...};
+  for (size_t i = 0; i < sizeof...(Ms); ++i) {
+    if (((types[i] & kReplyBit) != 0) != replies) return false;
+    for (size_t j = 0; j < i; ++j) {
+      if (types[i] == types[j]) return false;
     }
   }
   return true;
 }
-void Put(Writer& w, const SegmentGone& m) { w.Int(m.segment_id); }
-bool Get(Reader& r, SegmentGone& m) { return r.Int(m.segment_id); }
-void Put(Writer& w, const ErrorReply& m) {
-  w.Int(static_cast<uint32_t>(m.code));
-  w.String(m.message, kMaxErrorText);
-}
-bool Get(Reader& r, ErrorReply& m) {
-  uint32_t code = 0;
-  r.Int(code);
-  // Codes unknown to this build still travel: a newer daemon may know more.
-  m.code = static_cast<Errc>(code);
-  return r.String(m.message, kMaxErrorText);
+static_assert(TypesAreDistinct(false, static_cast<Request*>(nullptr)));
+static_assert(TypesAreDistinct(true, static_cast<Reply*>(nullptr)));
+
+// The type of a variant's alternative, by its index: no visit needed.
+template <class... Ms>
+MsgType TypeAt(const std::variant<Ms...>& message) noexcept {
+  static constexpr MsgType kTypes[] = {Ms::kType...};
+  return kTypes[message.index()];
 }
 
-void Put(Writer& w, const ReclaimMapping& m) {
-  w.Int(m.segment_id);
-  w.Int(m.created_unix_ns);
-  w.Int(m.writable);
-}
-bool Get(Reader& r, ReclaimMapping& m) {
-  r.Int(m.segment_id);
-  r.Int(m.created_unix_ns);
-  return r.Bool(m.writable);
-}
-// A u32 count, then the items; a count beyond what the body can still hold is refused before
-// anything is allocated for it.
-template <typename T>
-void PutList(Writer& w, const std::vector<T>& items) {
-  w.Int(static_cast<uint32_t>(items.size()));
-  for (const auto& item : items) Put(w, item);
-}
-template <typename T>
-bool GetList(Reader& r, std::vector<T>& items, size_t item_bytes) {
-  uint32_t n = 0;
-  if (!r.Int(n) || n > r.remaining() / item_bytes) return false;
-  items.resize(n);
-  for (auto& item : items) {
-    if (!Get(r, item)) return false;
-  }
-  return true;
-}
-void Put(Writer& w, const ReclaimLease& m) {
-  w.Int(m.lease_id);
-  w.Int(m.segment_id);
-  w.Int(m.created_unix_ns);
-  w.Int(static_cast<uint8_t>(m.mode));
-  w.Int(m.exclusive);
-}
-bool Get(Reader& r, ReclaimLease& m) {
-  r.Int(m.lease_id);
-  r.Int(m.segment_id);
-  r.Int(m.created_unix_ns);
-  r.Mode(m.mode);
-  return r.Bool(m.exclusive);
-}
-void Put(Writer& w, const Reclaim& m) {
-  PutList(w, m.leases);
-  PutList(w, m.mappings);
-}
-bool Get(Reader& r, Reclaim& m) {
-  return GetList(r, m.leases, kReclaimLeaseBytes) &&
-         GetList(r, m.mappings, kReclaimMappingBytes);
-}
-void Put(Writer& w, const ReclaimResult& m) {
-  w.Int(m.old_lease_id);
-  w.Int(m.new_lease_id);
-  w.Int(static_cast<uint32_t>(m.status));
-}
-bool Get(Reader& r, ReclaimResult& m) {
-  uint32_t status = 0;
-  r.Int(m.old_lease_id);
-  r.Int(m.new_lease_id);
-  bool ok = r.Int(status);
-  m.status = static_cast<Errc>(status);
-  return ok;
-}
-void Put(Writer& w, const ReclaimOk& m) {
-  PutList(w, m.leases);
-  PutList(w, m.mappings);
-}
-bool Get(Reader& r, ReclaimOk& m) {
-  return GetList(r, m.leases, kReclaimResultBytes) &&
-         GetList(r, m.mappings, kReclaimMappingBytes);
+// The kName of the alternative of `list` whose kType is `type`, or nullptr.
+template <class... Ms>
+constexpr const char* NameIn(MsgType type, std::variant<Ms...>* /*list*/) noexcept {
+  const char* name = nullptr;
+  (void)((type == Ms::kType && (name = Ms::kName, true)) || ...);
+  return name;
 }
 
-struct TypeVisitor {
-  MsgType operator()(const Hello&) const { return MsgType::kHello; }
-  MsgType operator()(const Ping&) const { return MsgType::kPing; }
-  MsgType operator()(const Create&) const { return MsgType::kCreate; }
-  MsgType operator()(const Acquire&) const { return MsgType::kAcquire; }
-  MsgType operator()(const Release&) const { return MsgType::kRelease; }
-  MsgType operator()(const Remove&) const { return MsgType::kRemove; }
-  MsgType operator()(const Stat&) const { return MsgType::kStat; }
-  MsgType operator()(const List&) const { return MsgType::kList; }
-  MsgType operator()(const HelloOk&) const { return MsgType::kHelloOk; }
-  MsgType operator()(const Pong&) const { return MsgType::kPong; }
-  MsgType operator()(const CreateOk&) const { return MsgType::kCreateOk; }
-  MsgType operator()(const AcquireOk&) const { return MsgType::kAcquireOk; }
-  MsgType operator()(const ReleaseOk&) const { return MsgType::kReleaseOk; }
-  MsgType operator()(const RemoveOk&) const { return MsgType::kRemoveOk; }
-  MsgType operator()(const StatOk&) const { return MsgType::kStatOk; }
-  MsgType operator()(const ListOk&) const { return MsgType::kListOk; }
-  MsgType operator()(const Chmod&) const { return MsgType::kChmod; }
-  MsgType operator()(const Stats&) const { return MsgType::kStats; }
-  MsgType operator()(const ChmodOk&) const { return MsgType::kChmodOk; }
-  MsgType operator()(const StatsOk&) const { return MsgType::kStatsOk; }
-  MsgType operator()(const SegmentGone&) const { return MsgType::kSegmentGone; }
-  MsgType operator()(const ErrorReply&) const { return MsgType::kError; }
-  MsgType operator()(const Reclaim&) const { return MsgType::kReclaim; }
-  MsgType operator()(const Cancel&) const { return MsgType::kCancel; }
-  MsgType operator()(const ReclaimOk&) const { return MsgType::kReclaimOk; }
-};
-
-void WriteHeader(std::vector<std::byte>& out, size_t at, MsgType type, uint16_t flags,
-                 uint32_t request_id) {
-  std::vector<std::byte> header;
-  header.reserve(kHeaderSize);
-  Writer w(header);
-  w.Int(kMagic);
-  w.Int(static_cast<uint32_t>(out.size() - at - kHeaderSize));
-  w.Int(static_cast<uint16_t>(type));
-  w.Int(flags);
-  w.Int(request_id);
-  std::memcpy(out.data() + at, header.data(), kHeaderSize);
+// The header's fields in wire order, for a Writer (the header is const) or a Reader.
+template <class Io, class Magic, class H>
+bool WalkHeader(Io& io, Magic& magic, H& header) {
+  return io.Int(magic) && io.Int(header.body_length) && io.Int(header.type) &&
+         io.Int(header.flags) && io.Int(header.request_id);
 }
+constexpr size_t kBodyLengthAt = 4;  // in the header, after the u32 magic
 
 template <typename Variant>
 void EncodeAny(const Variant& message, uint32_t request_id, uint16_t flags,
                std::vector<std::byte>& out) {
   size_t at = out.size();
-  out.resize(at + kHeaderSize);
   Writer w(out);
-  std::visit([&](const auto& m) { Put(w, m); }, message);
-  WriteHeader(out, at, std::visit(TypeVisitor{}, message), flags, request_id);
+  const Header header{.type = TypeAt(message), .flags = flags, .request_id = request_id};
+  WalkHeader(w, kMagic, header);
+  std::visit([&w](const auto& m) { WalkFields(w, m); }, message);
+  // The body's length, known now, into the header written with 0 there.
+  StoreLittleEndian(static_cast<uint32_t>(out.size() - at - kHeaderSize),
+                    out.data() + at + kBodyLengthAt);
 }
 
 template <typename Msg, typename Variant>
 bool DecodeInto(std::span<const std::byte> body, Variant& out) {
   Msg m;
   Reader r(body);
-  if (!Get(r, m) || !r.Done()) return false;
+  if (!WalkFields(r, m) || !r.Done()) return false;
   out = std::move(m);
   return true;
+}
+
+// Decodes `body` as the message of `out`'s list whose type the header names. On failure sets
+// `error` and `reason`: kUnknownType when no message of the list has that type, kBadMessage when
+// the body does not decode exactly. `list` ("request", "reply") is for the reason.
+template <class... Ms>
+bool DecodeAny(const Header& header, std::span<const std::byte> body, std::variant<Ms...>& out,
+               const char* list, Errc& error, std::string& reason) {
+  bool known = false;
+  bool ok = false;
+  (void)((header.type == Ms::kType && (known = true, ok = DecodeInto<Ms>(body, out), true)) || ...);
+  if (!known) {
+    error = Errc::kUnknownType;
+    reason = std::string("unknown ") + list + " type " +
+             std::to_string(static_cast<unsigned>(header.type));
+  } else if (!ok) {
+    error = Errc::kBadMessage;
+    reason = std::string("malformed ") + TypeName(header.type) + " body";
+  }
+  return ok;
 }
 
 }  // namespace
@@ -456,10 +265,10 @@ FrameResult DecodeFrame(std::span<const std::byte> input, uint32_t max_body) noe
   FrameResult result;
   if (input.size() < kHeaderSize) {
     // Refuse garbage as early as its first bytes show it: a wrong magic prefix is bad at once.
-    uint8_t magic[4];
-    for (size_t i = 0; i < 4; ++i) magic[i] = static_cast<uint8_t>((kMagic >> (8 * i)) & 0xFF);
-    for (size_t i = 0; i < input.size() && i < 4; ++i) {
-      if (static_cast<uint8_t>(input[i]) != magic[i]) {
+    std::byte magic[sizeof(kMagic)];
+    StoreLittleEndian(kMagic, magic);
+    for (size_t i = 0; i < input.size() && i < sizeof(kMagic); ++i) {
+      if (input[i] != magic[i]) {
         result.status = DecodeStatus::kBad;
         result.error = Errc::kBadMessage;
         result.reason = "bad magic";
@@ -470,13 +279,7 @@ FrameResult DecodeFrame(std::span<const std::byte> input, uint32_t max_body) noe
   }
   Reader r(input.first(kHeaderSize));
   uint32_t magic = 0;
-  uint16_t type = 0;
-  r.Int(magic);
-  r.Int(result.header.body_length);
-  r.Int(type);
-  r.Int(result.header.flags);
-  r.Int(result.header.request_id);
-  result.header.type = static_cast<MsgType>(type);
+  WalkHeader(r, magic, result.header);
   if (magic != kMagic) {
     result.status = DecodeStatus::kBad;
     result.error = Errc::kBadMessage;
@@ -504,61 +307,14 @@ FrameResult DecodeFrame(std::span<const std::byte> input, uint32_t max_body) noe
   return result;
 }
 
-bool DecodeRequest(const Header& header, std::span<const std::byte> body, Request& out,
-                   Errc& error, std::string& reason) {
-  bool ok = false;
-  switch (header.type) {
-    case MsgType::kHello: ok = DecodeInto<Hello>(body, out); break;
-    case MsgType::kPing: ok = DecodeInto<Ping>(body, out); break;
-    case MsgType::kCreate: ok = DecodeInto<Create>(body, out); break;
-    case MsgType::kAcquire: ok = DecodeInto<Acquire>(body, out); break;
-    case MsgType::kRelease: ok = DecodeInto<Release>(body, out); break;
-    case MsgType::kRemove: ok = DecodeInto<Remove>(body, out); break;
-    case MsgType::kStat: ok = DecodeInto<Stat>(body, out); break;
-    case MsgType::kList: ok = DecodeInto<List>(body, out); break;
-    case MsgType::kChmod: ok = DecodeInto<Chmod>(body, out); break;
-    case MsgType::kStats: ok = DecodeInto<Stats>(body, out); break;
-    case MsgType::kReclaim: ok = DecodeInto<Reclaim>(body, out); break;
-    case MsgType::kCancel: ok = DecodeInto<Cancel>(body, out); break;
-    default:
-      error = Errc::kUnknownType;
-      reason = "unknown request type " + std::to_string(static_cast<unsigned>(header.type));
-      return false;
-  }
-  if (!ok) {
-    error = Errc::kBadMessage;
-    reason = std::string("malformed ") + TypeName(header.type) + " body";
-  }
-  return ok;
+bool DecodeRequest(const Header& header, std::span<const std::byte> body, Request& out, Errc& error,
+                   std::string& reason) {
+  return DecodeAny(header, body, out, "request", error, reason);
 }
 
 bool DecodeReply(const Header& header, std::span<const std::byte> body, Reply& out, Errc& error,
                  std::string& reason) {
-  bool ok = false;
-  switch (header.type) {
-    case MsgType::kHelloOk: ok = DecodeInto<HelloOk>(body, out); break;
-    case MsgType::kPong: ok = DecodeInto<Pong>(body, out); break;
-    case MsgType::kCreateOk: ok = DecodeInto<CreateOk>(body, out); break;
-    case MsgType::kAcquireOk: ok = DecodeInto<AcquireOk>(body, out); break;
-    case MsgType::kReleaseOk: ok = DecodeInto<ReleaseOk>(body, out); break;
-    case MsgType::kRemoveOk: ok = DecodeInto<RemoveOk>(body, out); break;
-    case MsgType::kStatOk: ok = DecodeInto<StatOk>(body, out); break;
-    case MsgType::kListOk: ok = DecodeInto<ListOk>(body, out); break;
-    case MsgType::kChmodOk: ok = DecodeInto<ChmodOk>(body, out); break;
-    case MsgType::kStatsOk: ok = DecodeInto<StatsOk>(body, out); break;
-    case MsgType::kSegmentGone: ok = DecodeInto<SegmentGone>(body, out); break;
-    case MsgType::kError: ok = DecodeInto<ErrorReply>(body, out); break;
-    case MsgType::kReclaimOk: ok = DecodeInto<ReclaimOk>(body, out); break;
-    default:
-      error = Errc::kUnknownType;
-      reason = "unknown reply type " + std::to_string(static_cast<unsigned>(header.type));
-      return false;
-  }
-  if (!ok) {
-    error = Errc::kBadMessage;
-    reason = std::string("malformed ") + TypeName(header.type) + " body";
-  }
-  return ok;
+  return DecodeAny(header, body, out, "reply", error, reason);
 }
 
 void EncodeRequest(const Request& request, uint32_t request_id, uint16_t flags,
@@ -571,37 +327,12 @@ void EncodeReply(const Reply& reply, uint32_t request_id, uint16_t flags,
   EncodeAny(reply, request_id, flags, out);
 }
 
-MsgType TypeOf(const Request& request) noexcept { return std::visit(TypeVisitor{}, request); }
-MsgType TypeOf(const Reply& reply) noexcept { return std::visit(TypeVisitor{}, reply); }
+MsgType TypeOf(const Request& request) noexcept { return TypeAt(request); }
+MsgType TypeOf(const Reply& reply) noexcept { return TypeAt(reply); }
 
 const char* TypeName(MsgType type) noexcept {
-  switch (type) {
-    case MsgType::kHello: return "hello";
-    case MsgType::kHelloOk: return "hello_ok";
-    case MsgType::kPing: return "ping";
-    case MsgType::kPong: return "pong";
-    case MsgType::kCreate: return "create";
-    case MsgType::kCreateOk: return "create_ok";
-    case MsgType::kAcquire: return "acquire";
-    case MsgType::kAcquireOk: return "acquire_ok";
-    case MsgType::kRelease: return "release";
-    case MsgType::kReleaseOk: return "release_ok";
-    case MsgType::kRemove: return "remove";
-    case MsgType::kRemoveOk: return "remove_ok";
-    case MsgType::kStat: return "stat";
-    case MsgType::kStatOk: return "stat_ok";
-    case MsgType::kList: return "list";
-    case MsgType::kListOk: return "list_ok";
-    case MsgType::kChmod: return "chmod";
-    case MsgType::kChmodOk: return "chmod_ok";
-    case MsgType::kStats: return "stats";
-    case MsgType::kStatsOk: return "stats_ok";
-    case MsgType::kSegmentGone: return "segment_gone";
-    case MsgType::kError: return "error";
-    case MsgType::kReclaim: return "reclaim";
-    case MsgType::kReclaimOk: return "reclaim_ok";
-    case MsgType::kCancel: return "cancel";
-  }
+  if (const char* name = NameIn(type, static_cast<Request*>(nullptr))) return name;
+  if (const char* name = NameIn(type, static_cast<Reply*>(nullptr))) return name;
   return "unknown";
 }
 

@@ -11,10 +11,15 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "shmlease/errc.hpp"
 #include "shmlease/protocol.hpp"
+#include "shmlease/wire_fields.hpp"
 
 // The largest single allocation seen since the last reset: lets the tests prove that a length
 // field is checked against its bound before anything is allocated for it.
@@ -402,6 +407,128 @@ TEST(CodecRoundTrip, EncoderCapsStringsAtTheirBoundSoItsOutputAlwaysDecodes) {
   ReplyDecode e = DecodeReplyFrame(error);
   ASSERT_TRUE(e.ok) << e.reason;
   EXPECT_EQ(std::get<ErrorReply>(e.message).message.size(), kMaxErrorText);
+}
+
+// --- Every message, from its field list ---------------------------------------------------------
+
+// Gives every field of a message a value unlike its default, walking the same Fields() the codec
+// walks: a message that round-trips after this has every member on the wire, both ways.
+class Filler {
+ public:
+  template <class M>
+  void Fill(M& m) {
+    std::apply([this](auto... field) { (Set(field), ...); }, M::Fields(m));
+  }
+
+ private:
+  template <class T>
+  void Set(wire::IntField<T> f) {
+    if constexpr (std::is_enum_v<T>) {
+      f.value = static_cast<T>(1000 + next_++);  // a code this build may not know
+    } else {
+      // Every byte of the field non-zero and different from field to field.
+      f.value = static_cast<T>(0x0807060504030201ull * ++next_);
+    }
+  }
+  template <class T>
+  void Set(wire::FlagField<T> f) {
+    f.value = 1;
+  }
+  template <class T, auto... kValid>
+  void Set(wire::OneOfField<T, kValid...> f) {
+    // The last valid value: the first (kRead) is the default.
+    T values[] = {kValid...};
+    f.value = values[sizeof...(kValid) - 1];
+  }
+  template <class T, size_t kMax>
+  void Set(wire::TextField<T, kMax> f) {
+    f.value = "field " + std::to_string(++next_);
+  }
+  template <class T>
+  void Set(wire::ShapeField<T> f) {
+    f.value = {++next_, 2, 3};
+  }
+  template <class T>
+  void Set(wire::NestedField<T> f) {
+    Fill(f.value);
+  }
+  template <class T>
+  void Set(wire::ListField<T> f) {
+    f.value.resize(2);
+    for (auto& item : f.value) Fill(item);
+  }
+
+  uint64_t next_ = 0;
+};
+
+// Calls f(std::type_identity<M>{}) for every message M of a variant.
+template <class Variant, class F>
+void ForEachMessage(F f) {
+  [&f]<size_t... kI>(std::index_sequence<kI...>) {
+    (f(std::type_identity<std::variant_alternative_t<kI, Variant>>{}), ...);
+  }
+  (std::make_index_sequence<std::variant_size_v<Variant>>{});
+}
+
+template <class Variant>
+void CheckEveryMessageOf() {
+  ForEachMessage<Variant>([]<class M>(std::type_identity<M>) {
+    SCOPED_TRACE(M::kName);
+    EXPECT_EQ(TypeOf(Variant{M{}}), M::kType);
+    EXPECT_STREQ(TypeName(M::kType), M::kName);
+
+    // An empty message (no strings, lists or dimensions) is exactly its computed minimum size.
+    Bytes empty = Encode(Variant{M{}}, 3, 0);
+    EXPECT_EQ(empty.size(), kHeaderSize + wire::kMinBytesOf<M>);
+
+    M full;
+    Filler().Fill(full);
+    if (std::tuple_size_v < wire::FieldsOf < M >>> 0) {
+      EXPECT_FALSE(full == M{});
+    }
+    for (const M& m : {M{}, full}) {
+      Bytes frame = Encode(Variant{m}, 0xCAFE, kFlagNoReply);
+      FrameResult f = DecodeFrame(frame, kClientMaxReply);
+      ASSERT_EQ(f.status, DecodeStatus::kOk);
+      ASSERT_EQ(f.consumed, frame.size());
+      Variant out;
+      Errc error = Errc::kOk;
+      std::string reason;
+      bool ok;
+      if constexpr (std::is_same_v<Variant, Request>) {
+        ok = DecodeRequest(f.header, f.body, out, error, reason);
+      } else {
+        ok = DecodeReply(f.header, f.body, out, error, reason);
+      }
+      ASSERT_TRUE(ok) << reason;
+      ASSERT_TRUE(std::holds_alternative<M>(out));
+      EXPECT_EQ(std::get<M>(out), m);
+      EXPECT_EQ(Encode(out, 0xCAFE, kFlagNoReply), frame);
+    }
+  });
+}
+
+TEST(CodecEveryMessage, RequestsRoundTripWithEveryFieldSet) { CheckEveryMessageOf<Request>(); }
+TEST(CodecEveryMessage, RepliesRoundTripWithEveryFieldSet) { CheckEveryMessageOf<Reply>(); }
+
+TEST(CodecEveryMessage, MinimumSizesAreThoseOfTheProtocol) {
+  // docs/PROTOCOL.md: "With an empty name, an empty format and no dimensions a SegmentInfo is 68
+  // bytes"; the Reclaim sizes are what a client budgets a Reclaim request with.
+  EXPECT_EQ(wire::kMinBytesOf<SegmentInfo>, 68u);
+  EXPECT_EQ(kReclaimLeaseBytes, 26u);
+  EXPECT_EQ(kReclaimMappingBytes, 17u);
+  EXPECT_EQ(kReclaimResultBytes, 20u);
+  EXPECT_EQ(wire::kMinBytesOf<ClientInfo>, 30u);  // conn_id, pid, uid, gid, process, waiting, count
+  EXPECT_EQ(wire::kMinBytesOf<HeldLease>, 4u);
+}
+
+TEST(CodecEveryMessage, StatsWithOneClientOfNoNameAndNoLeases) {
+  // The smallest client entry (30 bytes) alone in a StatsOk: its count must not be refused as
+  // more than the body holds.
+  StatsOk stats{.clients = {ClientInfo{.conn_id = 4}}};
+  ReplyDecode d = DecodeReplyFrame(Encode(Reply{stats}));
+  ASSERT_TRUE(d.ok) << d.reason;
+  EXPECT_EQ(std::get<StatsOk>(d.message), stats);
 }
 
 // --- Framing -----------------------------------------------------------------------------------
