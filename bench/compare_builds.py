@@ -12,7 +12,8 @@ alternating order (so drift of a shared, noisy machine falls on both alike):
   (the baseline), at 64 B and 1 MiB.
 Each build spawns its own shmleased. The figures are medians over the rounds; the verdict is on
 the ratios to each run's own baseline, which the machine's load moves far less than raw times.
---write replaces the section between <!-- build-compare:begin/end --> in the given file.
+--write replaces the section between <!-- build-compare:begin/end --> in the given file (or
+appends it). CTest's bench.compare_smoke runs one round of a build against itself.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        doc = args.write.read_text()
+        doc = args.write.read_text() if args.write.exists() else ""
         if SECTION[0] in doc:
             head, rest = doc.split(SECTION[0], 1)
             doc = head + text + rest.split(SECTION[1], 1)[1]
