@@ -35,7 +35,7 @@ constexpr size_t kSlotHeaderBytes = 512;
 constexpr uint32_t kMaxSlots = 64;
 constexpr int kSpinIterations = 2000;
 constexpr auto kSlice = std::chrono::milliseconds(20);  // longest sleep between death checks
-constexpr uint64_t kNoEnd = UINT64_MAX;  // ReaderState::end_reported before any end
+constexpr uint64_t kNoEnd = UINT64_MAX;                 // ReaderState::end_reported before any end
 
 enum SlotState : uint32_t { kSlotEmpty = 0, kSlotClaimed = 1, kSlotPublished = 2 };
 enum WriterState : uint32_t { kWriterNone = 0, kWriterActive = 1, kWriterClosed = 2 };
@@ -67,11 +67,11 @@ struct ControlHeader {
   uint64_t shape[8];
   char format[16];
   alignas(64) std::atomic<uint64_t> published;  // last published sequence number
-  std::atomic<uint32_t> notify;                // futex word: bumped on publish and writer change
-  std::atomic<uint32_t> reader_waiters;        // readers asleep (or about to be) on `notify`
-  std::atomic<uint32_t> published_slot;        // hint: the slot of `published` (same line)
-  alignas(64) std::atomic<uint32_t> freed;     // futex word: bumped when a slot comes back
-  std::atomic<uint32_t> writer_waiting;        // the writer is asleep (or about to be) on `freed`
+  std::atomic<uint32_t> notify;                 // futex word: bumped on publish and writer change
+  std::atomic<uint32_t> reader_waiters;         // readers asleep (or about to be) on `notify`
+  std::atomic<uint32_t> published_slot;         // hint: the slot of `published` (same line)
+  alignas(64) std::atomic<uint32_t> freed;      // futex word: bumped when a slot comes back
+  std::atomic<uint32_t> writer_waiting;         // the writer is asleep (or about to be) on `freed`
   alignas(64) std::atomic<uint32_t> writer_state;
   std::atomic<uint32_t> writer_pid;
   std::atomic<uint64_t> writer_start_time;
@@ -157,10 +157,45 @@ bool Alive(uint32_t pid, uint64_t start_time) {
 
 }  // namespace
 
+// The channel's geometry, copied from the header once at open and validated there. Every
+// participant can write the control block, so nothing that sizes or indexes memory is read from
+// it again: a peer that rewrites the header cannot move this process's accesses out of bounds.
+struct Geometry {
+  uint32_t slot_count = 0;
+  ChannelPolicy policy = ChannelPolicy::kBlock;
+  uint64_t frame_bytes = 0;
+  uint64_t slot_stride = 0;  // bytes between slots in <name>.data
+  bool latest() const { return policy == ChannelPolicy::kLatest; }
+  uint64_t control_bytes() const { return kHeaderBytes + uint64_t{slot_count} * kSlotHeaderBytes; }
+  uint64_t data_bytes() const { return slot_stride * slot_count; }
+};
+
+// One read of a plain header field that other processes may write: the value checked is the value
+// used (the compiler may not read it again).
+template <typename T>
+T ReadOnce(const T& field) {
+  return *static_cast<const volatile T*>(&field);
+}
+
+// Bytes between slots in <name>.data: slots start on a page (frames of 4 KiB or more) or a
+// cache line. 0 for a frame size whose ring of kMaxSlots slots would not fit in 64 bits.
+uint64_t SlotStride(uint64_t frame_bytes) {
+  if (frame_bytes > UINT64_MAX / kMaxSlots / 2) return 0;
+  uint64_t align = frame_bytes >= 4096 ? 4096 : 64;
+  return (frame_bytes + align - 1) / align * align;
+}
+
+// A peer wrote a value no honest participant writes (docs/CHANNELS.md, "Trust").
+[[noreturn]] void PeerViolation(const std::string& channel, const std::string& what) {
+  throw Error(Errc::kBadMessage, "channel '" + channel + "': " + what +
+                                     " (a participant corrupted the control block)");
+}
+
 struct ChannelShared {
   std::string name;
   std::string format;
   std::vector<uint64_t> shape;
+  Geometry geometry;  // set at open, never changed: the only source of sizes and indices
   Lease control;
   Lease data;
   Lease token;
@@ -168,12 +203,12 @@ struct ChannelShared {
   std::byte* slots_base = nullptr;
   bool busy_poll = false;
 
-  uint32_t slot_count() const { return header->slot_count; }
+  uint32_t slot_count() const { return geometry.slot_count; }
   SlotHeader& slot(uint32_t i) const {
     auto* base = reinterpret_cast<std::byte*>(header) + kHeaderBytes;
     return *reinterpret_cast<SlotHeader*>(base + size_t{i} * kSlotHeaderBytes);
   }
-  std::byte* slot_data(uint32_t i) const { return slots_base + size_t{i} * header->slot_stride; }
+  std::byte* slot_data(uint32_t i) const { return slots_base + size_t{i} * geometry.slot_stride; }
 
   void WakeWriter() {
     header->freed.fetch_add(1);
@@ -239,9 +274,9 @@ struct ReaderState {
   uint32_t index = 0;
   uint64_t bit = 0;
   uint64_t owner = 0;
-  uint64_t last = 0;           // the newest sequence number this reader is past
+  uint64_t last = 0;                         // the newest sequence number this reader is past
   std::atomic<uint64_t> last_for_helper{0};  // a copy of `last` for the fileno helper thread
-  uint64_t missed_carry = 0;   // kLatest: frames skipped and not yet reported
+  uint64_t missed_carry = 0;                 // kLatest: frames skipped and not yet reported
   // Adaptive spin before sleeping: doubled when a frame came while spinning, halved when the
   // reader had to sleep anyway. Spinning on PAUSE for nothing is not free: on a VM the
   // hypervisor may deschedule a pausing vCPU, and the wake-up that follows costs more
@@ -270,9 +305,9 @@ struct ReaderState {
 
 using detail::ChannelShared;
 using detail::ControlHeader;
-using detail::SlotHeader;
 using detail::Fail;
 using detail::FutexWakeAll;
+using detail::SlotHeader;
 
 // ---------------------------------------------------------------------------------------- Frame
 
@@ -364,7 +399,7 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
   if (!shared_) throw Error(Errc::kInvalidArgument, "writer is closed");
   ChannelShared& sh = *shared_;
   ControlHeader& h = *sh.header;
-  const bool latest = h.policy == static_cast<uint32_t>(ChannelPolicy::kLatest);
+  const bool latest = sh.geometry.latest();
   const bool forever = timeout.count() < 0;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
 
@@ -429,7 +464,7 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
   f.shared_ = shared_;
   f.slot_ = static_cast<uint32_t>(slot);
   f.data_ = sh.slot_data(f.slot_);
-  f.size_ = h.frame_bytes;
+  f.size_ = sh.geometry.frame_bytes;
   f.writer_ = true;
   return f;
 }
@@ -439,14 +474,15 @@ uint64_t Writer::Publish(Frame& frame, std::span<const std::byte> meta) {
     throw Error(Errc::kInvalidArgument, "publish: not a frame claimed from this writer");
   }
   if (meta.size() > kMaxFrameMeta) {
-    throw Error(Errc::kInvalidArgument, "publish: metadata longer than " +
-                                            std::to_string(kMaxFrameMeta) + " bytes");
+    throw Error(Errc::kInvalidArgument,
+                "publish: metadata longer than " + std::to_string(kMaxFrameMeta) + " bytes");
   }
   ChannelShared& sh = *shared_;
   ControlHeader& h = *sh.header;
   SlotHeader& s = sh.slot(frame.slot_);
   // Fields a reader reads only after it saw state == published: ordered by that release store.
-  if (!meta.empty()) std::memcpy(s.meta, meta.data(), meta.size());  // data() may be null when empty
+  if (!meta.empty())
+    std::memcpy(s.meta, meta.data(), meta.size());  // data() may be null when empty
   s.meta_size.store(static_cast<uint32_t>(meta.size()), std::memory_order_relaxed);
   s.timestamp_ns.store(detail::MonotonicNs(), std::memory_order_relaxed);
   const uint64_t seq = next_seq_++;
@@ -498,7 +534,7 @@ Frame Reader::TryNext() {
   ChannelShared& sh = *shared_;
   detail::ReaderState& rs = *state_;
   ControlHeader& h = *sh.header;
-  const bool latest = h.policy == static_cast<uint32_t>(ChannelPolicy::kLatest);
+  const bool latest = sh.geometry.latest();
   for (int attempt = 0; attempt < 64; ++attempt) {
     const uint64_t published = h.published.load();
     if (published <= rs.last) break;
@@ -533,8 +569,7 @@ Frame Reader::TryNext() {
     SlotHeader& s = sh.slot(static_cast<uint32_t>(pick));
     s.held.fetch_or(rs.bit);
     uint64_t had = s.pending.fetch_and(~rs.bit);
-    if (!(had & rs.bit) || s.seq.load() != pick_seq ||
-        s.state.load() != detail::kSlotPublished) {
+    if (!(had & rs.bit) || s.seq.load() != pick_seq || s.state.load() != detail::kSlotPublished) {
       // Not the frame we meant (a fast-path hint newer than `published` as we read it): if it
       // was pending for us, it is ours later; give the pending bit back while our held bit
       // still keeps the writer off the slot.
@@ -547,8 +582,7 @@ Frame Reader::TryNext() {
       // Older frames still pending for us are skipped: let them go now.
       for (uint32_t i = 0; i < sh.slot_count(); ++i) {
         SlotHeader& o = sh.slot(i);
-        if (static_cast<int>(i) != pick && (o.pending.load() & rs.bit) &&
-            o.seq.load() < pick_seq) {
+        if (static_cast<int>(i) != pick && (o.pending.load() & rs.bit) && o.seq.load() < pick_seq) {
           o.pending.fetch_and(~rs.bit);
         }
       }
@@ -557,15 +591,27 @@ Frame Reader::TryNext() {
     }
     rs.last = pick_seq;
     rs.last_for_helper.store(pick_seq, std::memory_order_relaxed);
+    // Read once: the bound checked is the size used.
+    const uint32_t meta_size = s.meta_size.load(std::memory_order_relaxed);
+    if (meta_size > kMaxFrameMeta) {
+      // This frame is lost to us (we are past it); the stream goes on with the next one.
+      s.held.fetch_and(~rs.bit);
+      sh.WakeWriter();
+      if (latest) rs.missed_carry = out.missed_ + 1;  // the next frame reports this one missed
+      if (rs.event_fd >= 0) RearmEvent();
+      detail::PeerViolation(sh.name, "frame " + std::to_string(pick_seq) + " has " +
+                                         std::to_string(meta_size) + " bytes of metadata, above " +
+                                         std::to_string(kMaxFrameMeta));
+    }
     out.shared_ = shared_;
     out.slot_ = static_cast<uint32_t>(pick);
     out.data_ = sh.slot_data(out.slot_);
-    out.size_ = h.frame_bytes;
+    out.size_ = sh.geometry.frame_bytes;
     out.reader_bit_ = rs.bit;
     out.seq_ = pick_seq;
     out.timestamp_ns_ = s.timestamp_ns.load();
     out.meta_ = s.meta;
-    out.meta_size_ = s.meta_size.load();
+    out.meta_size_ = meta_size;
     break;
   }
   if (rs.event_fd >= 0) RearmEvent();
@@ -653,7 +699,8 @@ Frame Reader::Next(std::chrono::milliseconds timeout) {
       throw Error(Errc::kTimeout, "channel '" + sh.name + "': no frame within the timeout");
     }
     auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(detail::kSlice);
-    if (!forever) wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
+    if (!forever)
+      wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
     if (sh.busy_poll) {
       // Reads the clock only every 1024 looks: a clock read costs more than a look.
       auto until = now + wait;
@@ -699,9 +746,8 @@ int Reader::fileno() {
         // `last` is the reader's; a stale read only makes us signal once too often. An end the
         // reader has reported is not signalled again (ReaderState::end_reported).
         std::lock_guard<std::mutex> lock(state->event_mutex);
-        bool ready =
-            h.published.load() > state->last_for_helper.load(std::memory_order_relaxed) ||
-            state->EndUnreported(*sh, check_process);
+        bool ready = h.published.load() > state->last_for_helper.load(std::memory_order_relaxed) ||
+                     state->EndUnreported(*sh, check_process);
         if (ready) {
           uint64_t one = 1;
           (void)!::write(state->event_fd, &one, sizeof(one));
@@ -746,7 +792,9 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
     if (!item) Fail(Errc::kInvalidArgument, "channel: bad format '" + options.format + "'");
     if (options.shape.size() > kMaxDims) Fail(Errc::kInvalidArgument, "channel: too many dims");
     auto bytes = ShapeBytes(options.shape, *item);
-    if (!bytes || *bytes == 0) Fail(Errc::kInvalidArgument, "channel: bad shape");
+    if (!bytes || *bytes == 0 || detail::SlotStride(*bytes) == 0) {
+      Fail(Errc::kInvalidArgument, "channel: bad shape");
+    }
     if (options.slots < 2 || options.slots > detail::kMaxSlots) {
       Fail(Errc::kInvalidArgument, "channel: slots must be 2..64");
     }
@@ -754,9 +802,7 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
       Fail(Errc::kInvalidArgument, "channel: unknown policy");
     }
     frame_bytes = *bytes;
-    // Slots start on a page (large frames) or a cache line (small ones).
-    uint64_t align = frame_bytes >= 4096 ? 4096 : 64;
-    stride = (frame_bytes + align - 1) / align * align;
+    stride = detail::SlotStride(frame_bytes);
     bool creator = true;
     try {
       client.Create(sh.name, {.size = detail::kHeaderBytes +
@@ -795,11 +841,10 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
       } catch (const Error& e) {
         if (!create && e.errc() == Errc::kNotFound) {
           // The daemon speaks of segments; what the caller asked for is a channel.
-          Fail(Errc::kNotFound, "no channel named '" + sh.name +
-                                    "' (open by name only: pass a shape to create it)");
+          Fail(Errc::kNotFound,
+               "no channel named '" + sh.name + "' (open by name only: pass a shape to create it)");
         }
-        if (!create || e.errc() != Errc::kNotFound ||
-            std::chrono::steady_clock::now() > give_up) {
+        if (!create || e.errc() != Errc::kNotFound || std::chrono::steady_clock::now() > give_up) {
           throw;
         }
       }
@@ -819,21 +864,45 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  if (h.magic != detail::kMagic || h.version != detail::kLayoutVersion ||
-      h.slot_count < 2 || h.slot_count > detail::kMaxSlots || h.ndim > kMaxDims ||
-      sh.control.size() < detail::kHeaderBytes + size_t{h.slot_count} * detail::kSlotHeaderBytes) {
+  // One private copy of the header, validated as a whole: any participant can rewrite the
+  // shared one at any time, so it is read once here and never for sizes or indices again.
+  const uint64_t magic = detail::ReadOnce(h.magic);
+  const uint32_t version = detail::ReadOnce(h.version);
+  detail::Geometry& geo = sh.geometry;
+  geo.slot_count = detail::ReadOnce(h.slot_count);
+  const uint32_t policy = detail::ReadOnce(h.policy);
+  geo.policy = static_cast<ChannelPolicy>(policy);
+  geo.frame_bytes = detail::ReadOnce(h.frame_bytes);
+  geo.slot_stride = detail::ReadOnce(h.slot_stride);
+  const uint32_t ndim = detail::ReadOnce(h.ndim);
+  char format[sizeof(h.format) + 1] = {};
+  for (size_t i = 0; i < sizeof(h.format); ++i) format[i] = detail::ReadOnce(h.format[i]);
+  sh.format = format;
+  if (magic != detail::kMagic || version != detail::kLayoutVersion || geo.slot_count < 2 ||
+      geo.slot_count > detail::kMaxSlots || ndim > kMaxDims ||
+      (policy != static_cast<uint32_t>(ChannelPolicy::kBlock) &&
+       policy != static_cast<uint32_t>(ChannelPolicy::kLatest)) ||
+      sh.control.size() < geo.control_bytes()) {
     Fail(Errc::kInvalidArgument, "'" + sh.name + "' is not a channel of this version");
   }
-  sh.format.assign(h.format, strnlen(h.format, sizeof(h.format)));
-  sh.shape.assign(h.shape, h.shape + h.ndim);
+  sh.shape.resize(ndim);
+  for (uint32_t i = 0; i < ndim; ++i) sh.shape[i] = detail::ReadOnce(h.shape[i]);
+  // The sizes must be the ones the creator derives from format and shape (Channel's create path
+  // above), so a rewritten frame size or stride is refused here rather than used.
+  auto item = FormatItemSize(sh.format);
+  auto bytes = item ? ShapeBytes(sh.shape, *item) : std::nullopt;
+  if (!bytes || *bytes == 0 || *bytes != geo.frame_bytes ||
+      geo.slot_stride != detail::SlotStride(geo.frame_bytes) || geo.slot_stride == 0) {
+    Fail(Errc::kInvalidArgument, "'" + sh.name + "' has an inconsistent channel header");
+  }
   if (create) {
     if (sh.format != options.format || sh.shape != options.shape ||
-        h.slot_count != options.slots || h.policy != static_cast<uint32_t>(options.policy)) {
-      Fail(Errc::kInvalidArgument,
-           "channel '" + sh.name + "' exists with " +
-               Describe(sh.format, sh.shape, h.slot_count, h.policy) + ", not " +
-               Describe(options.format, options.shape, options.slots,
-                        static_cast<uint32_t>(options.policy)));
+        geo.slot_count != options.slots || geo.policy != options.policy) {
+      Fail(Errc::kInvalidArgument, "channel '" + sh.name + "' exists with " +
+                                       Describe(sh.format, sh.shape, geo.slot_count, policy) +
+                                       ", not " +
+                                       Describe(options.format, options.shape, options.slots,
+                                                static_cast<uint32_t>(options.policy)));
     }
   }
 }
@@ -845,11 +914,9 @@ Channel& Channel::operator=(Channel&&) noexcept = default;
 const std::string& Channel::name() const noexcept { return shared_->name; }
 const std::string& Channel::format() const noexcept { return shared_->format; }
 const std::vector<uint64_t>& Channel::shape() const noexcept { return shared_->shape; }
-size_t Channel::frame_bytes() const noexcept { return shared_->header->frame_bytes; }
-uint32_t Channel::slots() const noexcept { return shared_->header->slot_count; }
-ChannelPolicy Channel::policy() const noexcept {
-  return static_cast<ChannelPolicy>(shared_->header->policy);
-}
+size_t Channel::frame_bytes() const noexcept { return shared_->geometry.frame_bytes; }
+uint32_t Channel::slots() const noexcept { return shared_->geometry.slot_count; }
+ChannelPolicy Channel::policy() const noexcept { return shared_->geometry.policy; }
 uint32_t Channel::reader_count() const noexcept {
   return static_cast<uint32_t>(std::popcount(shared_->header->reader_active.load()));
 }
@@ -862,10 +929,14 @@ static std::shared_ptr<ChannelShared> Participant(Client& client, const ChannelS
   sh->name = base.name;
   sh->format = base.format;
   sh->shape = base.shape;
+  sh->geometry = base.geometry;
   sh->control = client.Acquire(base.name, Mode::kWrite);
+  if (sh->control.size() < sh->geometry.control_bytes()) {
+    Fail(Errc::kInvalidArgument, "channel '" + base.name + "': control segment too small");
+  }
   sh->header = reinterpret_cast<ControlHeader*>(sh->control.writable_data().data());
   sh->data = client.Acquire(base.name + ".data", data_mode);
-  if (sh->data.size() < sh->header->slot_stride * sh->header->slot_count) {
+  if (sh->data.size() < sh->geometry.data_bytes()) {
     Fail(Errc::kInvalidArgument, "channel '" + base.name + "': data segment too small");
   }
   sh->slots_base = const_cast<std::byte*>(sh->data.data().data());
@@ -894,7 +965,7 @@ Writer Channel::writer(const WriterOptions& options) {
   ControlHeader& h = *w.shared_->header;
   // We hold the token, so no other writer runs: a slot left claimed was a dead writer's
   // half-written frame. It was never published, so no reader has seen it; it becomes free.
-  for (uint32_t i = 0; i < h.slot_count; ++i) {
+  for (uint32_t i = 0; i < w.shared_->slot_count(); ++i) {
     SlotHeader& s = w.shared_->slot(i);
     uint32_t claimed = detail::kSlotClaimed;
     if (s.state.compare_exchange_strong(claimed, detail::kSlotEmpty)) s.seq.store(0);
@@ -922,8 +993,8 @@ Reader Channel::reader(const ReaderOptions& options) {
     uint64_t claimed = h.reader_claimed.load();
     if (~claimed == 0) {
       if (round == 0 && sh.ReclaimDeadReaders() > 0) continue;
-      Fail(Errc::kLimitLeases, "channel '" + sh.name + "': " +
-                                   std::to_string(kMaxChannelReaders) + " readers already");
+      Fail(Errc::kLimitLeases,
+           "channel '" + sh.name + "': " + std::to_string(kMaxChannelReaders) + " readers already");
     }
     uint32_t index = static_cast<uint32_t>(std::countr_one(claimed));
     uint64_t bit = uint64_t{1} << index;
@@ -960,8 +1031,10 @@ void Channel::Remove(Client& client, std::string_view name) {
   for (const std::string& part : {base, base + ".data", base + ".writer"}) {
     std::error_code ec;
     client.Remove(part, ec);
-    if (!ec) ++removed;
-    else if (ec != Errc::kNotFound) throw Error(static_cast<Errc>(ec.value()), ec.message());
+    if (!ec)
+      ++removed;
+    else if (ec != Errc::kNotFound)
+      throw Error(static_cast<Errc>(ec.value()), ec.message());
   }
   if (removed == 0) Fail(Errc::kNotFound, "no channel '" + base + "'");
 }

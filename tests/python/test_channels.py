@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import shmlease
-from conftest import spawn_python
+from conftest import run_python, spawn_python
 
 
 def test_issue_example_zero_copy_in_order(client, chan):
@@ -223,3 +223,64 @@ def test_killed_reader_does_not_stall_writer(daemon, client, chan):
     for _ in range(5):
         w.publish(w.claim(timeout=2))
     assert w.readers == 0
+
+
+def test_a_participant_rewriting_the_control_block_crashes_nobody(daemon, chan):
+    """A reader may write the control block (docs/CHANNELS.md, "Trust"): rewriting the geometry,
+    the published-slot hint and every slot's meta size makes neither the writer nor an honest
+    reader crash. Run in a child, so that a crash is a signal exit rather than a dead pytest."""
+    ch = chan(shape=(4, 6, 3), slots=4)
+    result = run_python(daemon, f"""
+        import struct, numpy as np, shmlease
+        name = {ch.name!r}
+        c = shmlease.connect()
+        ch = c.channel(name)
+        w, r = ch.writer(), ch.reader()
+        control = c.lease(name, "w")  # what every reader needs (and so may abuse)
+        cb = memoryview(control).cast("B")
+        assert struct.unpack_from("<IIQQ", cb, 16) == (4, 1, 72, 128)  # the offsets are right
+        def scribble():
+            struct.pack_into("<IIQQ", cb, 16, 0xFFFFFFFF, 77, 1 << 62, 1 << 62)
+            struct.pack_into("<I", cb, 144, 0xFFFFFFFF)  # published-slot hint out of range
+            for i in range(4):
+                struct.pack_into("<I", cb, 8192 + 512 * i + 4, 0xFFFFFFFF)  # meta size
+        def send(i):
+            f = w.claim(timeout=1)
+            np.asarray(f)[:] = i % 256
+            return w.publish(f, meta=b"m%d" % i)
+        scribble()
+        try:
+            c.channel(name)
+            raise SystemExit("a rewritten header was accepted")
+        except shmlease.InvalidArgumentError:
+            pass
+        assert (ch.slots, ch.frame_nbytes) == (4, 72)
+        whole = refused = 0
+        for i in range(1, 201):
+            assert send(i) == i
+            if i % 2:
+                scribble()  # after the publish: this frame's meta size is out of range
+            try:
+                f = r.next(timeout=1)
+            except shmlease.EndOfStreamError:
+                raise
+            except shmlease.Error as e:
+                assert "corrupted the control block" in str(e), e
+                refused += 1
+                continue
+            with f:
+                assert (f.seq, f.meta) == (i, b"m%d" % i)
+                assert (np.asarray(f) == i % 256).all()
+            whole += 1
+        w.close()
+        try:
+            r.next(timeout=1)
+        except shmlease.EndOfStreamError:
+            pass
+        del cb
+        control.release()
+        print("ok", whole, refused)
+    """)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout.split() == ["ok", "100", "100"]
+    ch.remove()  # by name: opening it anew (as the fixture does) refuses the rewritten header

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -123,6 +124,102 @@ TEST_F(ChannelInProcessTest, AClosedClientsFramesAreNoLongerHeld) {
   Channel::Remove(client_, "gone");
   client_.Close();
   EXPECT_FALSE(f.held());
+}
+
+// A participant may write the control block (every reader must be able to): one that rewrites the
+// geometry, every slot's meta size and the published-slot hint, while the writer publishes, makes
+// nobody crash. Openers that came before keep their private copy of the geometry; a frame whose
+// meta size is out of range is refused with kBadMessage and the stream goes on; a new opener
+// refuses the rewritten header.
+TEST_F(ChannelInProcessTest, AParticipantRewritingTheControlBlockCrashesNobody) {
+  Channel ch(client_, "hostile", Small(4));
+  Writer w = ch.writer();
+  Reader r = ch.reader();
+  Client vandal_client = Connect();
+  Lease control = vandal_client.Acquire("hostile", Mode::kWrite);
+  std::byte* cb = control.writable_data().data();
+  auto word32 = [&](size_t offset) {
+    return std::atomic_ref(*reinterpret_cast<uint32_t*>(cb + offset));
+  };
+  auto word64 = [&](size_t offset) {
+    return std::atomic_ref(*reinterpret_cast<uint64_t*>(cb + offset));
+  };
+  // Header offsets (docs/CHANNELS.md, "Control block"), checked against the values we know.
+  constexpr size_t kSlotCount = 16, kFrameBytes = 24, kStride = 32, kPolicy = 20, kHint = 144;
+  constexpr size_t kSlots = 8192, kSlotBytes = 512, kMetaSize = 4;
+  ASSERT_EQ(word32(kSlotCount).load(), 4u);
+  ASSERT_EQ(word64(kFrameBytes).load(), 32u);
+  ASSERT_EQ(word64(kStride).load(), 64u);
+  auto scribble = [&] {
+    word32(kSlotCount).store(0xFFFFFFFFu);
+    word64(kFrameBytes).store(uint64_t{1} << 62);
+    word64(kStride).store(uint64_t{1} << 62);
+    word32(kPolicy).store(77);
+    word32(kHint).store(0xFFFFFFFFu);  // a slot index out of range
+    for (size_t i = 0; i < 4; ++i) word32(kSlots + i * kSlotBytes + kMetaSize).store(0xFFFFFFFFu);
+  };
+  scribble();
+  EXPECT_EQ(CodeOf([&] { Channel(vandal_client, "hostile"); }), Errc::kInvalidArgument)
+      << "a new opener refuses the rewritten header";
+  EXPECT_EQ(ch.slots(), 4u);
+  EXPECT_EQ(ch.frame_bytes(), 32u);
+  Reader joined = ch.reader();  // joins after the rewrite: uses the channel's copy
+
+  // A published frame whose meta size was rewritten is refused; the next one arrives.
+  Send(w, 1);
+  scribble();
+  EXPECT_EQ(CodeOf([&] { r.Next(1s); }), Errc::kBadMessage);
+  EXPECT_EQ(CodeOf([&] { joined.Next(1s); }), Errc::kBadMessage);
+  Send(w, 2);
+  EXPECT_EQ(MetaOf(r.Next(1s)), 2u);
+  EXPECT_EQ(MetaOf(joined.Next(1s)), 2u);
+
+  constexpr uint32_t kFrames = 300;
+  std::atomic<bool> stop{false};
+  std::thread vandal([&] {
+    while (!stop.load()) {
+      scribble();
+      std::this_thread::yield();
+    }
+  });
+  std::thread producer([&] {
+    for (uint32_t i = 3; i < 3 + kFrames; ++i) Send(w, i);
+  });
+  // Each reader receives every frame (block policy): whole, or refused with kBadMessage.
+  auto receive = [&](Reader& reader) {
+    uint32_t whole = 0, refused = 0;
+    while (whole + refused < kFrames) {
+      try {
+        Frame f = reader.Next(5s);
+        ++whole;
+        EXPECT_EQ(MetaOf(f), f.seq());
+        for (uint32_t x : f.as<uint32_t>()) EXPECT_EQ(x, f.seq()) << "a torn frame";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.errc(), Errc::kBadMessage) << e.what();
+        if (e.errc() != Errc::kBadMessage) return;
+        ++refused;
+      }
+    }
+  };
+  std::thread second([&] { receive(joined); });
+  receive(r);
+  second.join();
+  producer.join();
+  stop.store(true);
+  vandal.join();
+
+  // The vandal stopped: new frames arrive whole (the writer rewrites the meta size), a reader
+  // that joins now works from the channel's copy, and the stream ends as usual.
+  Reader late = ch.reader();
+  for (uint32_t i = 3 + kFrames; i < 6 + kFrames; ++i) {
+    Send(w, i);
+    EXPECT_EQ(MetaOf(r.Next(1s)), i);
+    EXPECT_EQ(MetaOf(joined.Next(1s)), i);
+    EXPECT_EQ(MetaOf(late.Next(1s)), i);
+  }
+  w.Close();
+  EXPECT_EQ(CodeOf([&] { r.Next(1s); }), Errc::kEndOfStream);
+  Channel::Remove(client_, "hostile");
 }
 
 }  // namespace
