@@ -120,6 +120,28 @@ def test_ctrl_c_interrupts_the_wait_for_the_writer_token(daemon, client, seg):
     ch.remove()
 
 
+def test_ctrl_c_interrupts_the_wait_for_a_channel(daemon, client, seg):
+    name = seg("ch")
+    child = spawn_python(daemon, CHILD.format(call=f"c.channel({name!r}, wait=None)"),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # inside the wait: the channel never appears
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        words = child.stdout.readline().split()
+        assert words and words[0] == "interrupted", words
+        assert float(words[1]) - sent < 0.5
+        assert child.stdout.readline().split() == ["held", "0"]
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
 def test_interrupt_in_another_thread_is_not_a_signal(daemon, client, seg):
     """Signals reach only the main thread: a wait in another thread ends with its timeout."""
     name = seg()
