@@ -776,6 +776,50 @@ std::string Describe(const std::string& format, const std::vector<uint64_t>& sha
   return s;
 }
 
+// The channel's control segment, leased for writing. Opening by name only, a missing channel is
+// waited for as long as `options.wait` says, asking the daemon at a growing interval (1 ms to
+// 50 ms). Creating, a creator racing us may still be inside its Create (the daemon answers
+// not_found for a segment it is creating): that is retried for a moment.
+Lease AcquireControl(Client& client, const std::string& name, bool create,
+                     const ChannelOptions& options) {
+  using std::chrono::milliseconds;
+  using Clock = std::chrono::steady_clock;
+  constexpr milliseconds kMaxPause{50};
+  // Beyond this a wait means forever (and now() + wait would overflow).
+  constexpr milliseconds kMaxWait{std::chrono::hours(24 * 365 * 100)};
+  const milliseconds wait = create ? milliseconds(2000) : options.wait;
+  const bool forever = wait == kWaitForever || wait > kMaxWait;
+  const auto give_up = Clock::now() + (forever ? milliseconds(0) : wait);
+  milliseconds pause{1};
+  for (;;) {
+    try {
+      return client.Acquire(name, Mode::kWrite);
+    } catch (const Error& e) {
+      if (e.errc() != Errc::kNotFound) throw;
+      const auto now = Clock::now();
+      if (!forever && now >= give_up) {
+        if (create) throw;
+        // The daemon speaks of segments; what the caller asked for is a channel.
+        if (wait.count() == 0) {
+          Fail(Errc::kNotFound,
+               "no channel named '" + name + "' (open by name only: pass a shape to create it)");
+        }
+        Fail(Errc::kTimeout, "no channel named '" + name + "' after waiting " +
+                                 std::to_string(wait.count()) + " ms");
+      }
+      if (!create && options.interrupted && options.interrupted()) {
+        Fail(Errc::kCancelled, "waiting for channel '" + name + "': interrupted() returned true");
+      }
+      auto sleep = pause;
+      if (!forever) {
+        sleep = std::min(sleep, std::chrono::ceil<milliseconds>(give_up - now));
+      }
+      std::this_thread::sleep_for(sleep);
+      if (!create) pause = std::min(pause * 2, kMaxPause);
+    }
+  }
+}
+
 }  // namespace
 
 Channel::Channel(Client& client, std::string_view name, const ChannelOptions& options)
@@ -785,6 +829,11 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
   const std::string data_name = sh.name + ".data";
   const std::string token_name = sh.name + ".writer";
   const bool create = !options.shape.empty();
+  const uint32_t slots = options.slots.value_or(kDefaultChannelSlots);
+  const ChannelPolicy policy_wanted = options.policy.value_or(kDefaultChannelPolicy);
+  if (options.wait.count() < 0 && options.wait != kWaitForever) {
+    Fail(Errc::kInvalidArgument, "channel: wait must be >= 0 or kWaitForever");
+  }
   uint64_t frame_bytes = 0;
   uint64_t stride = 0;
   if (create) {
@@ -795,32 +844,32 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
     if (!bytes || *bytes == 0 || detail::SlotStride(*bytes) == 0) {
       Fail(Errc::kInvalidArgument, "channel: bad shape");
     }
-    if (options.slots < 2 || options.slots > detail::kMaxSlots) {
+    if (slots < 2 || slots > detail::kMaxSlots) {
       Fail(Errc::kInvalidArgument, "channel: slots must be 2..64");
     }
-    if (options.policy != ChannelPolicy::kBlock && options.policy != ChannelPolicy::kLatest) {
+    if (policy_wanted != ChannelPolicy::kBlock && policy_wanted != ChannelPolicy::kLatest) {
       Fail(Errc::kInvalidArgument, "channel: unknown policy");
     }
     frame_bytes = *bytes;
     stride = detail::SlotStride(frame_bytes);
     bool creator = true;
     try {
-      client.Create(sh.name, {.size = detail::kHeaderBytes +
-                                      uint64_t{options.slots} * detail::kSlotHeaderBytes});
+      client.Create(sh.name,
+                    {.size = detail::kHeaderBytes + uint64_t{slots} * detail::kSlotHeaderBytes});
     } catch (const Error& e) {
       if (e.errc() != Errc::kAlreadyExists) throw;
       creator = false;
     }
     if (creator) {
       // Data and token first, the header last: whoever sees `ready` finds all three.
-      client.Create(data_name, {.size = stride * options.slots, .exist_ok = true});
+      client.Create(data_name, {.size = stride * slots, .exist_ok = true});
       client.Create(token_name, {.size = 64, .exist_ok = true});
       sh.control = client.Acquire(sh.name, Mode::kWrite);
       auto* h = reinterpret_cast<ControlHeader*>(sh.control.writable_data().data());
       h->magic = detail::kMagic;
       h->version = detail::kLayoutVersion;
-      h->slot_count = options.slots;
-      h->policy = static_cast<uint32_t>(options.policy);
+      h->slot_count = slots;
+      h->policy = static_cast<uint32_t>(policy_wanted);
       h->frame_bytes = frame_bytes;
       h->slot_stride = stride;
       h->ndim = static_cast<uint32_t>(options.shape.size());
@@ -830,27 +879,7 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
       h->ready.store(1);
     }
   }
-  if (!sh.control) {
-    // A creator racing us may still be inside its Create (the daemon answers not_found for a
-    // segment it is creating): retry that for a moment.
-    auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    for (;;) {
-      try {
-        sh.control = client.Acquire(sh.name, Mode::kWrite);
-        break;
-      } catch (const Error& e) {
-        if (!create && e.errc() == Errc::kNotFound) {
-          // The daemon speaks of segments; what the caller asked for is a channel.
-          Fail(Errc::kNotFound,
-               "no channel named '" + sh.name + "' (open by name only: pass a shape to create it)");
-        }
-        if (!create || e.errc() != Errc::kNotFound || std::chrono::steady_clock::now() > give_up) {
-          throw;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  }
+  if (!sh.control) sh.control = AcquireControl(client, sh.name, create, options);
   if (sh.control.size() < detail::kHeaderBytes) {
     Fail(Errc::kInvalidArgument, "'" + sh.name + "' is not a channel");
   }
@@ -896,13 +925,16 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
     Fail(Errc::kInvalidArgument, "'" + sh.name + "' has an inconsistent channel header");
   }
   if (create) {
-    if (sh.format != options.format || sh.shape != options.shape ||
-        geo.slot_count != options.slots || geo.policy != options.policy) {
+    // Slots and policy the caller left unset are whatever the channel has.
+    const uint32_t slots_asked = options.slots.value_or(geo.slot_count);
+    const ChannelPolicy policy_asked = options.policy.value_or(geo.policy);
+    if (sh.format != options.format || sh.shape != options.shape || geo.slot_count != slots_asked ||
+        geo.policy != policy_asked) {
       Fail(Errc::kInvalidArgument, "channel '" + sh.name + "' exists with " +
                                        Describe(sh.format, sh.shape, geo.slot_count, policy) +
                                        ", not " +
-                                       Describe(options.format, options.shape, options.slots,
-                                                static_cast<uint32_t>(options.policy)));
+                                       Describe(options.format, options.shape, slots_asked,
+                                                static_cast<uint32_t>(policy_asked)));
     }
   }
 }

@@ -172,8 +172,9 @@ class Client:
         shape: SupportsIndex | Sequence[SupportsIndex] | None = None,
         *,
         dtype: _DType | None = "B",
-        slots: int = 8,
-        policy: Literal["block", "latest"] = "block",
+        slots: int | None = None,
+        policy: Literal["block", "latest"] | None = None,
+        wait: _Timeout = 0,
     ) -> Channel: ...
     def create(
         self,

@@ -820,28 +820,38 @@ int AddChannelTypes(PyObject* module) {
 
 PyObject* NewChannelObject(PyObject* owner, std::shared_ptr<Client> client, PyObject* args,
                            PyObject* kwds) {
-  static const char* kwlist[] = {"name", "shape", "dtype", "slots", "policy", nullptr};
+  static const char* kwlist[] = {"name", "shape", "dtype", "slots", "policy", "wait", nullptr};
   PyObject* name_obj = nullptr;
   PyObject* shape_obj = Py_None;
   PyObject* dtype_obj = Py_None;
   PyObject* slots_obj = nullptr;
   PyObject* policy_obj = nullptr;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOO:channel", const_cast<char**>(kwlist),
-                                   &name_obj, &shape_obj, &dtype_obj, &slots_obj, &policy_obj)) {
+  PyObject* wait_obj = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOOO:channel", const_cast<char**>(kwlist),
+                                   &name_obj, &shape_obj, &dtype_obj, &slots_obj, &policy_obj,
+                                   &wait_obj)) {
     return nullptr;
   }
-  // Shape and dtype as create() takes them (convert.hpp); the library checks the ranges.
+  if (slots_obj == Py_None) slots_obj = nullptr;
+  if (policy_obj == Py_None) policy_obj = nullptr;
+  // Shape and dtype as create() takes them (convert.hpp); the library checks the ranges. Slots
+  // and policy left out stay unset: the library's defaults, or whatever an existing channel has.
+  // wait= left out does not wait; given, it is a timeout as lease() takes it (None: forever).
   std::string n;
   ChannelOptions options;
-  uint64_t slots = options.slots;
+  uint64_t slots = 0;
+  ChannelPolicy policy = kDefaultChannelPolicy;
   if (!StringArg(name_obj, "name", &n) || !ShapeArg(shape_obj, &options.shape) ||
       !DtypeArg(dtype_obj, &options.format) ||
       (slots_obj != nullptr && !PositiveArg(slots_obj, "slots", &slots)) ||
-      !PolicyArg(policy_obj, &options.policy)) {
+      (policy_obj != nullptr && !PolicyArg(policy_obj, &policy)) ||
+      (wait_obj != nullptr && !TimeoutArg(wait_obj, &options.wait))) {
     return nullptr;
   }
   if (slots > UINT32_MAX) return RaiseErrc(Errc::kInvalidArgument, "slots is too large");
-  options.slots = static_cast<uint32_t>(slots);
+  if (slots_obj != nullptr) options.slots = static_cast<uint32_t>(slots);
+  if (policy_obj != nullptr) options.policy = policy;
+  if (options.wait.count() != 0) options.interrupted = PythonInterrupt(nullptr);  // Ctrl-C
   Channel* ch = nullptr;
   std::exception_ptr error = CallWithoutGil([&] { ch = new Channel(*client, n, options); });
   if (error) return RaiseFromException(error);

@@ -381,9 +381,13 @@ PyMethodDef client_methods[] = {
      "(views and slices included) is collected. Read leases give read-only arrays. Needs numpy."},
     {"channel", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_channel)),
      METH_VARARGS | METH_KEYWORDS,
-     "channel($self, /, name, shape=None, *, dtype='B', slots=8, policy='block')\n--\n\n"
-     "Create the frame channel `name` or open it (then format, shape, slots and policy must\n"
-     "match); with shape=None only open it. policy: 'block' or 'latest'. docs/CHANNELS.md."},
+     "channel($self, /, name, shape=None, *, dtype='B', slots=None, policy=None, wait=0)\n--\n\n"
+     "Create the frame channel `name` or open it (then format and shape, and slots and policy\n"
+     "where given, must match); with shape=None only open it. slots: 2..64 (None: 8 when\n"
+     "creating, else whatever the channel has). policy: 'block' or 'latest' (None: 'block' when\n"
+     "creating, else whatever it has). wait: with shape=None, seconds to wait for a channel\n"
+     "that does not exist yet (as lease() timeouts; None waits forever, 0 fails at once with\n"
+     "NotFoundError), then TimeoutError. docs/CHANNELS.md."},
     {"ping", Client_ping, METH_NOARGS,
      "ping($self, /)\n--\n\nOne round trip to the daemon; raises shmlease.Error if it fails."},
     {"create", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_create)),

@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -284,3 +285,51 @@ def test_a_participant_rewriting_the_control_block_crashes_nobody(daemon, chan):
     assert result.returncode == 0, (result.returncode, result.stderr)
     assert result.stdout.split() == ["ok", "100", "100"]
     ch.remove()  # by name: opening it anew (as the fixture does) refuses the rewritten header
+
+
+def test_a_reader_waiting_for_the_channel_gets_the_first_frame(client, chan):
+    name = chan.name()
+    got = []
+
+    def read():
+        r = client.channel(name, wait=5.0).reader()
+        got.append(r.next(timeout=5.0).seq)
+
+    t = threading.Thread(target=read)
+    t.start()
+    time.sleep(0.05)  # the reader waits: the channel does not exist yet
+    ch = client.channel(name, shape=(4,), slots=4)
+    w = ch.writer()
+    w.wait_for_readers(1, timeout=5.0)
+    w.publish(w.claim(timeout=1.0))
+    t.join(10)
+    assert got == [1]
+
+
+def test_wait_for_a_missing_channel_times_out(client, chan):
+    name = chan.name()
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=repr(name)):
+        client.channel(name, wait=0.05)
+    assert 0.05 <= time.monotonic() - start < 1.0
+    with pytest.raises(shmlease.NotFoundError):
+        client.channel(name, wait=0)
+
+
+@pytest.mark.parametrize("wait,exc", [(-1, shmlease.InvalidArgumentError),
+                                      (float("nan"), shmlease.InvalidArgumentError),
+                                      ("1", TypeError), (True, TypeError)])
+def test_bad_waits_raise_as_bad_lease_timeouts(client, chan, wait, exc):
+    with pytest.raises(exc):
+        client.channel(chan.name(), wait=wait)
+
+
+def test_slots_and_policy_are_checked_only_when_given(client, chan):
+    ch = chan(shape=(4,), slots=4, policy="latest")
+    opened = client.channel(ch.name, shape=(4,))
+    assert (opened.slots, opened.policy) == (4, "latest")
+    assert client.channel(ch.name, shape=(4,), slots=None, policy=None).slots == 4
+    with pytest.raises(shmlease.InvalidArgumentError, match="4 slots.*8 slots"):
+        client.channel(ch.name, shape=(4,), slots=8)
+    with pytest.raises(shmlease.InvalidArgumentError, match="latest.*block"):
+        client.channel(ch.name, shape=(4,), policy="block")

@@ -35,15 +35,22 @@ sys.stdin.readline()  # stay connected until the test has looked
 """
 
 
-def interrupt_child(daemon, client, name, call):
+def interrupt_child(daemon, client, name, call, waiting=None):
     """Starts a child waiting in `call`, SIGINTs it once the daemon counts its request, and
-    returns (seconds from the signal to KeyboardInterrupt, leases the child holds afterwards)."""
+    returns (seconds from the signal to KeyboardInterrupt, leases the child holds afterwards).
+    `waiting()` counts the requests the daemon queues (default: on the segment `name`); with
+    name=None nothing is queued (the child polls) and the signal comes 0.3 s after the start."""
+    if waiting is None and name is not None:
+        waiting = lambda: client.stat(name)["waiting"]  # noqa: E731
     child = spawn_python(daemon, CHILD.format(call=call), stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
-        wait_until(lambda: client.stat(name)["waiting"] == 1, 10, "the child's request queued")
-        time.sleep(0.2)  # well inside the wait, not at its start
+        if waiting is not None:
+            wait_until(lambda: waiting() == 1, 10, "the child's request queued")
+            time.sleep(0.2)  # well inside the wait, not at its start
+        else:
+            time.sleep(0.3)
         sent = time.monotonic()
         child.send_signal(signal.SIGINT)
         words = child.stdout.readline().split()
@@ -52,7 +59,8 @@ def interrupt_child(daemon, client, name, call):
         held = child.stdout.readline().split()
         assert held[0] == "held", held
         # Withdrawn: the daemon no longer counts the request, while the child is still connected.
-        assert client.stat(name)["waiting"] == 0
+        if waiting is not None:
+            assert waiting() == 0
         child.stdin.write("\n")
         child.stdin.flush()
         assert child.wait(10) == 0
@@ -94,30 +102,20 @@ def test_ctrl_c_interrupts_the_wait_for_the_writer_token(daemon, client, seg):
     # The writer token is a lease the daemon queues: the child's request shows as waiting on the
     # token's segment. Find it by what the daemon lists (the channel's parts share its name).
     parts = [s["name"] for s in client.list() if s["name"].startswith(name + ".")]
-    child = spawn_python(daemon, CHILD.format(
-        call=f"c.channel({name!r}).writer(timeout=None)"), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "ready"
-        wait_until(lambda: sum(client.stat(p)["waiting"] for p in parts) == 1, 10,
-                   "the child's writer request queued")
-        time.sleep(0.2)
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        words = child.stdout.readline().split()
-        assert words and words[0] == "interrupted", words
-        assert float(words[1]) - sent < 0.5
-        assert child.stdout.readline().split()[0] == "held"
-        assert sum(client.stat(p)["waiting"] for p in parts) == 0
-        child.stdin.write("\n")
-        child.stdin.flush()
-        assert child.wait(10) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    latency, _ = interrupt_child(
+        daemon, client, name, f"c.channel({name!r}).writer(timeout=None)",
+        waiting=lambda: sum(client.stat(p)["waiting"] for p in parts))
+    assert latency < 0.5
     writer.close()
     ch.remove()
+
+
+def test_ctrl_c_interrupts_the_wait_for_a_channel(daemon, client, seg):
+    # The channel never appears: the child polls the daemon, nothing is queued there.
+    name = seg("ch")
+    latency, held = interrupt_child(daemon, client, None, f"c.channel({name!r}, wait=None)")
+    assert latency < 0.5
+    assert held == 0
 
 
 def test_interrupt_in_another_thread_is_not_a_signal(daemon, client, seg):

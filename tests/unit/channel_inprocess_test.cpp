@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -220,6 +221,76 @@ TEST_F(ChannelInProcessTest, AParticipantRewritingTheControlBlockCrashesNobody) 
   w.Close();
   EXPECT_EQ(CodeOf([&] { r.Next(1s); }), Errc::kEndOfStream);
   Channel::Remove(client_, "hostile");
+}
+
+TEST_F(ChannelInProcessTest, AReaderWaitingForTheChannelGetsTheFirstFrame) {
+  // The reader starts first and waits for the channel by name; the writer waits for it before
+  // its first publish, so frame 1 is not missed.
+  std::atomic<uint64_t> first_seq{0};
+  std::thread reader([&] {
+    Client other = Connect();
+    Channel ch(other, "early", {.wait = 5s});
+    Reader r = ch.reader();
+    first_seq = r.Next(5s).seq();
+  });
+  std::this_thread::sleep_for(20ms);  // the reader is waiting: the channel does not exist yet
+  Channel ch(client_, "early", Small());
+  Writer w = ch.writer();
+  ASSERT_TRUE(w.WaitForReaders(1, 5s));
+  Send(w, 1);
+  reader.join();
+  EXPECT_EQ(first_seq.load(), 1u);
+  Channel::Remove(client_, "early");
+}
+
+TEST_F(ChannelInProcessTest, WaitingForAMissingChannelTimesOutQuickly) {
+  auto start = std::chrono::steady_clock::now();
+  try {
+    Channel(client_, "never", {.wait = 30ms});
+    FAIL() << "opened a channel that does not exist";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.errc(), Errc::kTimeout);
+    EXPECT_NE(std::string(e.what()).find("'never'"), std::string::npos) << e.what();
+  }
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 30ms);
+  EXPECT_LT(took, 1s);
+  EXPECT_EQ(CodeOf([&] { Channel(client_, "never"); }), Errc::kNotFound) << "no wait by default";
+  EXPECT_EQ(CodeOf([&] { Channel(client_, "never", {.wait = -5ms}); }), Errc::kInvalidArgument);
+  bool asked = false;
+  EXPECT_EQ(CodeOf([&] {
+              Channel(client_, "never", {.wait = kWaitForever, .interrupted = [&] {
+                                           asked = true;
+                                           return true;
+                                         }});
+            }),
+            Errc::kCancelled);
+  EXPECT_TRUE(asked);
+}
+
+TEST_F(ChannelInProcessTest, SlotsAndPolicyAreCheckedOnlyWhenGiven) {
+  Channel ch(client_, "shaped",
+             {.format = "I", .shape = {8}, .slots = 4, .policy = ChannelPolicy::kLatest});
+  Channel same(client_, "shaped", {.format = "I", .shape = {8}});  // slots, policy unset
+  EXPECT_EQ(same.slots(), 4u);
+  EXPECT_EQ(same.policy(), ChannelPolicy::kLatest);
+  Channel explicit_same(client_, "shaped", {.format = "I", .shape = {8}, .slots = 4});
+  EXPECT_EQ(explicit_same.slots(), 4u);
+  try {
+    Channel(client_, "shaped", {.format = "I", .shape = {8}, .slots = 8});
+    FAIL() << "a different slots value was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.errc(), Errc::kInvalidArgument);
+    std::string what = e.what();
+    EXPECT_NE(what.find("4 slots"), std::string::npos) << what;
+    EXPECT_NE(what.find("8 slots"), std::string::npos) << what;
+  }
+  EXPECT_EQ(CodeOf([&] {
+              Channel(client_, "shaped",
+                      {.format = "I", .shape = {8}, .policy = ChannelPolicy::kBlock});
+            }),
+            Errc::kInvalidArgument);
+  Channel::Remove(client_, "shaped");
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,9 +48,26 @@ enum class ChannelPolicy : uint32_t {
 struct ChannelOptions {
   std::string format = "B";     // one native struct item, as for segments
   std::vector<uint64_t> shape;  // frame shape; empty = open an existing channel, whatever it is
-  uint32_t slots = 8;           // 2..64
-  ChannelPolicy policy = ChannelPolicy::kBlock;
+  // 2..64. Unset: 8 when this call creates the channel, whatever it has when it exists; only an
+  // explicitly given value that differs from the existing channel's is refused.
+  std::optional<uint32_t> slots;
+  // Unset: kBlock when this call creates the channel, whatever it has when it exists (as slots).
+  std::optional<ChannelPolicy> policy;
+  // Opening by name only (empty shape): how long to wait for a channel that does not exist yet,
+  // e.g. a reader started before its writer. 0 (the default) fails at once with
+  // Error(kNotFound); kWaitForever waits without limit; otherwise Error(kTimeout) naming the
+  // channel once it runs out. Other negative values are refused (kInvalidArgument). The daemon
+  // is asked again at a growing interval (1 ms up to 50 ms), so a wait costs no busy core.
+  // Ignored when a shape is given (the channel is then created if missing).
+  std::chrono::milliseconds wait{0};
+  // Polled during that wait, as LeaseOptions::interrupted (client.hpp): returning true ends it
+  // with Error(kCancelled).
+  std::function<bool()> interrupted;
 };
+
+// Slots and policy of a channel created without them.
+inline constexpr uint32_t kDefaultChannelSlots = 8;
+inline constexpr ChannelPolicy kDefaultChannelPolicy = ChannelPolicy::kBlock;
 
 // Largest user metadata per frame (Writer::Publish's `meta`).
 inline constexpr size_t kMaxFrameMeta = 256;
@@ -209,9 +227,10 @@ class Reader {
 // A handle to a named channel (its control block mapped), from which writers and readers attach.
 class Channel {
  public:
-  // Creates the channel or opens it when it exists (then checks that format, shape, slots and
-  // policy match: Error(kInvalidArgument) otherwise). With an empty `options.shape` only opens:
-  // Error(kNotFound) when there is no such channel. `client` must outlive the Channel's calls to
+  // Creates the channel or opens it when it exists (then checks that format and shape, and slots
+  // and policy where given, match: Error(kInvalidArgument) naming both otherwise). With an empty
+  // `options.shape` only opens: Error(kNotFound) when there is no such channel, or after waiting
+  // `options.wait` for it Error(kTimeout). `client` must outlive the Channel's calls to
   // writer()/reader() (not the objects they return).
   Channel(Client& client, std::string_view name, const ChannelOptions& options = {});
   ~Channel();
