@@ -861,9 +861,23 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
       creator = false;
     }
     if (creator) {
-      // Data and token first, the header last: whoever sees `ready` finds all three.
-      client.Create(data_name, {.size = stride * slots, .exist_ok = true});
-      client.Create(token_name, {.size = 64, .exist_ok = true});
+      // Data and token first, the header last: whoever sees `ready` finds all three. A segment
+      // that already holds one of those names is somebody else's (a user's `model.data`, or one
+      // planted by another user to read or rewrite the frames): never adopt it; undo and refuse.
+      for (const std::string* part : {&data_name, &token_name}) {
+        try {
+          client.Create(*part, {.size = part == &data_name ? stride * slots : 64});
+        } catch (const Error& e) {
+          std::error_code ignored;
+          if (part == &token_name) client.Remove(data_name, ignored);
+          client.Remove(sh.name, ignored);
+          if (e.errc() != Errc::kAlreadyExists) throw;
+          Fail(Errc::kAlreadyExists,
+               "cannot create channel '" + sh.name + "': a segment '" + *part +
+                   "' exists and is not part of it (a channel needs the names '" + sh.name +
+                   "', '" + data_name + "' and '" + token_name + "')");
+        }
+      }
       sh.control = client.Acquire(sh.name, Mode::kWrite);
       auto* h = reinterpret_cast<ControlHeader*>(sh.control.writable_data().data());
       h->magic = detail::kMagic;
@@ -1059,6 +1073,20 @@ Reader Channel::reader(const ReaderOptions& options) {
 
 void Channel::Remove(Client& client, std::string_view name) {
   std::string base(name);
+  // Only a channel's parts go: a plain segment of that name (and a user's `<name>.data` beside
+  // it) is never deleted as if it were one. The magic is enough to tell; the rest of the header
+  // may have been rewritten by a participant and must not keep the channel from going.
+  {
+    std::error_code ec;
+    Lease control = client.Acquire(base, Mode::kRead, {.timeout = std::chrono::seconds(5)}, ec);
+    if (ec == Errc::kNotFound) Fail(Errc::kNotFound, "no channel '" + base + "'");
+    if (ec) throw Error(static_cast<Errc>(ec.value()), ec.message());
+    uint64_t magic = 0;
+    if (control.size() >= sizeof(magic)) std::memcpy(&magic, control.data().data(), sizeof(magic));
+    if (magic != detail::kMagic) {
+      Fail(Errc::kInvalidArgument, "'" + base + "' is a segment, not a channel: remove it as one");
+    }
+  }
   int removed = 0;
   for (const std::string& part : {base, base + ".data", base + ".writer"}) {
     std::error_code ec;

@@ -293,5 +293,53 @@ TEST_F(ChannelInProcessTest, SlotsAndPolicyAreCheckedOnlyWhenGiven) {
   Channel::Remove(client_, "shaped");
 }
 
+// A channel never adopts, overwrites or removes a segment that is not its own: a user's
+// `model.data` beside a new channel `model` (or one planted by another user) is refused and kept.
+TEST_F(ChannelInProcessTest, ACreatorRefusesToAdoptASegmentOfItsPartsNames) {
+  for (const char* part : {"model.data", "model.writer"}) {
+    client_.Create(part, {.size = 4096});
+    {
+      Lease w = client_.Acquire(part, Mode::kWrite);
+      std::memset(w.writable_data().data(), 0x5A, 4096);
+    }
+    try {
+      Channel ch(client_, "model", Small());
+      ADD_FAILURE() << "created a channel over " << part;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.errc(), Errc::kAlreadyExists);
+      EXPECT_NE(std::string(e.what()).find(std::string("'") + part + "' exists"), std::string::npos)
+          << e.what();
+    }
+    // Nothing of the failed channel is left, and the user's segment is as it was.
+    std::vector<std::string> names;
+    for (const SegmentInfo& info : client_.List()) names.push_back(info.name);
+    EXPECT_EQ(names, std::vector<std::string>{part});
+    Lease r = client_.Acquire(part, Mode::kRead);
+    for (std::byte b : r.data()) ASSERT_EQ(b, std::byte{0x5A});
+    r.Release();
+    client_.Remove(part);
+  }
+  // With the names free, the channel is made as usual.
+  Channel ch(client_, "model", Small());
+  Channel::Remove(client_, "model");
+  EXPECT_TRUE(client_.List().empty());
+}
+
+TEST_F(ChannelInProcessTest, RemoveDeletesOnlyAChannelsParts) {
+  client_.Create("plain", {.size = 4096});
+  client_.Create("plain.data", {.size = 4096});
+  try {
+    Channel::Remove(client_, "plain");
+    ADD_FAILURE() << "removed a plain segment as a channel";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.errc(), Errc::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("not a channel"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(client_.List().size(), 2u) << "both segments are kept";
+  EXPECT_EQ(CodeOf([&] { Channel::Remove(client_, "absent"); }), Errc::kNotFound);
+  client_.Remove("plain");
+  client_.Remove("plain.data");
+}
+
 }  // namespace
 }  // namespace shmlease
