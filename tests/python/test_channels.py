@@ -333,3 +333,30 @@ def test_slots_and_policy_are_checked_only_when_given(client, chan):
         client.channel(ch.name, shape=(4,), slots=8)
     with pytest.raises(shmlease.InvalidArgumentError, match="latest.*block"):
         client.channel(ch.name, shape=(4,), policy="block")
+
+
+def test_a_channel_never_adopts_a_segment_of_its_parts_names(client, chan):
+    # A user's `NAME.data` (or one planted by another user) is refused, kept, and nothing of the
+    # failed channel is left; with the name free the channel is made as usual.
+    name = chan.name()
+    client.create(f"{name}.data", 64, dtype="B")
+    with client.lease(f"{name}.data", "w") as lease:
+        np.asarray(lease)[:] = 7
+    with pytest.raises(shmlease.ExistsError, match=rf"'{name}\.data' exists"):
+        client.channel(name, shape=(4,))
+    assert [s["name"] for s in client.list()] == [f"{name}.data"]
+    with client.lease(f"{name}.data") as lease:
+        assert (np.asarray(lease) == 7).all()
+    client.remove(f"{name}.data")
+    client.channel(name, shape=(4,))
+
+
+def test_a_plain_segment_is_not_opened_or_removed_as_a_channel(client):
+    name = "plain-not-a-channel"  # not the chan fixture's: its teardown opens what it named
+    client.create(name, 64)
+    client.create(f"{name}.data", 64)
+    with pytest.raises(shmlease.InvalidArgumentError, match="is not a channel"):
+        client.channel(name)
+    assert sorted(s["name"] for s in client.list()) == [name, f"{name}.data"]
+    client.remove(name)
+    client.remove(f"{name}.data")
