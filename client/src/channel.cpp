@@ -21,6 +21,8 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "shmlease/format.hpp"
 
@@ -864,13 +866,16 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
       // Data and token first, the header last: whoever sees `ready` finds all three. A segment
       // that already holds one of those names is somebody else's (a user's `model.data`, or one
       // planted by another user to read or rewrite the frames): never adopt it; undo and refuse.
-      for (const std::string* part : {&data_name, &token_name}) {
+      const std::pair<const std::string*, uint64_t> parts[] = {{&data_name, stride * slots},
+                                                               {&token_name, 64}};
+      std::vector<const std::string*> made = {&sh.name};
+      for (const auto& [part, size] : parts) {
         try {
-          client.Create(*part, {.size = part == &data_name ? stride * slots : 64});
+          client.Create(*part, {.size = size});
+          made.push_back(part);
         } catch (const Error& e) {
           std::error_code ignored;
-          if (part == &token_name) client.Remove(data_name, ignored);
-          client.Remove(sh.name, ignored);
+          for (const std::string* m : made) client.Remove(*m, ignored);
           if (e.errc() != Errc::kAlreadyExists) throw;
           Fail(Errc::kAlreadyExists,
                "cannot create channel '" + sh.name + "': a segment '" + *part +
