@@ -1,6 +1,9 @@
 #include "session.hpp"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <optional>
@@ -10,6 +13,7 @@
 #include "errc_of.hpp"
 #include "inprocess_daemon.hpp"
 #include "raw_socket.hpp"
+#include "shm_backend.hpp"
 #include "shmlease/client.hpp"
 #include "wait_for.hpp"
 
@@ -137,6 +141,37 @@ TEST_F(SessionTest, StoppingFromAnotherThreadEndsEverySession) {
   EXPECT_EQ(CodeOf([&] { c.Ping(); }), Errc::kConnectionLost);
   EXPECT_TRUE(daemon_.ShmObjects().empty()) << "without a state directory segments die with it";
   EXPECT_EQ(lease.data().size(), 4096u);
+}
+
+// A test process that dies by a signal runs no destructor: the next in-process daemon removes
+// what it left in /dev/shm (found by the dead pid in the prefix), so nothing piles up.
+TEST(InProcessDaemon, RemovesWhatATestKilledBySignalLeftBehind) {
+  int report[2];
+  ASSERT_EQ(::pipe(report), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(report[0]);
+    testing::InProcessDaemon daemon;
+    Client c(daemon.socket_path());
+    c.Create("left", 4096);
+    const std::string& prefix = daemon.shm_prefix();
+    (void)!::write(report[1], prefix.data(), prefix.size());
+    ::close(report[1]);
+    ::raise(SIGKILL);
+  }
+  ::close(report[1]);
+  char buf[256];
+  ssize_t n = ::read(report[0], buf, sizeof(buf));
+  ::close(report[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  ASSERT_GT(n, 0);
+  const std::string prefix(buf, static_cast<size_t>(n));
+  ASSERT_EQ(server::ListShmObjects(prefix + ".").size(), 1u) << "the killed test left its segment";
+  testing::InProcessDaemon next;
+  EXPECT_TRUE(server::ListShmObjects(prefix + ".").empty());
 }
 
 }  // namespace
