@@ -150,12 +150,16 @@ void Daemon::WaitForSignals() {
     spdlog::info("received {}; shutting down", signo == SIGTERM ? "SIGTERM" : "SIGINT");
     Stop();
   });
+  WaitForReload();
+}
+
+// Every SIGHUP reloads: the wait re-arms itself after each one (it used to re-arm once, so the
+// third and later reloads were ignored).
+void Daemon::WaitForReload() {
   reload_signal_.async_wait([this](const boost::system::error_code& ec, int) {
     if (ec) return;
     Reload();
-    reload_signal_.async_wait([this](const boost::system::error_code& e, int) {
-      if (!e) Reload();
-    });
+    WaitForReload();
   });
 }
 

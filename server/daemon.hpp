@@ -49,6 +49,7 @@ class Daemon {
   void WaitForSignals();
   // SIGHUP: reads the file and flags again and applies what can change live.
   void Reload();
+  void WaitForReload();
   // Tells systemd (when it started us) how we are doing; a no-op otherwise.
   void NotifyStatus();
   // Writes the registry to the state file; logs (and goes on serving) if that fails.

@@ -258,6 +258,33 @@ TEST(ConfigFile, BadFilesAreRefusedWithFileLineAndReason) {
   std::filesystem::remove_all(dir);
 }
 
+// Every SIGHUP reloads, not only the first two (the signal wait used to re-arm only once).
+TEST(ConfigFile, EverySighupReloads) {
+  std::string dir = std::filesystem::temp_directory_path().string() + "/shmlease-cfg-n-" +
+                    std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::string path = WriteFile(dir, "d.toml", "max-segments = 10\n");
+  DaemonProcess daemon({"--config", path});
+  Client c(daemon.socket_path());
+  for (int limit = 1; limit <= 5; ++limit) {
+    WriteFile(dir, "d.toml", "max-segments = " + std::to_string(limit) + "\n");
+    ::kill(daemon.pid(), SIGHUP);
+    const std::string want = "reload: max-segments = " + std::to_string(limit);
+    std::string log;
+    for (int i = 0; i < 400 && log.find(want) == std::string::npos; ++i) {
+      std::this_thread::sleep_for(5ms);
+      log = daemon.log();
+    }
+    EXPECT_NE(log.find(want), std::string::npos) << "reload " << limit << ":\n" << log;
+    // The limit applies: `limit` segments fit, one more does not.
+    for (int i = 0; i < limit; ++i) c.Create("s" + std::to_string(i), 4096);
+    EXPECT_EQ(CodeOf([&] { c.Create("over", 4096); }), Errc::kLimitSegments) << limit;
+    for (int i = 0; i < limit; ++i) c.Remove("s" + std::to_string(i));
+  }
+  daemon.Stop();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(ConfigFile, FlagsWinAndSighupReloadsWithoutDroppingClients) {
   std::string dir = std::filesystem::temp_directory_path().string() + "/shmlease-cfg-r-" +
                     std::to_string(::getpid());
