@@ -168,7 +168,10 @@ void Daemon::Reload() {
   Config fresh;
   std::string error;
   // A byte limit derived from /dev/shm's free space counts our own segments as free.
-  if (!BuildConfig(source_.file, source_.flags, fresh, error, registry_.total_bytes())) {
+  // The default file is read whenever it exists now, also when it did not at start.
+  std::string file = source_.file;
+  if (source_.optional && !std::filesystem::exists(file)) file.clear();
+  if (!BuildConfig(file, source_.flags, fresh, error, registry_.total_bytes())) {
     spdlog::error("reload failed, keeping the running settings: {}", error);
     sd_notify(0, "READY=1");
     return;

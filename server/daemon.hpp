@@ -20,6 +20,7 @@ namespace shmlease::server {
 struct ConfigSource {
   std::string file;                           // "" = none
   std::map<std::string, std::string> flags;   // setting name -> value given on the command line
+  bool optional = false;                      // file is the default: read only when it exists
 };
 
 class Daemon {

@@ -28,8 +28,11 @@ int main(int argc, char** argv) {
   // Under systemd the journal adds its own timestamps.
   spdlog::set_pattern(std::getenv("JOURNAL_STREAM") ? "%l %v" : "%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
 
-  if (config_file.empty() && std::filesystem::exists(shmlease::server::kDefaultConfigFile)) {
-    config_file = shmlease::server::kDefaultConfigFile;
+  // Without --config the default file is read when it exists, at start and on every SIGHUP.
+  shmlease::server::ConfigSource source{config_file, flags};
+  if (config_file.empty()) {
+    source = {shmlease::server::kDefaultConfigFile, flags, true};
+    if (std::filesystem::exists(source.file)) config_file = source.file;
   }
   shmlease::server::Config config;
   std::string error;
@@ -44,7 +47,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    shmlease::server::Daemon daemon(config, {config_file, flags});
+    shmlease::server::Daemon daemon(config, source);
     if (!daemon.Listen(error)) {
       spdlog::error("{}", error);
       return 1;
