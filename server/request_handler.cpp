@@ -37,6 +37,14 @@ void RequestHandler::Handle(const SessionPtr& s, const proto::Header& header,
         if constexpr (std::is_same_v<T, proto::Stats>) OnStats(s, id);
         if constexpr (std::is_same_v<T, proto::Reclaim>) OnReclaim(s, id, m);
         if constexpr (std::is_same_v<T, proto::Cancel>) OnCancel(s, m);
+        if constexpr (std::is_same_v<T, proto::ChannelCreate>) OnChannelCreate(s, id, m);
+        if constexpr (std::is_same_v<T, proto::ChannelStat>) OnChannelStat(s, id, m);
+        if constexpr (std::is_same_v<T, proto::ChannelAttach>) OnChannelAttach(s, id, m);
+        if constexpr (std::is_same_v<T, proto::ChannelPart>) OnChannelPart(s, id, m);
+        if constexpr (std::is_same_v<T, proto::ChannelDetach>) OnChannelDetach(s, id, m);
+        if constexpr (std::is_same_v<T, proto::ChannelEvict>) OnChannelEvict(s, id, m);
+        if constexpr (std::is_same_v<T, proto::ChannelRemove>) OnChannelRemove(s, id, m);
+        if constexpr (std::is_same_v<T, proto::ChannelList>) OnChannelList(s, id);
       },
       request);
 }
@@ -78,6 +86,13 @@ void RequestHandler::OnCreate(const SessionPtr& s, uint32_t id, const proto::Cre
       }
       return;
     }
+  }
+  if (channels_.FindByName(m.name) != nullptr) {
+    s->Send(proto::ErrorReply{Errc::kAlreadyExists,
+                              "a channel named '" + m.name +
+                                  "' exists; a segment cannot take a channel's name"},
+            id);
+    return;
   }
   Errc error = Errc::kOk;
   std::string message;
@@ -133,9 +148,10 @@ void RequestHandler::OnCreated(uint64_t segment_id, std::unique_ptr<ShmObject> s
 Segment* RequestHandler::FindReady(Session& s, uint32_t id, const std::string& name) {
   Segment* segment = registry_.FindByName(name);
   if (segment == nullptr || segment->creating) {
-    s.Send(proto::ErrorReply{Errc::kNotFound, segment ? "segment '" + name + "' is still being created"
-                                                      : "no segment named '" + name + "'"},
-           id);
+    std::string message = segment ? "segment '" + name + "' is still being created"
+                                  : "no segment named '" + name + "'";
+    if (!segment && channels_.FindByName(name) != nullptr) message += " ('" + name + "' is a channel)";
+    s.Send(proto::ErrorReply{Errc::kNotFound, message}, id);
     return nullptr;
   }
   return segment;
@@ -414,14 +430,18 @@ bool RequestHandler::IsAdmin(const Peer& peer) const {
 }
 
 bool RequestHandler::Allowed(const Peer& peer, const Segment& segment, Access access) const {
+  return Allowed(peer, segment.owner_uid, segment.owner_gid, segment.mode, access);
+}
+
+bool RequestHandler::Allowed(const Peer& peer, uint32_t owner_uid, uint32_t owner_gid,
+                             uint32_t mode, Access access) const {
   if (IsAdmin(peer)) return true;
-  uint32_t bits = segment.mode & 07;  // others
-  if (peer.uid == segment.owner_uid) {
-    bits = (segment.mode >> 6) & 07;
-  } else if (peer.gid == segment.owner_gid ||
-             std::find(peer.groups.begin(), peer.groups.end(), segment.owner_gid) !=
-                 peer.groups.end()) {
-    bits = (segment.mode >> 3) & 07;
+  uint32_t bits = mode & 07;  // others
+  if (peer.uid == owner_uid) {
+    bits = (mode >> 6) & 07;
+  } else if (peer.gid == owner_gid ||
+             std::find(peer.groups.begin(), peer.groups.end(), owner_gid) != peer.groups.end()) {
+    bits = (mode >> 3) & 07;
   }
   return (bits & static_cast<uint32_t>(access)) != 0;
 }
@@ -441,6 +461,7 @@ bool RequestHandler::CheckAccess(Session& s, uint32_t id, const Segment& segment
 }
 
 void RequestHandler::OnClose(Session& session) {
+  channels_.OnClose(session.id());
   for (uint64_t ticket : table_.TicketsOf(session.id())) {
     auto segment_id = table_.SegmentOfTicket(ticket);
     table_.Cancel(ticket);

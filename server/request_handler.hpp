@@ -11,6 +11,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "channel_registry.hpp"
 #include "config.hpp"
 #include "lease_table.hpp"
 #include "segment_registry.hpp"
@@ -70,9 +71,24 @@ class RequestHandler {
   enum class Access : uint32_t { kRead = 4, kWrite = 2 };
   bool IsAdmin(const Peer& peer) const;
   bool Allowed(const Peer& peer, const Segment& segment, Access access) const;
+  bool Allowed(const Peer& peer, uint32_t owner_uid, uint32_t owner_gid, uint32_t mode,
+               Access access) const;
   // Replies kPermissionDenied and returns false when `access` is not allowed.
   bool CheckAccess(Session& s, uint32_t id, const Segment& segment, Access access);
   void OnReclaim(const SessionPtr& s, uint32_t id, const proto::Reclaim& m);
+
+  // --- Channels (channel_requests.cpp) ---
+  void OnChannelCreate(const SessionPtr& s, uint32_t id, const proto::ChannelCreate& m);
+  void OnChannelStat(const SessionPtr& s, uint32_t id, const proto::ChannelStat& m);
+  void OnChannelAttach(const SessionPtr& s, uint32_t id, const proto::ChannelAttach& m);
+  void OnChannelPart(const SessionPtr& s, uint32_t id, const proto::ChannelPart& m);
+  void OnChannelDetach(const SessionPtr& s, uint32_t id, const proto::ChannelDetach& m);
+  void OnChannelEvict(const SessionPtr& s, uint32_t id, const proto::ChannelEvict& m);
+  void OnChannelRemove(const SessionPtr& s, uint32_t id, const proto::ChannelRemove& m);
+  void OnChannelList(const SessionPtr& s, uint32_t id);
+  // The named channel; else replies kNotFound (saying so when the name is a segment's).
+  ChannelObject* FindChannel(Session& s, uint32_t id, const std::string& name);
+  bool CheckChannelAccess(Session& s, uint32_t id, const ChannelObject& ch, Access access);
 
   // Sends AcquireOk for a granted lease, passing the descriptor if this connection lacks it.
   void SendGrant(Session& session, uint32_t request_id, const LeaseRecord& lease);
@@ -88,6 +104,7 @@ class RequestHandler {
   SegmentRegistry& registry_;
   SessionManager& sessions_;
   LeaseTable table_;
+  ChannelRegistry channels_;
   std::unordered_map<uint64_t, Wait> waits_;  // by ticket
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   struct CreateWaiter {

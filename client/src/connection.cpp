@@ -138,6 +138,22 @@ bool Connection::OnReply(const proto::Header& header, const proto::Reply& reply,
     if (awaited && response.mapping) response.lease_handle = leases_.Add(*ok);
     return true;
   }
+  if (std::holds_alternative<proto::ChannelAttachOk>(reply) ||
+      std::holds_alternative<proto::ChannelPartOk>(reply)) {
+    // A channel part: the channel maps it itself (channel.cpp). Taken here, in wire order.
+    if ((header.flags & proto::kFlagFd) != 0) {
+      Descriptor passed = socket_.TakeDescriptor();
+      if (passed.status == Descriptor::Status::kOk) {
+        response.fd = OwnedFd(passed.fd);
+      } else {
+        response.map_error = Errc::kMapFailed;
+        response.map_message = passed.status == Descriptor::Status::kDropped
+                                   ? FramedSocket::DroppedReason()
+                                   : "the daemon announced a descriptor that did not arrive";
+      }
+    }
+    return true;
+  }
   if (auto* gone = std::get_if<proto::SegmentGone>(&reply)) {
     mappings_.Forget(gone->segment_id);
     return false;

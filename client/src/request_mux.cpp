@@ -1,11 +1,26 @@
 #include "request_mux.hpp"
 
+#include <unistd.h>
+
 #include <utility>
 #include <vector>
 
 #include "shmlease/codec.hpp"
 
 namespace shmlease::detail {
+
+OwnedFd::~OwnedFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+OwnedFd& OwnedFd::operator=(OwnedFd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
 
 std::optional<Response> RequestMux::Call(const proto::Request& request, CallControl* control) {
   uint32_t id = NextId();

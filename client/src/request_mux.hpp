@@ -25,6 +25,20 @@ namespace shmlease::detail {
 
 struct Mapping;
 
+// A descriptor this process owns: closed with its holder unless released.
+class OwnedFd {
+ public:
+  OwnedFd() = default;
+  explicit OwnedFd(int fd) : fd_(fd) {}
+  ~OwnedFd();
+  OwnedFd(OwnedFd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  OwnedFd& operator=(OwnedFd&& o) noexcept;
+  int get() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
 // A decoded reply and what came with it.
 struct Response {
   proto::Reply reply;
@@ -32,6 +46,7 @@ struct Response {
   Errc map_error = Errc::kOk;        // for AcquireOk: why no mapping could be made
   std::string map_message;
   uint64_t lease_handle = 0;  // for AcquireOk with a mapping: the lease, as tracked here
+  OwnedFd fd;                 // for ChannelAttachOk and ChannelPartOk: the part passed
 };
 
 // How often a wait with an interrupted() callback polls it.

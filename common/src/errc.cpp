@@ -74,6 +74,8 @@ constexpr ErrcInfo kErrcTable[] = {
     // a lease not granted in time.
     {Errc::kCancelled, "cancelled", "lease request cancelled", C::operation_canceled, ECANCELED,
      Errnos(), "Error", X::kTimeout},
+    {Errc::kEvicted, "evicted", "the channel's writer removed this reader", kNone, 0, Errnos(),
+     "EvictedError", X::kError},
 };
 
 constexpr bool RowsAreInNumberOrder() {

@@ -19,6 +19,7 @@ PyObject* g_timeout = nullptr;
 PyObject* g_invalid = nullptr;
 PyObject* g_unavailable = nullptr;
 PyObject* g_end_of_stream = nullptr;
+PyObject* g_evicted = nullptr;
 PyObject* g_connection_lost = nullptr;
 
 struct ClassSpec {
@@ -47,6 +48,9 @@ const ClassSpec kClassSpecs[] = {
      "The daemon closed the connection or is shutting down (also a ConnectionError)."},
     {&g_end_of_stream, "shmlease.EndOfStreamError", &PyExc_EOFError,
      "A channel's writer has closed or died and no frame is left (also an EOFError)."},
+    {&g_evicted, "shmlease.EvictedError", nullptr,
+     "The channel's writer removed this reader: it kept the writer waiting longer than the "
+     "channel's reader timeout, or its own state was not one an honest reader writes."},
 };
 
 // "NotFoundError" of "shmlease.NotFoundError" (NUL-terminated: the rest of a C string).

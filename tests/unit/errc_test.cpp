@@ -50,6 +50,7 @@ constexpr Numbered kAll[] = {
     {Errc::kQuotaSegments, 25, "quota_segments"},
     {Errc::kEndOfStream, 26, "end_of_stream"},
     {Errc::kCancelled, 27, "cancelled"},
+    {Errc::kEvicted, 28, "evicted"},
 };
 
 TEST(Errc, NumbersAreFixed) {
@@ -68,7 +69,7 @@ TEST(Errc, NamesAreStableUniqueSnakeCase) {
     }
   }
   EXPECT_EQ(names.count("unknown"), 0u);
-  EXPECT_EQ(ErrcName(static_cast<Errc>(28)), "unknown");
+  EXPECT_EQ(ErrcName(static_cast<Errc>(29)), "unknown");
   EXPECT_EQ(ErrcName(static_cast<Errc>(0xFFFFFFFFu)), "unknown");
 }
 
@@ -89,7 +90,7 @@ TEST(Errc, KnownCodesAreExactlyTheTable) {
   uint32_t count = 0;
   for (uint32_t v = 0; v < 1000; ++v) count += IsKnownErrc(v) ? 1 : 0;
   EXPECT_EQ(count, std::size(kAll));
-  EXPECT_FALSE(IsKnownErrc(28));
+  EXPECT_FALSE(IsKnownErrc(29));
   EXPECT_FALSE(IsKnownErrc(0xFFFFFFFFu));
   EXPECT_FALSE(IsKnownErrc(0x80000000u));
 }
@@ -181,6 +182,7 @@ constexpr Published kPublished[] = {
     {Errc::kQuotaSegments, 8, "Error", 0},
     {Errc::kEndOfStream, 1, "EndOfStreamError", 0},
     {Errc::kCancelled, 6, "Error", ECANCELED},
+    {Errc::kEvicted, 1, "EvictedError", 0},
 };
 
 TEST(ErrcTable, EveryCodeHasOneCompleteRow) {
@@ -194,7 +196,8 @@ TEST(ErrcTable, EveryCodeHasOneCompleteRow) {
                                               "InvalidArgumentError",
                                               "DaemonUnavailableError",
                                               "ConnectionLostError",
-                                              "EndOfStreamError"};
+                                              "EndOfStreamError",
+                                              "EvictedError"};
   for (size_t i = 0; i < std::size(kAll); ++i) {
     const ErrcInfo& row = ErrcTable()[i];
     const char* name = kAll[i].name;
@@ -213,7 +216,7 @@ TEST(ErrcTable, EveryCodeHasOneCompleteRow) {
       padding = padding || err == 0;
     }
   }
-  EXPECT_EQ(FindErrcInfo(28), nullptr);
+  EXPECT_EQ(FindErrcInfo(29), nullptr);
   EXPECT_EQ(FindErrcInfo(0xFFFFFFFFu), nullptr);
 }
 

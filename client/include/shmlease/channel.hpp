@@ -1,16 +1,17 @@
-// Frame channels: one writer hands fixed-format frames to any number of readers through shared
-// memory, without a daemon round trip per frame (docs/CHANNELS.md).
+// Frame channels: one writer hands frames (fixed-shape, or of variable size up to a maximum) to
+// any number of readers through shared memory, without a daemon round trip per frame
+// (docs/CHANNELS.md).
 //
-// Ownership: a channel is three daemon-owned segments, `<name>` (control block: header, reader
-// table, slot headers; every participant maps it writable), `<name>.data` (the frame slots; a
-// Reader maps it read-only) and `<name>.writer` (a token: the Writer holds an exclusive lease on
-// it). Writer, Reader and Frame share ownership of the leases they read through, so a Frame stays
-// valid after its Reader or Writer is destroyed. Channel::Remove() takes the names away; the
-// memory is freed when the last lease goes.
+// Ownership: a channel is a daemon object. The daemon makes its memory (sealed: no participant can
+// resize it, and it has no name anyone could open) and knows its writer and readers by their
+// connections. The writer maps the frames read-write, readers read-only; each reader writes only a
+// page of its own, which the writer maps read-only. Writer, Reader and Frame share ownership of
+// the mappings and of the Client's connection, so a Frame stays valid (and its slot held) after
+// its Reader or Writer object is gone. Channel::Remove() takes the name away; the memory is freed
+// when the last participant leaves.
 //
-// Nothing here uses a process-shared mutex: the shared state is atomics only, and every wait is a
-// futex wait with a bounded slice after which dead processes are looked for, so no process can
-// die holding something another one waits for without it being noticed.
+// Nothing here uses a process-shared mutex: the shared state is atomics only, and the daemon tells
+// everyone at once when a participant's connection closes (its process died).
 //
 // Thread safety: a Channel, Writer or Reader may be used from one thread at a time; Frames may be
 // released from any thread.
@@ -47,12 +48,20 @@ enum class ChannelPolicy : uint32_t {
 
 struct ChannelOptions {
   std::string format = "B";     // one native struct item, as for segments
-  std::vector<uint64_t> shape;  // frame shape; empty = open an existing channel, whatever it is
+  std::vector<uint64_t> shape;  // frame shape; empty (and no max_frame_bytes) = open by name
+  // Variable-size frames of at most this many bytes (format "B", no shape): each published frame
+  // carries its own length (Writer::Publish(frame, length)). 0: fixed-shape frames.
+  uint64_t max_frame_bytes = 0;
   // 2..64. Unset: 8 when this call creates the channel, whatever it has when it exists; only an
   // explicitly given value that differs from the existing channel's is refused.
   std::optional<uint32_t> slots;
   // Unset: kBlock when this call creates the channel, whatever it has when it exists (as slots).
   std::optional<ChannelPolicy> policy;
+  // kBlock: a reader that keeps the writer waiting for a slot longer than this is evicted (it gets
+  // Error(kEvicted)); 0 waits for readers without limit. Set at creation.
+  std::chrono::milliseconds reader_timeout{0};
+  // Permission bits at creation: read = may read frames, write = may be the writer and remove it.
+  uint32_t mode = 0600;
   // Opening by name only (empty shape): how long to wait for a channel that does not exist yet,
   // e.g. a reader started before its writer. 0 (the default) fails at once with
   // Error(kNotFound); kWaitForever waits without limit; otherwise Error(kTimeout) naming the
@@ -73,6 +82,25 @@ inline constexpr ChannelPolicy kDefaultChannelPolicy = ChannelPolicy::kBlock;
 inline constexpr size_t kMaxFrameMeta = 256;
 // Most readers attached to one channel at once.
 inline constexpr size_t kMaxChannelReaders = 64;
+
+// What the daemon says of a channel (Channel::Stat, Channel::List).
+struct ChannelInfo {
+  std::string name;
+  std::string format;
+  std::vector<uint64_t> shape;  // empty for variable-size frames
+  uint32_t slots = 0;
+  ChannelPolicy policy = ChannelPolicy::kBlock;
+  uint64_t frame_bytes = 0;  // fixed: every frame's size; variable: the largest
+  bool variable = false;
+  std::chrono::milliseconds reader_timeout{0};
+  uint64_t bytes = 0;  // memory of its frames
+  uint32_t owner_uid = 0;
+  uint32_t owner_gid = 0;
+  uint32_t mode = 0600;
+  uint32_t writer_pid = 0;  // 0: no writer
+  uint32_t readers = 0;
+  int64_t created_unix_ns = 0;
+};
 
 // One frame: a slot leased for reading (from a Reader) or for writing (from Writer::Claim).
 // Release() (or destruction) gives the slot back; a writer's unpublished frame is then discarded.
@@ -97,8 +125,10 @@ class Frame {
   // closed (Client::Close()) or lost for good: the slot may then be reclaimed by others, as
   // after a crash, and a reader's bytes may be overwritten by a new writer at any moment.
   bool held() const noexcept;
-  // The frame's bytes (frame size of the channel's format and shape).
+  // The frame's bytes: the channel's frame size, or (variable-size frames) the length the writer
+  // published; a claimed frame spans the whole slot.
   std::span<const std::byte> data() const noexcept { return {data_, size_}; }
+  size_t size() const noexcept { return size_; }
   // Throws Error(kPermissionDenied) on a reader's frame.
   std::span<std::byte> writable_data() const;
   template <typename T>
@@ -128,7 +158,6 @@ class Frame {
   std::byte* data_ = nullptr;
   size_t size_ = 0;
   uint32_t slot_ = 0;
-  uint64_t reader_bit_ = 0;  // reader frames: this reader's bit
   bool writer_ = false;
   uint64_t seq_ = 0;
   int64_t timestamp_ns_ = 0;
@@ -148,13 +177,17 @@ class Writer {
   Writer& operator=(Writer&&) noexcept;
 
   // A free slot to fill. kBlock: waits while every slot is still held or unread by some reader
-  // (readers found dead are reclaimed meanwhile); kLatest: waits only while every slot is held.
-  // Throws Error(kTimeout) when `timeout` runs out (kWaitForever waits without limit).
+  // (a reader that keeps it waiting beyond the channel's reader timeout is evicted); kLatest:
+  // waits only while every slot is held. Throws Error(kTimeout) when `timeout` runs out
+  // (kWaitForever waits without limit).
   Frame Claim(std::chrono::milliseconds timeout = kWaitForever);
   // Publishes a claimed frame (which becomes empty) with up to kMaxFrameMeta bytes of metadata;
   // returns its sequence number. Throws Error(kInvalidArgument) for a frame that is not this
   // writer's claimed frame or for longer metadata.
   uint64_t Publish(Frame& frame, std::span<const std::byte> meta = {});
+  // The same with the frame's length (variable-size channels: 0..max_frame_bytes; fixed-shape
+  // channels accept only their frame size).
+  uint64_t Publish(Frame& frame, size_t length, std::span<const std::byte> meta = {});
   // Readers attached now.
   uint32_t reader_count() const noexcept;
   // Waits until at least `n` readers are attached; false on timeout.
@@ -166,7 +199,6 @@ class Writer {
  private:
   friend class Channel;
   std::shared_ptr<detail::ChannelShared> shared_;
-  uint64_t next_seq_ = 1;
 };
 
 struct WriterOptions {
@@ -184,8 +216,10 @@ struct ReaderOptions {
 };
 
 // One reader: receives every frame published after it attached (kBlock) or the newest ones
-// (kLatest). Its reader slot is given back on destruction, or reclaimed by the writer (or any
-// later participant) once its process is found dead.
+// (kLatest). Its place is given back when it and its frames are gone, or by the daemon when its
+// connection closes. Every call throws Error(kEvicted) once the writer has removed it (reader
+// timeout, or a page no honest reader writes), and Error(kConnectionLost) once the daemon no longer
+// counts it (its connection was lost).
 class Reader {
  public:
   Reader() = default;
@@ -250,15 +284,21 @@ class Channel {
   size_t frame_bytes() const noexcept;
   uint32_t slots() const noexcept;
   ChannelPolicy policy() const noexcept;
-  uint32_t reader_count() const noexcept;
+  bool variable() const noexcept;
+  std::chrono::milliseconds reader_timeout() const noexcept;
+  // Readers attached now (asks the daemon).
+  uint32_t reader_count() const;
+  ChannelInfo Stat() const;
 
-  // Removes the channel's segments (their memory is freed with their last leases). Missing parts
-  // are ignored; Error(kNotFound) only when none existed.
+  // Takes the name away; the memory is freed when the last participant leaves. Error(kNotFound)
+  // when there is no such channel (the message says so when `name` is a segment).
   static void Remove(Client& client, std::string_view name);
+  static ChannelInfo Stat(Client& client, std::string_view name);
+  // The channels this caller may read.
+  static std::vector<ChannelInfo> List(Client& client);
 
  private:
-  Client* client_ = nullptr;
-  std::shared_ptr<detail::ChannelShared> shared_;
+  std::shared_ptr<detail::ChannelShared> shared_;  // the daemon's view; no mapping
 };
 
 }  // namespace shmlease

@@ -364,6 +364,7 @@ class Client {
   explicit Client(std::shared_ptr<detail::Connection> connection)
       : connection_(std::move(connection)) {}
   detail::Connection& connection() const;  // throws kConnectionLost after Close()
+  friend class Channel;  // channels talk to the daemon on the client's connection
   std::shared_ptr<detail::Connection> connection_;
 };
 

@@ -41,6 +41,7 @@ enum class Errc : uint32_t {
   kQuotaSegments = 25,      // the owner's per-uid segment quota is reached
   kEndOfStream = 26,        // client side: a channel's writer has closed or died
   kCancelled = 27,          // a lease request withdrawn by its caller (Cancel, interrupted())
+  kEvicted = 28,            // a channel reader removed by its writer (reader timeout, bad state)
 };
 
 // The category under which Errc values appear in std::error_code and shmlease::Error.

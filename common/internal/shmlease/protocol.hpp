@@ -69,6 +69,20 @@ enum class MsgType : uint16_t {
   // Withdraws a waiting Acquire of this connection. No reply of its own: the Acquire is answered
   // (ErrorReply kCancelled, or the grant if it raced ahead). Unknown or finished ids are ignored.
   kCancel = 0x000C,
+  // Channels (docs/CHANNELS.md): daemon objects whose parts are sealed memory the daemon made.
+  kChannelCreate = 0x000D,
+  kChannelOk = 0x800D,  // answers ChannelCreate, ChannelStat and ChannelRemove
+  kChannelStat = 0x000E,
+  kChannelAttach = 0x000F,
+  kChannelAttachOk = 0x800F,
+  kChannelPart = 0x0010,
+  kChannelPartOk = 0x8010,
+  kChannelDetach = 0x0011,
+  kChannelDone = 0x8011,  // answers ChannelDetach and ChannelEvict
+  kChannelEvict = 0x0012,
+  kChannelRemove = 0x0013,
+  kChannelList = 0x0014,
+  kChannelListOk = 0x8014,
 };
 
 // Header flags.
@@ -272,6 +286,155 @@ struct Cancel {
   bool operator==(const Cancel&) const = default;
 };
 
+// --- Channels ---
+enum class ChannelPolicy : uint8_t { kBlock = 1, kLatest = 2 };
+enum class ChannelRole : uint8_t { kReader = 1, kWriter = 2 };
+// What a ChannelPart asks for: the asker's own reader page (a reader, read-write), or a reader's
+// page read-only (the writer, to see which frames that reader holds).
+enum class ChannelPartKind : uint8_t { kOwnPage = 1, kReaderPage = 2 };
+namespace wire {
+constexpr auto Policy(auto& p) { return OneOf<ChannelPolicy::kBlock, ChannelPolicy::kLatest>(p); }
+constexpr auto Role(auto& r) { return OneOf<ChannelRole::kReader, ChannelRole::kWriter>(r); }
+constexpr auto PartKind(auto& k) {
+  return OneOf<ChannelPartKind::kOwnPage, ChannelPartKind::kReaderPage>(k);
+}
+}  // namespace wire
+
+// Everything a client may learn about one channel. The geometry is the daemon's: participants use
+// it (never the copy in shared memory) for every size and index.
+struct ChannelInfo {
+  uint64_t id = 0;
+  std::string name;
+  std::string format;
+  std::vector<uint64_t> shape;
+  uint32_t slots = 0;
+  ChannelPolicy policy = ChannelPolicy::kBlock;
+  uint64_t frame_bytes = 0;    // the largest frame (fixed-shape: exactly every frame)
+  uint8_t variable = 0;        // 1: frames carry their own length, up to frame_bytes
+  uint64_t slot_stride = 0;    // bytes between slots' data
+  uint64_t data_offset = 0;    // where slot 0's data starts in the frames part
+  uint64_t frames_bytes = 0;   // size of the frames part
+  uint32_t reader_page_bytes = 0;
+  int64_t reader_timeout_ms = 0;  // 0: block waits for readers without limit
+  int64_t created_unix_ns = 0;
+  uint32_t owner_uid = 0;
+  uint32_t owner_gid = 0;
+  uint32_t mode = 0600;  // read = may read frames, write = may be the writer
+  uint32_t writer_pid = 0;  // 0: no writer attached
+  uint32_t readers = 0;
+  static auto Fields(auto& m) {
+    return std::tuple{wire::Int(m.id),          wire::Str(m.name),
+                      wire::Str(m.format),      wire::Shape(m.shape),
+                      wire::Int(m.slots),       wire::Policy(m.policy),
+                      wire::Int(m.frame_bytes), wire::Flag(m.variable),
+                      wire::Int(m.slot_stride), wire::Int(m.data_offset),
+                      wire::Int(m.frames_bytes), wire::Int(m.reader_page_bytes),
+                      wire::Int(m.reader_timeout_ms), wire::Int(m.created_unix_ns),
+                      wire::Int(m.owner_uid),   wire::Int(m.owner_gid),
+                      wire::Int(m.mode),        wire::Int(m.writer_pid),
+                      wire::Int(m.readers)};
+  }
+  bool operator==(const ChannelInfo&) const = default;
+};
+
+// Creates a channel, or with kCreateExistOk returns the existing one when it matches: format and
+// shape (and max frame size) always, slots and policy only when given (non-zero).
+struct ChannelCreate {
+  static constexpr MsgType kType = MsgType::kChannelCreate;
+  static constexpr const char* kName = "channel_create";
+  std::string name;
+  std::string format;
+  std::vector<uint64_t> shape;   // fixed-shape frames; empty with max_frame_bytes
+  uint64_t max_frame_bytes = 0;  // variable-size frames of at most this many bytes; 0: fixed
+  uint32_t slots = 0;            // 0: 8 when created, any when it exists
+  uint8_t policy = 0;            // 0: block when created, any when it exists; else ChannelPolicy
+  int64_t reader_timeout_ms = 0;
+  uint8_t flags = 0;             // kCreateExistOk
+  uint32_t mode = kDefaultMode;
+  static auto Fields(auto& m) {
+    return std::tuple{wire::Str(m.name),          wire::Str(m.format),
+                      wire::Shape(m.shape),       wire::Int(m.max_frame_bytes),
+                      wire::Int(m.slots),         wire::Int(m.policy),
+                      wire::Int(m.reader_timeout_ms), wire::Int(m.flags),
+                      wire::Int(m.mode)};
+  }
+  bool operator==(const ChannelCreate&) const = default;
+};
+struct ChannelStat {
+  static constexpr MsgType kType = MsgType::kChannelStat;
+  static constexpr const char* kName = "channel_stat";
+  std::string name;
+  static auto Fields(auto& m) { return std::tuple{wire::Str(m.name)}; }
+  bool operator==(const ChannelStat&) const = default;
+};
+// Joins a channel. The reply carries the frames part: read-write for the writer, read-only for a
+// reader. A reader then asks for its own page (ChannelPart kOwnPage). One writer at a time: a
+// second gets kTimeout at once (clients retry until their own timeout).
+struct ChannelAttach {
+  static constexpr MsgType kType = MsgType::kChannelAttach;
+  static constexpr const char* kName = "channel_attach";
+  std::string name;
+  ChannelRole role = ChannelRole::kReader;
+  static auto Fields(auto& m) { return std::tuple{wire::Str(m.name), wire::Role(m.role)}; }
+  bool operator==(const ChannelAttach&) const = default;
+};
+struct ChannelPart {
+  static constexpr MsgType kType = MsgType::kChannelPart;
+  static constexpr const char* kName = "channel_part";
+  uint64_t channel_id = 0;
+  ChannelPartKind kind = ChannelPartKind::kOwnPage;
+  uint32_t index = 0;       // the reader
+  uint64_t generation = 0;  // of that reader's attachment
+  static auto Fields(auto& m) {
+    return std::tuple{wire::Int(m.channel_id), wire::PartKind(m.kind), wire::Int(m.index),
+                      wire::Int(m.generation)};
+  }
+  bool operator==(const ChannelPart&) const = default;
+};
+// Leaves: the writer ends its stream (readers get end of stream), a reader frees its place.
+struct ChannelDetach {
+  static constexpr MsgType kType = MsgType::kChannelDetach;
+  static constexpr const char* kName = "channel_detach";
+  uint64_t channel_id = 0;
+  ChannelRole role = ChannelRole::kReader;
+  uint32_t index = 0;
+  uint64_t generation = 0;
+  static auto Fields(auto& m) {
+    return std::tuple{wire::Int(m.channel_id), wire::Role(m.role), wire::Int(m.index),
+                      wire::Int(m.generation)};
+  }
+  bool operator==(const ChannelDetach&) const = default;
+};
+// The writer removes a reader (ChannelEvictReason): it gets kEvicted from then on.
+enum class ChannelEvictReason : uint8_t { kTimeout = 1, kBadState = 2 };
+struct ChannelEvict {
+  static constexpr MsgType kType = MsgType::kChannelEvict;
+  static constexpr const char* kName = "channel_evict";
+  uint64_t channel_id = 0;
+  uint32_t index = 0;
+  uint64_t generation = 0;
+  ChannelEvictReason reason = ChannelEvictReason::kTimeout;
+  static auto Fields(auto& m) {
+    return std::tuple{
+        wire::Int(m.channel_id), wire::Int(m.index), wire::Int(m.generation),
+        wire::OneOf<ChannelEvictReason::kTimeout, ChannelEvictReason::kBadState>(m.reason)};
+  }
+  bool operator==(const ChannelEvict&) const = default;
+};
+struct ChannelRemove {
+  static constexpr MsgType kType = MsgType::kChannelRemove;
+  static constexpr const char* kName = "channel_remove";
+  std::string name;
+  static auto Fields(auto& m) { return std::tuple{wire::Str(m.name)}; }
+  bool operator==(const ChannelRemove&) const = default;
+};
+struct ChannelList {
+  static constexpr MsgType kType = MsgType::kChannelList;
+  static constexpr const char* kName = "channel_list";
+  static auto Fields(auto&) { return std::tuple{}; }
+  bool operator==(const ChannelList&) const = default;
+};
+
 // --- Replies (daemon -> client) ---
 struct HelloOk {
   static constexpr MsgType kType = MsgType::kHelloOk;
@@ -417,6 +580,48 @@ struct SegmentGone {
   static auto Fields(auto& m) { return std::tuple{wire::Int(m.segment_id)}; }
   bool operator==(const SegmentGone&) const = default;
 };
+struct ChannelOk {
+  static constexpr MsgType kType = MsgType::kChannelOk;
+  static constexpr const char* kName = "channel_ok";
+  ChannelInfo info;
+  uint8_t created = 0;  // ChannelCreate: 1 when this request made it
+  static auto Fields(auto& m) { return std::tuple{wire::Nested(m.info), wire::Flag(m.created)}; }
+  bool operator==(const ChannelOk&) const = default;
+};
+// With kFlagFd: the frames part (read-only for a reader).
+struct ChannelAttachOk {
+  static constexpr MsgType kType = MsgType::kChannelAttachOk;
+  static constexpr const char* kName = "channel_attach_ok";
+  ChannelInfo info;
+  uint32_t index = 0;       // a reader's place (0..63); 0 for the writer
+  uint64_t generation = 0;  // of this attachment (a reader's, or the writer generation)
+  static auto Fields(auto& m) {
+    return std::tuple{wire::Nested(m.info), wire::Int(m.index), wire::Int(m.generation)};
+  }
+  bool operator==(const ChannelAttachOk&) const = default;
+};
+// With kFlagFd: the page asked for.
+struct ChannelPartOk {
+  static constexpr MsgType kType = MsgType::kChannelPartOk;
+  static constexpr const char* kName = "channel_part_ok";
+  uint32_t index = 0;
+  uint64_t generation = 0;
+  static auto Fields(auto& m) { return std::tuple{wire::Int(m.index), wire::Int(m.generation)}; }
+  bool operator==(const ChannelPartOk&) const = default;
+};
+struct ChannelDone {
+  static constexpr MsgType kType = MsgType::kChannelDone;
+  static constexpr const char* kName = "channel_done";
+  static auto Fields(auto&) { return std::tuple{}; }
+  bool operator==(const ChannelDone&) const = default;
+};
+struct ChannelListOk {
+  static constexpr MsgType kType = MsgType::kChannelListOk;
+  static constexpr const char* kName = "channel_list_ok";
+  std::vector<ChannelInfo> channels;
+  static auto Fields(auto& m) { return std::tuple{wire::List(m.channels)}; }
+  bool operator==(const ChannelListOk&) const = default;
+};
 struct ErrorReply {
   static constexpr MsgType kType = MsgType::kError;
   static constexpr const char* kName = "error";
@@ -430,9 +635,12 @@ struct ErrorReply {
 
 // The lists of messages: each alternative's kType is its wire type. Requests never have the reply
 // bit, replies always do, and no type is listed twice (codec.cpp checks).
-using Request = std::variant<Hello, Ping, Create, Acquire, Release, Remove, Stat, List, Chmod,
-                             Stats, Reclaim, Cancel>;
+using Request =
+    std::variant<Hello, Ping, Create, Acquire, Release, Remove, Stat, List, Chmod, Stats, Reclaim,
+                 Cancel, ChannelCreate, ChannelStat, ChannelAttach, ChannelPart, ChannelDetach,
+                 ChannelEvict, ChannelRemove, ChannelList>;
 using Reply = std::variant<HelloOk, Pong, CreateOk, AcquireOk, ReleaseOk, RemoveOk, StatOk, ListOk,
-                           ChmodOk, StatsOk, SegmentGone, ErrorReply, ReclaimOk>;
+                           ChmodOk, StatsOk, SegmentGone, ErrorReply, ReclaimOk, ChannelOk,
+                           ChannelAttachOk, ChannelPartOk, ChannelDone, ChannelListOk>;
 
 }  // namespace shmlease::proto
