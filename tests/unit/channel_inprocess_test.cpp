@@ -142,64 +142,6 @@ TEST_F(ChannelInProcessTest, AClosedClientsFramesAreNoLongerHeld) {
 // nobody crash. Openers that came before keep their private copy of the geometry; a frame whose
 // meta size is out of range is refused with kBadMessage and the stream goes on; a new opener
 // refuses the rewritten header.
-// The mappings of this process whose name contains `label` (memfd:LABEL), with their permissions
-// ("rw-s", "r--s"), from /proc/self/maps.
-std::vector<std::pair<std::string, uintptr_t>> MappingsNamed(const std::string& label) {
-  std::vector<std::pair<std::string, uintptr_t>> out;
-  std::ifstream maps("/proc/self/maps");
-  for (std::string line; std::getline(maps, line);) {
-    if (line.find(label) == std::string::npos) continue;
-    std::istringstream in(line);
-    std::string range, perms;
-    in >> range >> perms;
-    out.emplace_back(perms, std::stoull(range.substr(0, range.find('-')), nullptr, 16));
-  }
-  return out;
-}
-
-// The kernel enforces the roles: a reader's frames are mapped read-only and cannot be made
-// writable; its own page is the only channel memory it may write; the channel is no segment (no
-// name to open, nothing in /dev/shm) and its memory cannot be resized.
-TEST_F(ChannelInProcessTest, ReadersMapTheFramesReadOnlyAndTheChannelIsNoSegment) {
-  Channel ch(client_, "roles", Small(4));
-  EXPECT_TRUE(client_.List().empty()) << "a channel makes no segments";
-  {
-    Reader r = ch.reader();
-    auto frames = MappingsNamed("memfd:shmlease-channel");
-    auto pages = MappingsNamed("memfd:shmlease-reader");
-    ASSERT_EQ(frames.size(), 1u);
-    ASSERT_EQ(pages.size(), 1u);
-    EXPECT_EQ(frames[0].first, "r--s");
-    EXPECT_EQ(pages[0].first, "rw-s");
-    void* at = reinterpret_cast<void*>(frames[0].second);
-    EXPECT_NE(::mprotect(at, 4096, PROT_READ | PROT_WRITE), 0) << "frames made writable";
-    EXPECT_EQ(errno, EACCES);
-    // Through /proc/self/map_files the same memory opens read-only at most, never writable, and
-    // it cannot be resized.
-    char path[128];
-    std::snprintf(path, sizeof(path), "/proc/self/map_files/%lx-", frames[0].second);
-    std::string prefix = path;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/map_files")) {
-      if (entry.path().string().rfind(prefix, 0) != 0) continue;
-      int fd = ::open(entry.path().c_str(), O_RDWR);
-      if (fd >= 0) {
-        EXPECT_NE(::ftruncate(fd, 0), 0) << "a reader shrank the frames";
-        ::close(fd);
-      }
-    }
-    Writer w = ch.writer();
-    auto writer_frames = MappingsNamed("memfd:shmlease-channel");
-    ASSERT_EQ(writer_frames.size(), 2u) << "the reader's mapping and the writer's";
-    Send(w, 1);
-    Frame f = r.Next(1s);
-    EXPECT_EQ(MetaOf(f), 1u);
-  }
-  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
-    EXPECT_EQ(entry.path().filename().string().find("roles"), std::string::npos) << entry.path();
-  }
-  Channel::Remove(client_, "roles");
-}
-
 TEST_F(ChannelInProcessTest, AReaderWaitingForTheChannelGetsTheFirstFrame) {
   // The reader starts first and waits for the channel by name; the writer waits for it before
   // its first publish, so frame 1 is not missed.

@@ -200,11 +200,55 @@ std::vector<Request> SampleRequests() {
                   .exclusive = 1},
                  {.lease_id = ~0ull, .segment_id = 1, .created_unix_ns = 42}},
       .mappings = {{.segment_id = 3, .created_unix_ns = -1, .writable = 1}}});
+  out.push_back(ChannelCreate{.name = "cam", .format = "B", .shape = {1080, 1920, 3}});
+  out.push_back(ChannelCreate{.name = "pkts", .max_frame_bytes = 1 << 20, .slots = 64,
+                              .policy = 2, .reader_timeout_ms = 250, .flags = kCreateExistOk,
+                              .mode = 0644});
+  out.push_back(ChannelStat{.name = "cam"});
+  out.push_back(ChannelAttach{.name = "cam", .role = ChannelRole::kWriter});
+  out.push_back(ChannelAttach{.name = "cam", .role = ChannelRole::kReader});
+  out.push_back(ChannelPart{.channel_id = 3, .kind = ChannelPartKind::kReaderPage, .index = 63,
+                            .generation = ~0ull});
+  out.push_back(ChannelDetach{.channel_id = 3, .role = ChannelRole::kReader, .index = 2,
+                              .generation = 9});
+  out.push_back(ChannelEvict{.channel_id = 3, .index = 1, .generation = 4,
+                             .reason = ChannelEvictReason::kBadState});
+  out.push_back(ChannelRemove{.name = "cam"});
+  out.push_back(ChannelList{});
   return out;
+}
+
+ChannelInfo SampleChannel(std::string name) {
+  ChannelInfo c;
+  c.id = 12;
+  c.name = std::move(name);
+  c.format = "B";
+  c.shape = {480, 640, 3};
+  c.slots = 8;
+  c.policy = ChannelPolicy::kLatest;
+  c.frame_bytes = 921600;
+  c.slot_stride = 921600;
+  c.data_offset = 8192;
+  c.frames_bytes = 8192 + 8 * 921600;
+  c.reader_page_bytes = 4096;
+  c.reader_timeout_ms = 100;
+  c.created_unix_ns = -5;
+  c.owner_uid = 1000;
+  c.owner_gid = 100;
+  c.mode = 0644;
+  c.writer_pid = 77;
+  c.readers = 3;
+  return c;
 }
 
 std::vector<Reply> SampleReplies() {
   std::vector<Reply> out;
+  out.push_back(ChannelOk{.info = SampleChannel("cam"), .created = 1});
+  out.push_back(ChannelAttachOk{.info = SampleChannel("cam"), .index = 63, .generation = 2});
+  out.push_back(ChannelPartOk{.index = 5, .generation = 6});
+  out.push_back(ChannelDone{});
+  out.push_back(ChannelListOk{});
+  out.push_back(ChannelListOk{.channels = {SampleChannel("a"), SampleChannel("b")}});
   out.push_back(HelloOk{});
   out.push_back(
       HelloOk{.version = 1, .server_pid = 99, .max_message = 1 << 20, .server_version = "0.1.0"});
@@ -713,7 +757,7 @@ TEST(CodecBody, TrailingBytesAfterAValidBodyAreBad) {
 
 TEST(CodecBody, UnknownTypesAreUnknownTypeNotBadMessage) {
   const uint16_t request_types[] = {0x0000,
-                                    0x000D,
+                                    0x0015,
                                     0x00FF,
                                     0x7FFF,
                                     static_cast<uint16_t>(MsgType::kPong),
@@ -916,8 +960,7 @@ void CheckConsistent(const Bytes& input, uint32_t max_body) {
         ASSERT_EQ(error == Errc::kUnknownType,
                   (static_cast<uint16_t>(f.header.type) & kReplyBit) != 0 ||
                       static_cast<uint16_t>(f.header.type) == 0 ||
-                      (static_cast<uint16_t>(f.header.type) > static_cast<uint16_t>(MsgType::kStats) &&
-                       f.header.type != MsgType::kReclaim && f.header.type != MsgType::kCancel));
+                      static_cast<uint16_t>(f.header.type) > static_cast<uint16_t>(MsgType::kChannelList));
       }
       Reply reply;
       error = Errc::kOk;
