@@ -237,7 +237,8 @@ void RequestHandler::OnChannelPart(const SessionPtr& s, uint32_t id, const proto
   s->Send(proto::ChannelPartOk{m.index, m.generation}, id, r.page->ro_fd());
 }
 
-void RequestHandler::OnChannelDetach(const SessionPtr& s, uint32_t id,
+// One-way (kFlagNoReply) from a reader's destructor: answered only by ChannelDone when asked.
+void RequestHandler::OnChannelDetach(const SessionPtr& s, const proto::Header& h,
                                      const proto::ChannelDetach& m) {
   ChannelObject* ch = channels_.FindById(m.channel_id);
   if (ch != nullptr && m.role == proto::ChannelRole::kWriter) {
@@ -252,7 +253,7 @@ void RequestHandler::OnChannelDetach(const SessionPtr& s, uint32_t id,
     }
   }
   if (ch != nullptr) channels_.FreeIfUnused(m.channel_id);
-  s->Send(proto::ChannelDone{}, id);
+  if ((h.flags & proto::kFlagNoReply) == 0) s->Send(proto::ChannelDone{}, h.request_id);
 }
 
 void RequestHandler::OnChannelEvict(const SessionPtr& s, uint32_t id,

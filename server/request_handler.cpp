@@ -41,7 +41,7 @@ void RequestHandler::Handle(const SessionPtr& s, const proto::Header& header,
         if constexpr (std::is_same_v<T, proto::ChannelStat>) OnChannelStat(s, id, m);
         if constexpr (std::is_same_v<T, proto::ChannelAttach>) OnChannelAttach(s, id, m);
         if constexpr (std::is_same_v<T, proto::ChannelPart>) OnChannelPart(s, id, m);
-        if constexpr (std::is_same_v<T, proto::ChannelDetach>) OnChannelDetach(s, id, m);
+        if constexpr (std::is_same_v<T, proto::ChannelDetach>) OnChannelDetach(s, header, m);
         if constexpr (std::is_same_v<T, proto::ChannelEvict>) OnChannelEvict(s, id, m);
         if constexpr (std::is_same_v<T, proto::ChannelRemove>) OnChannelRemove(s, id, m);
         if constexpr (std::is_same_v<T, proto::ChannelList>) OnChannelList(s, id);

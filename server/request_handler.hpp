@@ -82,7 +82,7 @@ class RequestHandler {
   void OnChannelStat(const SessionPtr& s, uint32_t id, const proto::ChannelStat& m);
   void OnChannelAttach(const SessionPtr& s, uint32_t id, const proto::ChannelAttach& m);
   void OnChannelPart(const SessionPtr& s, uint32_t id, const proto::ChannelPart& m);
-  void OnChannelDetach(const SessionPtr& s, uint32_t id, const proto::ChannelDetach& m);
+  void OnChannelDetach(const SessionPtr& s, const proto::Header& h, const proto::ChannelDetach& m);
   void OnChannelEvict(const SessionPtr& s, uint32_t id, const proto::ChannelEvict& m);
   void OnChannelRemove(const SessionPtr& s, uint32_t id, const proto::ChannelRemove& m);
   void OnChannelList(const SessionPtr& s, uint32_t id);

@@ -22,6 +22,7 @@
 #include "exit_policy.hpp"
 #include "output.hpp"
 #include "render.hpp"
+#include "shmlease/channel.hpp"
 #include "shmlease/client.hpp"
 #include "shmlease/errc.hpp"
 #include "shmlease/fd_io.hpp"
@@ -115,15 +116,84 @@ void Ping(const Options& o) {
   }
 }
 
+namespace {
+
+std::string PolicyText(ChannelPolicy p) { return p == ChannelPolicy::kLatest ? "latest" : "block"; }
+
+Json ChannelJson(const ChannelInfo& c) {
+  Json shape = Json::array();
+  for (uint64_t d : c.shape) shape.push_back(d);
+  return {{"name", c.name},
+          {"format", c.format},
+          {"shape", shape},
+          {"variable", c.variable},
+          {"frame_bytes", c.frame_bytes},
+          {"slots", c.slots},
+          {"policy", PolicyText(c.policy)},
+          {"reader_timeout_ms", c.reader_timeout.count()},
+          {"bytes", c.bytes},
+          {"writer_pid", c.writer_pid},
+          {"readers", c.readers},
+          {"owner_uid", c.owner_uid},
+          {"owner_gid", c.owner_gid},
+          {"mode", fmt::format("{:04o}", c.mode)},
+          {"created_unix_ns", c.created_unix_ns}};
+}
+
+std::string FramesText(const ChannelInfo& c) {
+  return c.variable ? "up to " + FormatSize(c.frame_bytes)
+                    : c.format + " " + ShapeText(c.shape) + " (" + FormatSize(c.frame_bytes) + ")";
+}
+
+// Whether a name the daemon says is no segment is a channel's (its message says so).
+bool IsChannelName(const Error& e) {
+  return e.errc() == Errc::kNotFound && std::string(e.what()).find("is a channel)") != std::string::npos;
+}
+
+void StatChannel(const Options& o, Client& client) {
+  ChannelInfo c = Channel::Stat(client, o.name);
+  if (o.json) {
+    Json j = ChannelJson(c);
+    j["kind"] = "channel";
+    PrintOut(Dump(j) + "\n");
+    return;
+  }
+  std::vector<std::pair<std::string, std::string>> lines = {
+      {"channel", c.name},
+      {"frames", FramesText(c)},
+      {"slots", std::to_string(c.slots)},
+      {"policy", PolicyText(c.policy) +
+                     (c.reader_timeout.count() > 0
+                          ? fmt::format(" (readers evicted after {} ms)", c.reader_timeout.count())
+                          : "")},
+      {"memory", fmt::format("{} ({} bytes)", FormatSize(c.bytes), c.bytes)},
+      {"writer", c.writer_pid != 0 ? fmt::format("pid {}", c.writer_pid) : "none"},
+      {"readers", std::to_string(c.readers)},
+      {"created", TimeText(c.created_unix_ns, true)},
+      {"owner", fmt::format("uid {}, gid {}", c.owner_uid, c.owner_gid)},
+      {"mode", fmt::format("{:04o}", c.mode)},
+  };
+  Table table({{Align::kLeft, 11}, {Align::kLeft}}, {});
+  for (const auto& [key, value] : lines) table.AddRow({key + ":", value});
+  PrintOut(table.Render());
+}
+
+}  // namespace
+
 void List(const Options& o) {
   Client client(o.socket);
   std::vector<SegmentInfo> segments = client.List();
   std::sort(segments.begin(), segments.end(),
             [](const SegmentInfo& a, const SegmentInfo& b) { return a.name < b.name; });
+  std::vector<ChannelInfo> channels = Channel::List(client);
+  std::sort(channels.begin(), channels.end(),
+            [](const ChannelInfo& a, const ChannelInfo& b) { return a.name < b.name; });
   if (o.json) {
     Json list = Json::array();
     for (const auto& s : segments) list.push_back(InfoJson(s));
-    PrintOut(Dump({{"segments", list}}) + "\n");
+    Json chans = Json::array();
+    for (const auto& c : channels) chans.push_back(ChannelJson(c));
+    PrintOut(Dump({{"segments", list}, {"channels", chans}}) + "\n");
     return;
   }
   // Numbers right-aligned, text left-aligned; the last column is not padded.
@@ -136,12 +206,28 @@ void List(const Options& o) {
                   std::to_string(s.readers), std::to_string(s.writers), FlagsText(s)});
   }
   PrintOut(table.Render());
+  if (channels.empty()) return;
+  Table chans({kText, kText, kNumber, kText, kNumber, kNumber}, {.separator = "  ", .fit = true});
+  chans.AddRow({"CHANNEL", "FRAMES", "SLOTS", "POLICY", "WRITER", "READERS"});
+  for (const auto& c : channels) {
+    chans.AddRow({c.name, FramesText(c), std::to_string(c.slots), PolicyText(c.policy),
+                  c.writer_pid != 0 ? std::to_string(c.writer_pid) : "-",
+                  std::to_string(c.readers)});
+  }
+  PrintOut("\n" + chans.Render());
 }
 
 void StatCommand(const Options& o) {
   CheckName(o.name);
   Client client(o.socket);
-  SegmentInfo s = client.Stat(o.name);
+  SegmentInfo s;
+  try {
+    s = client.Stat(o.name);
+  } catch (const Error& e) {
+    if (!IsChannelName(e)) throw;
+    StatChannel(o, client);
+    return;
+  }
   if (o.json) {
     PrintOut(Dump(InfoJson(s)) + "\n");
     return;
@@ -266,7 +352,12 @@ void CreateCommand(const Options& o) {
 void RemoveCommand(const Options& o) {
   CheckName(o.name);
   Client client(o.socket);
-  client.Remove(o.name);
+  try {
+    client.Remove(o.name);
+  } catch (const Error& e) {
+    if (!IsChannelName(e)) throw;
+    Channel::Remove(client, o.name);  // a channel goes when its participants leave
+  }
   if (o.json) PrintOut(Dump({{"removed", o.name}}) + "\n");
 }
 

@@ -57,9 +57,9 @@ int Run(int argc, char** argv) {
       ->type_name("PATH");
 
   CLI::App* ping = app.add_subcommand("ping", "Check that shmleased answers");
-  CLI::App* ls = app.add_subcommand("ls", "List every segment");
+  CLI::App* ls = app.add_subcommand("ls", "List every segment, then every channel");
   ls->alias("list");
-  CLI::App* stat = app.add_subcommand("stat", "Describe one segment");
+  CLI::App* stat = app.add_subcommand("stat", "Describe one segment or channel");
   stat->add_option("NAME", o.name, "Segment name")->required();
 
   CLI::App* create = app.add_subcommand(
@@ -101,7 +101,7 @@ int Run(int argc, char** argv) {
       ->type_name("WHEN");
   create->add_flag("--huge-best-effort{best-effort}", o.huge, "Same as --huge=best-effort");
 
-  CLI::App* rm = app.add_subcommand("rm", "Remove a segment (its memory goes with its last lease)");
+  CLI::App* rm = app.add_subcommand("rm", "Remove a segment or channel (its memory goes with its last lease or participant)");
   rm->alias("remove");
   rm->add_option("NAME", o.name, "Segment name")->required();
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "shmlease/channel.hpp"
 #include "daemon_test.hpp"
 #include "raw_socket.hpp"
 
@@ -281,6 +282,51 @@ TEST_F(CliTest, CreateListStatRemove) {
   r = Cli({"stat", "frames"});
   EXPECT_EQ(r.exit_code, 3) << r;
   EXPECT_TRUE(daemon_.ShmObjects().empty());
+}
+
+// Channels are shown as channels: ls lists them after the segments, stat describes one, rm removes
+// one; a segment of the same name cannot exist.
+TEST_F(CliTest, ChannelsAreListedDescribedAndRemovedAsChannels) {
+  Client c(daemon_.socket_path());
+  Channel cam(c, "cam", {.format = "B", .shape = {480, 640, 3}, .slots = 4});
+  Writer w = cam.writer();
+  Reader r1 = cam.reader();
+  ASSERT_EQ(Cli({"create", "plain", "4KiB"}).exit_code, 0);
+  CliResult r = Cli({"ls"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 5u) << r;  // segments: header, plain; blank; channels: header, cam
+  EXPECT_EQ(lines[1].rfind("plain ", 0), 0u) << r;
+  EXPECT_EQ(lines[3].rfind("CHANNEL", 0), 0u) << r;
+  EXPECT_EQ(lines[4].rfind("cam ", 0), 0u) << r;
+  EXPECT_NE(lines[4].find("B 480x640x3"), std::string::npos) << r;
+  EXPECT_NE(lines[4].find(std::to_string(::getpid())), std::string::npos) << r;
+
+  r = Cli({"ls", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["channels"].size(), 1u) << r;
+  EXPECT_EQ(j["channels"][0]["name"], "cam");
+  EXPECT_EQ(j["channels"][0]["readers"], 1);
+  EXPECT_EQ(j["channels"][0]["slots"], 4);
+  EXPECT_EQ(j["segments"].size(), 1u);
+
+  r = Cli({"stat", "cam"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find("channel:"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("readers:   1"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("writer:    pid " + std::to_string(::getpid())), std::string::npos) << r;
+
+  r = Cli({"create", "cam", "4KiB"});
+  EXPECT_EQ(r.exit_code, 4) << r;
+  EXPECT_NE(r.err.find("a channel named 'cam' exists"), std::string::npos) << r;
+
+  r = Cli({"rm", "cam"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(Channel::List(c).empty());
+  r = Cli({"stat", "cam"});
+  EXPECT_EQ(r.exit_code, 3) << r;
+  ASSERT_EQ(Cli({"rm", "plain"}).exit_code, 0);
 }
 
 TEST_F(CliTest, ListIsAnAlignedTable) {
