@@ -73,6 +73,31 @@ int main(int argc, char** argv) {
                                  {{7, 1700000000123456789, 1}}}},
       {"cancel", proto::Cancel{5}},
   };
+  // Added later: written after the others, so the earlier seeds stay byte-identical.
+  std::vector<std::pair<std::string, proto::Request>> channel_requests = {
+      {"channel-create",
+       proto::ChannelCreate{"cam", "B", {480, 640, 3}, 0, 8, 1, 100, proto::kCreateExistOk, 0644}},
+      {"channel-create-variable", proto::ChannelCreate{"pkts", "B", {}, 1 << 20, 4, 2, 0, 0, 0600}},
+      {"channel-stat", proto::ChannelStat{"cam"}},
+      {"channel-attach", proto::ChannelAttach{"cam", proto::ChannelRole::kWriter}},
+      {"channel-part", proto::ChannelPart{1, proto::ChannelPartKind::kReaderPage, 3, 9}},
+      {"channel-detach", proto::ChannelDetach{1, proto::ChannelRole::kReader, 3, 9}},
+      {"channel-evict", proto::ChannelEvict{1, 3, 9, proto::ChannelEvictReason::kTimeout}},
+      {"channel-remove", proto::ChannelRemove{"cam"}},
+      {"channel-list", proto::ChannelList{}},
+  };
+  proto::ChannelInfo channel;
+  channel.id = 1;
+  channel.name = "cam";
+  channel.format = "B";
+  channel.shape = {480, 640, 3};
+  channel.slots = 8;
+  channel.frame_bytes = 921600;
+  channel.slot_stride = 921600;
+  channel.data_offset = 8192;
+  channel.frames_bytes = 8192 + 8 * 921600;
+  channel.reader_page_bytes = 4096;
+  channel.mode = 0644;
   proto::StatsOk stats{3, 1 << 20, 1 << 30, 2, 2, 5000, {}};
   stats.clients.push_back(
       {1, 4242, 1000, 1000, "python3", 0, {{"frames", proto::LeaseMode::kRead, 0}}});
@@ -116,5 +141,25 @@ int main(int argc, char** argv) {
     if (stream.size() < 512) stream.insert(stream.end(), frame.begin(), frame.end());
   }
   Write(dir, "stream-replies", stream);
+  std::vector<std::pair<std::string, proto::Reply>> channel_replies = {
+      {"channel-ok", proto::ChannelOk{channel, 1}},
+      {"channel-attach-ok", proto::ChannelAttachOk{channel, 3, 9}},
+      {"channel-part-ok", proto::ChannelPartOk{3, 9}},
+      {"channel-done", proto::ChannelDone{}},
+      {"channel-list-ok", proto::ChannelListOk{{channel, channel}}},
+  };
+  for (const auto& [name, request] : channel_requests) {
+    std::vector<std::byte> frame;
+    proto::EncodeRequest(request, id++, 0, frame);
+    Write(dir, "frame-" + name, frame);
+    Write(dir, "body-" + name, TypedBody(frame));
+  }
+  for (const auto& [name, reply] : channel_replies) {
+    std::vector<std::byte> frame;
+    const bool fd = name == "channel-attach-ok" || name == "channel-part-ok";
+    proto::EncodeReply(reply, id++, fd ? proto::kFlagFd : 0, frame);
+    Write(dir, "frame-" + name, frame);
+    Write(dir, "body-" + name, TypedBody(frame));
+  }
   return 0;
 }
