@@ -24,7 +24,9 @@ void WakeAll(std::atomic<uint32_t>& word) {
             0);
 }
 
-Errc CodeOfErrno(int e) { return e == ENOMEM || e == ENOSPC || e == EFBIG ? Errc::kNoSpace : Errc::kInternal; }
+Errc CodeOfErrno(int e) {
+  return e == ENOMEM || e == ENOSPC || e == EFBIG ? Errc::kNoSpace : Errc::kInternal;
+}
 
 }  // namespace
 
@@ -52,9 +54,11 @@ std::unique_ptr<SealedPart> SealedPart::Make(const std::string& label, uint64_t 
   if (::fcntl(part->rw_fd_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
     return fail("sealing");
   }
-  std::string self = "/proc/self/fd/" + std::to_string(part->rw_fd_);
-  part->ro_fd_ = ::open(self.c_str(), O_RDONLY | O_CLOEXEC);
-  if (part->ro_fd_ < 0) return fail("reopening read-only");
+  if (int ro = part->OpenReadOnly(); ro >= 0) {
+    ::close(ro);
+  } else {
+    return fail("reopening read-only");
+  }
   void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, part->rw_fd_, 0);
   if (map == MAP_FAILED) return fail("mmap");
   part->map_ = map;
@@ -62,10 +66,15 @@ std::unique_ptr<SealedPart> SealedPart::Make(const std::string& label, uint64_t 
   return part;
 }
 
+int SealedPart::OpenReadOnly() const {
+  // A reopen through /proc: a descriptor of the same memory that cannot be mapped writable.
+  std::string self = "/proc/self/fd/" + std::to_string(rw_fd_);
+  return ::open(self.c_str(), O_RDONLY | O_CLOEXEC);
+}
+
 SealedPart::~SealedPart() {
   if (map_ != nullptr) ::munmap(map_, size_);
   if (rw_fd_ >= 0) ::close(rw_fd_);
-  if (ro_fd_ >= 0) ::close(ro_fd_);
 }
 
 uint64_t ChannelObject::bytes() const {
@@ -135,8 +144,8 @@ std::optional<uint32_t> ChannelObject::AttachReader(uint64_t session, uint32_t p
     return i;
   }
   code = Errc::kLimitLeases;
-  error = "channel '" + info.name + "' has " + std::to_string(layout::kMaxReaders) +
-          " readers already";
+  error =
+      "channel '" + info.name + "' has " + std::to_string(layout::kMaxReaders) + " readers already";
   return std::nullopt;
 }
 
@@ -202,7 +211,8 @@ void ChannelRegistry::OnClose(uint64_t session) {
   for (auto& [id, ch] : by_id_) {
     bool any = false;
     if (ch->writer_session == session) {
-      spdlog::info("channel '{}': the writer's connection closed; end of its stream", ch->info.name);
+      spdlog::info("channel '{}': the writer's connection closed; end of its stream",
+                   ch->info.name);
       ch->DetachWriter(layout::kWriterGone);
       any = true;
     }

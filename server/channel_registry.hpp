@@ -21,7 +21,8 @@
 namespace shmlease::server {
 
 // A memfd of a fixed size: sealed against shrinking and growing, mode 0600, no name anyone can
-// open; `ro_fd` is a read-only descriptor of the same memory (a reopen of the memfd).
+// open. One descriptor is kept (the read-write one); a read-only one is made when one is passed
+// (a reopen of the memfd), so a channel costs the daemon one descriptor per part.
 class SealedPart {
  public:
   // nullptr with `code` and `error` set when the memory cannot be made.
@@ -32,14 +33,14 @@ class SealedPart {
   SealedPart& operator=(const SealedPart&) = delete;
 
   int rw_fd() const { return rw_fd_; }
-  int ro_fd() const { return ro_fd_; }
+  // A new read-only descriptor of the same memory (the caller closes it), or -1.
+  int OpenReadOnly() const;
   void* data() const { return map_; }
   uint64_t size() const { return size_; }
 
  private:
   SealedPart() = default;
   int rw_fd_ = -1;
-  int ro_fd_ = -1;
   void* map_ = nullptr;
   uint64_t size_ = 0;
 };

@@ -6,7 +6,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 
 #include "request_handler.hpp"
 #include "shmlease/format.hpp"
@@ -42,13 +44,13 @@ bool RequestHandler::CheckChannelAccess(Session& s, uint32_t id, const ChannelOb
   const proto::ChannelInfo& c = ch.info;
   if (Allowed(s.peer(), c.owner_uid, c.owner_gid, c.mode, access)) return true;
   const char* what = access == Access::kWrite ? "write to" : "read from";
-  spdlog::info("uid {} (pid {}) refused: may not {} channel '{}'", s.peer().uid, s.peer().pid,
-               what, c.name);
-  s.Send(proto::ErrorReply{Errc::kPermissionDenied,
-                           fmt::format("uid {} may not {} channel '{}' (owner {}:{}, mode {:04o})",
-                                       s.peer().uid, what, c.name, c.owner_uid, c.owner_gid,
-                                       c.mode)},
-         id);
+  spdlog::info("uid {} (pid {}) refused: may not {} channel '{}'", s.peer().uid, s.peer().pid, what,
+               c.name);
+  s.Send(
+      proto::ErrorReply{Errc::kPermissionDenied,
+                        fmt::format("uid {} may not {} channel '{}' (owner {}:{}, mode {:04o})",
+                                    s.peer().uid, what, c.name, c.owner_uid, c.owner_gid, c.mode)},
+      id);
   return false;
 }
 
@@ -74,8 +76,8 @@ void RequestHandler::OnChannelCreate(const SessionPtr& s, uint32_t id,
   want.name = m.name;
   want.variable = m.max_frame_bytes != 0 ? 1 : 0;
   want.slots = m.slots == 0 ? 8 : m.slots;
-  want.policy = m.policy == 0 ? proto::ChannelPolicy::kBlock
-                              : static_cast<proto::ChannelPolicy>(m.policy);
+  want.policy =
+      m.policy == 0 ? proto::ChannelPolicy::kBlock : static_cast<proto::ChannelPolicy>(m.policy);
   if (want.variable) {
     if (!m.shape.empty()) {
       return refuse(Errc::kInvalidArgument,
@@ -130,9 +132,8 @@ void RequestHandler::OnChannelCreate(const SessionPtr& s, uint32_t id,
                                             "' exists; a channel cannot take a segment's name");
   }
   if (registry_.count() + channels_.count() >= config_.max_segments) {
-    return refuse(Errc::kLimitSegments,
-                  "the daemon holds " + std::to_string(config_.max_segments) +
-                      " segments and channels already (max-segments)");
+    return refuse(Errc::kLimitSegments, "the daemon holds " + std::to_string(config_.max_segments) +
+                                            " segments and channels already (max-segments)");
   }
   if (g.frames_bytes > config_.max_segment_size) {
     return refuse(Errc::kLimitSegmentSize,
@@ -181,8 +182,8 @@ void RequestHandler::OnChannelAttach(const SessionPtr& s, uint32_t id,
   if (writer) {
     if (ch->writer_session != 0) {
       s->Send(proto::ErrorReply{Errc::kTimeout,
-                                fmt::format("channel '{}' already has a writer (pid {})",
-                                            m.name, ch->info.writer_pid)},
+                                fmt::format("channel '{}' already has a writer (pid {})", m.name,
+                                            ch->info.writer_pid)},
               id);
       return;
     }
@@ -203,7 +204,16 @@ void RequestHandler::OnChannelAttach(const SessionPtr& s, uint32_t id,
     return;
   }
   const uint64_t generation = ch->readers[*index].generation;
-  if (!s->Send(proto::ChannelAttachOk{ch->info, *index, generation}, id, ch->frames->ro_fd())) {
+  const int ro = ch->frames->OpenReadOnly();
+  const bool sent =
+      ro >= 0 && s->Send(proto::ChannelAttachOk{ch->info, *index, generation}, id, ro);
+  if (ro >= 0) ::close(ro);
+  if (!sent) {
+    if (ro < 0) {
+      s->Send(proto::ErrorReply{Errc::kInternal,
+                                std::string("cannot pass the frames: ") + std::strerror(errno)},
+              id);
+    }
     ch->DetachReader(*index, layout::kEntryFree, 0);
     return;
   }
@@ -212,9 +222,7 @@ void RequestHandler::OnChannelAttach(const SessionPtr& s, uint32_t id,
 
 void RequestHandler::OnChannelPart(const SessionPtr& s, uint32_t id, const proto::ChannelPart& m) {
   ChannelObject* ch = channels_.FindById(m.channel_id);
-  auto gone = [&](const std::string& why) {
-    s->Send(proto::ErrorReply{Errc::kNotFound, why}, id);
-  };
+  auto gone = [&](const std::string& why) { s->Send(proto::ErrorReply{Errc::kNotFound, why}, id); };
   if (ch == nullptr) return gone("no channel of id " + std::to_string(m.channel_id));
   if (m.index >= layout::kMaxReaders) {
     s->Send(proto::ErrorReply{Errc::kInvalidArgument, "reader index out of range"}, id);
@@ -234,7 +242,15 @@ void RequestHandler::OnChannelPart(const SessionPtr& s, uint32_t id, const proto
     return;
   }
   if (!current) return gone("reader " + std::to_string(m.index) + " has left");
-  s->Send(proto::ChannelPartOk{m.index, m.generation}, id, r.page->ro_fd());
+  const int ro = r.page->OpenReadOnly();
+  if (ro < 0) {
+    s->Send(proto::ErrorReply{Errc::kInternal,
+                              std::string("cannot pass the page: ") + std::strerror(errno)},
+            id);
+    return;
+  }
+  s->Send(proto::ChannelPartOk{m.index, m.generation}, id, ro);
+  ::close(ro);
 }
 
 // One-way (kFlagNoReply) from a reader's destructor: answered only by ChannelDone when asked.
@@ -260,8 +276,9 @@ void RequestHandler::OnChannelEvict(const SessionPtr& s, uint32_t id,
                                     const proto::ChannelEvict& m) {
   ChannelObject* ch = channels_.FindById(m.channel_id);
   if (ch == nullptr || ch->writer_session != s->id()) {
-    s->Send(proto::ErrorReply{Errc::kPermissionDenied, "only the channel's writer may evict readers"},
-            id);
+    s->Send(
+        proto::ErrorReply{Errc::kPermissionDenied, "only the channel's writer may evict readers"},
+        id);
     return;
   }
   if (m.index < layout::kMaxReaders) {

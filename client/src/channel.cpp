@@ -142,9 +142,9 @@ struct PartMapping {
   static PartMapping Map(const Response& response, size_t size, bool writable,
                          const std::string& what) {
     if (response.fd.get() < 0) {
-      Fail(Errc::kMapFailed, what + ": " +
-                                 (response.map_message.empty() ? "no descriptor came"
-                                                               : response.map_message));
+      Fail(Errc::kMapFailed,
+           what + ": " +
+               (response.map_message.empty() ? "no descriptor came" : response.map_message));
     }
     struct stat st {};
     if (::fstat(response.fd.get(), &st) != 0 || static_cast<uint64_t>(st.st_size) < size) {
@@ -221,8 +221,8 @@ struct ChannelShared {
   void Leave() noexcept {
     if (!attached) return;
     attached = false;
-    proto::ChannelDetach detach{info.id, writer ? proto::ChannelRole::kWriter
-                                                : proto::ChannelRole::kReader,
+    proto::ChannelDetach detach{info.id,
+                                writer ? proto::ChannelRole::kWriter : proto::ChannelRole::kReader,
                                 index, generation};
     if (!connection || !connection->alive()) return;
     if (writer) {
@@ -244,7 +244,8 @@ struct ChannelShared {
     const uint32_t state = e.state.load(std::memory_order_acquire);
     if (state == layout::kEntryActive && e.generation.load() == generation) return;
     if (state == layout::kEntryEvicted && e.generation.load() == generation) {
-      const bool timeout = e.reason.load() == static_cast<uint32_t>(proto::ChannelEvictReason::kTimeout);
+      const bool timeout =
+          e.reason.load() == static_cast<uint32_t>(proto::ChannelEvictReason::kTimeout);
       Fail(Errc::kEvicted,
            "channel '" + name + "': the writer evicted this reader: " +
                (timeout ? "it kept the writer waiting longer than the reader timeout (" +
@@ -293,8 +294,8 @@ struct ChannelShared {
       std::optional<PeerPage>& peer = peers[i];
       if (peer && (!active || peer->generation != g)) peer.reset();
       if (!active || peer) continue;
-      Response r = connection->Call(
-          proto::ChannelPart{info.id, proto::ChannelPartKind::kReaderPage, i, g});
+      Response r =
+          connection->Call(proto::ChannelPart{info.id, proto::ChannelPartKind::kReaderPage, i, g});
       if (auto* err = std::get_if<proto::ErrorReply>(&r.reply)) {
         if (err->code == Errc::kNotFound) continue;  // left meanwhile
         throw Error(err->code, err->message);
@@ -442,7 +443,8 @@ bool Writer::WaitForReaders(uint32_t n, std::chrono::milliseconds timeout) {
     auto now = detail::Clock::now();
     if (!forever && now >= deadline) return false;
     auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(detail::kSlice);
-    if (!forever) wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
+    if (!forever)
+      wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
     detail::FutexWait(&h.roster_version, version, wait);
   }
 }
@@ -451,7 +453,8 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
   if (!shared_) throw Error(Errc::kInvalidArgument, "writer is closed");
   ChannelShared& sh = *shared_;
   FramesHeader& h = *sh.header;
-  if (h.writer_state.load() != layout::kWriterActive || h.writer_generation.load() != sh.generation) {
+  if (h.writer_state.load() != layout::kWriterActive ||
+      h.writer_generation.load() != sh.generation) {
     throw Error(Errc::kConnectionLost, "channel '" + sh.name +
                                            "': no longer its writer (the connection to shmleased "
                                            "was lost, and with it the writer's place)");
@@ -552,12 +555,14 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
       }
     }
     if (!forever && now >= deadline) {
-      throw Error(Errc::kTimeout, "channel '" + sh.name + "': no free slot within the timeout (" +
-                                      (latest ? "readers hold all " : "readers hold or have not read all ") +
-                                      std::to_string(sh.slot_count()) + " slots)");
+      throw Error(Errc::kTimeout,
+                  "channel '" + sh.name + "': no free slot within the timeout (" +
+                      (latest ? "readers hold all " : "readers hold or have not read all ") +
+                      std::to_string(sh.slot_count()) + " slots)");
     }
     auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(detail::kSlice);
-    if (!forever) wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
+    if (!forever)
+      wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
     if (reader_timeout.count() > 0) {
       wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(reader_timeout));
     }
@@ -572,7 +577,8 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
       // Nobody to wait on (the frames are ours, or the roster is changing): wait for the roster.
       const uint32_t v = h.roster_version.load();
       i = pick();
-      if (i < 0) detail::FutexWait(&h.roster_version, v, std::min(wait, std::chrono::nanoseconds(1000000)));
+      if (i < 0)
+        detail::FutexWait(&h.roster_version, v, std::min(wait, std::chrono::nanoseconds(1000000)));
     }
   }
 
@@ -885,8 +891,9 @@ void CheckGeometry(const proto::ChannelInfo& c) {
   if (!layout::ComputeGeometry(c.slots, c.frame_bytes, g) || g.slot_stride != c.slot_stride ||
       g.data_offset != c.data_offset || g.frames_bytes != c.frames_bytes ||
       c.reader_page_bytes != layout::kReaderPageBytes) {
-    Fail(Errc::kBadMessage, "channel '" + c.name + "': shmleased describes a layout this library "
-                            "does not use (different versions?)");
+    Fail(Errc::kBadMessage, "channel '" + c.name +
+                                "': shmleased describes a layout this library "
+                                "does not use (different versions?)");
   }
 }
 
@@ -953,8 +960,9 @@ Channel::Channel(Client& client, std::string_view name, const ChannelOptions& op
       const auto now = detail::Clock::now();
       if (!forever && now >= give_up) {
         if (options.wait.count() == 0) {
-          Fail(Errc::kNotFound, err->message + " (open by name only: pass a shape, or a maximum "
-                                               "frame size, to create it)");
+          Fail(Errc::kNotFound, err->message +
+                                    " (open by name only: pass a shape, or a maximum "
+                                    "frame size, to create it)");
         }
         Fail(Errc::kTimeout, "no channel named '" + channel_name + "' after waiting " +
                                  std::to_string(options.wait.count()) + " ms");
@@ -981,7 +989,9 @@ const std::string& Channel::format() const noexcept { return shared_->format; }
 const std::vector<uint64_t>& Channel::shape() const noexcept { return shared_->shape; }
 size_t Channel::frame_bytes() const noexcept { return shared_->info.frame_bytes; }
 uint32_t Channel::slots() const noexcept { return shared_->info.slots; }
-ChannelPolicy Channel::policy() const noexcept { return detail::PublicPolicy(shared_->info.policy); }
+ChannelPolicy Channel::policy() const noexcept {
+  return detail::PublicPolicy(shared_->info.policy);
+}
 bool Channel::variable() const noexcept { return shared_->info.variable != 0; }
 std::chrono::milliseconds Channel::reader_timeout() const noexcept {
   return std::chrono::milliseconds(shared_->info.reader_timeout_ms);
@@ -1013,16 +1023,15 @@ Writer Channel::writer(const WriterOptions& options) {
     const auto now = detail::Clock::now();
     if (!forever && now >= give_up) break;
     if (options.interrupted && options.interrupted()) {
-      Fail(Errc::kCancelled, "waiting to write channel '" + shared_->name +
-                                 "': interrupted() returned true");
+      Fail(Errc::kCancelled,
+           "waiting to write channel '" + shared_->name + "': interrupted() returned true");
     }
     auto sleep = pause;
     if (!forever) sleep = std::min(sleep, std::chrono::ceil<milliseconds>(give_up - now));
     std::this_thread::sleep_for(sleep);
     pause = std::min(pause * 2, milliseconds(20));
   }
-  proto::ChannelAttachOk ok = detail::Expect<proto::ChannelAttachOk>(
-      r);
+  proto::ChannelAttachOk ok = detail::Expect<proto::ChannelAttachOk>(r);
   Writer w;
   w.shared_ = MakeShared(shared_->connection, ok.info);
   ChannelShared& sh = *w.shared_;
@@ -1045,8 +1054,7 @@ Writer Channel::writer(const WriterOptions& options) {
 Reader Channel::reader(const ReaderOptions& options) {
   detail::Response r =
       shared_->connection->Call(proto::ChannelAttach{shared_->name, proto::ChannelRole::kReader});
-  proto::ChannelAttachOk ok = detail::Expect<proto::ChannelAttachOk>(
-      r);
+  proto::ChannelAttachOk ok = detail::Expect<proto::ChannelAttachOk>(r);
   Reader reader;
   reader.shared_ = MakeShared(shared_->connection, ok.info);
   ChannelShared& sh = *reader.shared_;
@@ -1055,15 +1063,16 @@ Reader Channel::reader(const ReaderOptions& options) {
   sh.generation = ok.generation;
   sh.busy_poll = options.busy_poll;
   if (sh.index >= layout::kMaxReaders) {
-    Fail(Errc::kBadMessage, "channel '" + sh.name + "': the daemon gave a reader place out of range");
+    Fail(Errc::kBadMessage,
+         "channel '" + sh.name + "': the daemon gave a reader place out of range");
   }
   sh.MapFrames(r, false);
   detail::Response page = sh.connection->Call(
       proto::ChannelPart{sh.info.id, proto::ChannelPartKind::kOwnPage, sh.index, sh.generation});
-  detail::Expect<proto::ChannelPartOk>(
-      page);
-  sh.own_mapping = detail::PartMapping::Map(page, layout::kReaderPageBytes, true,
-                                            "channel '" + sh.name + "': mapping this reader's page");
+  detail::Expect<proto::ChannelPartOk>(page);
+  sh.own_mapping =
+      detail::PartMapping::Map(page, layout::kReaderPageBytes, true,
+                               "channel '" + sh.name + "': mapping this reader's page");
   sh.own = static_cast<layout::ReaderPage*>(sh.own_mapping.base);
   auto rs = std::make_shared<detail::ReaderState>();
   // The daemon set where we start: the frames published from our attach on are ours.
@@ -1075,21 +1084,23 @@ Reader Channel::reader(const ReaderOptions& options) {
 
 void Channel::Remove(Client& client, std::string_view name) {
   if (!client.connection_) throw Error(Errc::kConnectionLost, "this client was moved from");
-  detail::Expect<proto::ChannelOk>(client.connection_->Call(proto::ChannelRemove{std::string(name)}));
+  detail::Expect<proto::ChannelOk>(
+      client.connection_->Call(proto::ChannelRemove{std::string(name)}));
 }
 
 ChannelInfo Channel::Stat(Client& client, std::string_view name) {
   if (!client.connection_) throw Error(Errc::kConnectionLost, "this client was moved from");
-  return detail::PublicInfo(
-      detail::Expect<proto::ChannelOk>(client.connection_->Call(proto::ChannelStat{std::string(name)}))
-          .info);
+  return detail::PublicInfo(detail::Expect<proto::ChannelOk>(
+                                client.connection_->Call(proto::ChannelStat{std::string(name)}))
+                                .info);
 }
 
 std::vector<ChannelInfo> Channel::List(Client& client) {
   if (!client.connection_) throw Error(Errc::kConnectionLost, "this client was moved from");
   std::vector<ChannelInfo> out;
   for (const proto::ChannelInfo& c :
-       detail::Expect<proto::ChannelListOk>(client.connection_->Call(proto::ChannelList{})).channels) {
+       detail::Expect<proto::ChannelListOk>(client.connection_->Call(proto::ChannelList{}))
+           .channels) {
     out.push_back(detail::PublicInfo(c));
   }
   return out;

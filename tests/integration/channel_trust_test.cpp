@@ -2,9 +2,9 @@
 // another uid that writes random bytes into every shared mapping it has writable crashes nobody,
 // spoils no honest reader's frame and does not keep the writer from finishing; slow readers are
 // evicted after the reader timeout; permission bits mean read = may read, write = may write.
-#include <gtest/gtest.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -100,7 +100,8 @@ class ChannelTrustTest : public testing::DaemonTest {
   static pid_t AsAnotherUser(F&& body) {
     pid_t pid = ::fork();
     if (pid == 0) {
-      if (Root() && (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+      if (Root() &&
+          (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
         ::_exit(90);
       }
       ::_exit(body());
@@ -139,7 +140,8 @@ class ChannelTrustTest : public testing::DaemonTest {
             ++attaches;
             for (const Mapping& m : Named("memfd:shmlease-channel")) {
               if (m.perms[1] == 'w') return 4;  // frames mapped writable
-              if (::mprotect(reinterpret_cast<void*>(m.start), m.size, PROT_READ | PROT_WRITE) == 0) {
+              if (::mprotect(reinterpret_cast<void*>(m.start), m.size, PROT_READ | PROT_WRITE) ==
+                  0) {
                 return 5;
               }
             }
@@ -232,7 +234,9 @@ class ChannelTrustTest : public testing::DaemonTest {
   }
 };
 
-TEST_F(ChannelTrustTest, AVandalReaderOfAnotherUidSpoilsNothingBlock) { RunVandal(ChannelPolicy::kBlock); }
+TEST_F(ChannelTrustTest, AVandalReaderOfAnotherUidSpoilsNothingBlock) {
+  RunVandal(ChannelPolicy::kBlock);
+}
 TEST_F(ChannelTrustTest, AVandalReaderOfAnotherUidSpoilsNothingLatest) {
   RunVandal(ChannelPolicy::kLatest);
 }
@@ -249,9 +253,9 @@ TEST_F(ChannelTrustTest, AReaderMapsTheFramesReadOnly) {
   ASSERT_EQ(pages.size(), 1u);
   EXPECT_EQ(frames[0].perms, "r--s");
   EXPECT_EQ(pages[0].perms, "rw-s");
-  EXPECT_NE(::mprotect(reinterpret_cast<void*>(frames[0].start), frames[0].size,
-                       PROT_READ | PROT_WRITE),
-            0);
+  EXPECT_NE(
+      ::mprotect(reinterpret_cast<void*>(frames[0].start), frames[0].size, PROT_READ | PROT_WRITE),
+      0);
   EXPECT_EQ(errno, EACCES);
   // Through /proc/self/map_files the frames cannot be opened writable by another uid (mode 0600),
   // and, whoever opens them, not resized (sealed).
@@ -347,7 +351,8 @@ TEST_F(ChannelTrustTest, ASlowReaderIsEvictedAfterTheReaderTimeout) {
     ADD_FAILURE() << "the slow reader was not evicted";
   } catch (const Error& e) {
     EXPECT_EQ(e.errc(), Errc::kEvicted);
-    EXPECT_NE(std::string(e.what()).find("longer than the reader timeout (50 ms)"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("longer than the reader timeout (50 ms)"),
+              std::string::npos)
         << e.what();
   }
   EXPECT_TRUE(WaitFor([&] { return ch.reader_count() == 1u; }, 2s));

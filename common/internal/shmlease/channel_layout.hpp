@@ -31,7 +31,12 @@ inline constexpr size_t kMaxMeta = 256;
 enum SlotState : uint32_t { kSlotEmpty = 0, kSlotClaimed = 1, kSlotPublished = 2 };
 // Written by the daemon: kWriterNone until a first writer attaches; kWriterClosed after Close();
 // kWriterGone after the writer's connection closed without it (its process died).
-enum WriterState : uint32_t { kWriterNone = 0, kWriterActive = 1, kWriterClosed = 2, kWriterGone = 3 };
+enum WriterState : uint32_t {
+  kWriterNone = 0,
+  kWriterActive = 1,
+  kWriterClosed = 2,
+  kWriterGone = 3
+};
 enum EntryState : uint32_t { kEntryFree = 0, kEntryActive = 1, kEntryEvicted = 2 };
 
 // One reader place, written by the daemon only.
