@@ -183,6 +183,7 @@ struct ChannelShared {
   bool writer = false;
   uint32_t index = 0;       // a reader's place
   uint64_t generation = 0;  // of the attachment
+  uint64_t reconnects = 0;  // of the connection when attached: another count means another one
   PartMapping frames;
   FramesHeader* header = nullptr;
   std::byte* data_base = nullptr;
@@ -255,6 +256,15 @@ struct ChannelShared {
     Fail(Errc::kConnectionLost, "channel '" + name +
                                     "': this reader is no longer attached (its connection to "
                                     "shmleased was lost)");
+  }
+  // Throws kConnectionLost when the connection the daemon knows this attachment by is gone (a
+  // restarted daemon knows nothing of it, and nobody would tell us the writer's end). A poll:
+  // called once per sleep slice, not per frame.
+  void CheckConnection() const {
+    if (connection->Unbroken(reconnects)) return;
+    Fail(Errc::kConnectionLost, "channel '" + name +
+                                    "': the connection to shmleased was lost, and with it this "
+                                    "participant's place (channels do not survive a daemon restart)");
   }
   bool StillAttached() const {
     const layout::RosterEntry& e = header->entries[index];
@@ -540,6 +550,7 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
       }
     }
     if (slot >= 0) break;
+    sh.CheckConnection();  // (a poll; only while waiting)
     auto now = detail::Clock::now();
     // Who keeps us waiting, and since when; a reader past the reader timeout goes.
     for (uint32_t r = 0; r < layout::kMaxReaders; ++r) {
@@ -836,14 +847,20 @@ Frame Reader::Next(std::chrono::milliseconds timeout) {
       for (uint32_t i = 1; h.published.load(std::memory_order_acquire) <= rs.last; ++i) {
         if ((i & 1023) == 0 && (detail::Clock::now() >= until || h.notify.load() != v)) break;
       }
+      if (h.published.load() <= rs.last && h.notify.load() == v) sh.CheckConnection();
       continue;
     }
     sh.own->sleeping.fetch_add(1);  // seq_cst: before the look at `published`
+    bool slept = false;
     if (h.published.load() <= rs.last && sh.EndedGeneration() == detail::kNoEnd &&
         sh.StillAttached()) {
+      const auto t0 = detail::Clock::now();
       detail::FutexWait(&h.notify, v, wait);
+      slept = detail::Clock::now() - t0 >= wait;
     }
     sh.own->sleeping.fetch_sub(1);
+    // A whole slice without news: is the daemon that would tell us still there?
+    if (slept) sh.CheckConnection();
   }
 }
 
@@ -1036,6 +1053,7 @@ Writer Channel::writer(const WriterOptions& options) {
   w.shared_ = MakeShared(shared_->connection, ok.info);
   ChannelShared& sh = *w.shared_;
   sh.attached = true;  // from here on, leaving tells the daemon
+  sh.reconnects = sh.connection->reconnects();
   sh.writer = true;
   sh.generation = ok.generation;
   sh.MapFrames(r, true);
@@ -1059,6 +1077,7 @@ Reader Channel::reader(const ReaderOptions& options) {
   reader.shared_ = MakeShared(shared_->connection, ok.info);
   ChannelShared& sh = *reader.shared_;
   sh.attached = true;
+  sh.reconnects = sh.connection->reconnects();
   sh.index = ok.index;
   sh.generation = ok.generation;
   sh.busy_poll = options.busy_poll;

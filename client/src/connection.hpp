@@ -72,6 +72,12 @@ class Connection final : private ReplyHook {
   const std::string& socket_path() const { return socket_path_; }
   uint32_t server_pid() const { return server_pid_.load(); }
   bool alive() const { return !mux_.dead(); }
+  // True while this is still the connection (not re-established since `reconnects_seen`), it is
+  // up, and the daemon has not hung up (looked at without reading: a poll). For what the daemon
+  // knows by the connection alone, as a channel attachment.
+  bool Unbroken(uint64_t reconnects_seen) const noexcept {
+    return !mux_.dead() && reconnects_.load() == reconnects_seen && !socket_.PeerHungUp();
+  }
 
  private:
   Connection(int fd, std::string socket_path);

@@ -439,5 +439,23 @@ TEST_F(ChannelTrustTest, AKilledReadersPlaceIsFreedByTheDaemonAtOnce) {
   Channel::Remove(client_, "death");
 }
 
+// Channels do not survive a daemon restart; a participant of one that died is told, rather than
+// waiting for a writer's end nobody would announce. The writer publishes on meanwhile (the memory
+// is its own), and a new daemon knows nothing of the channel.
+TEST_F(ChannelTrustTest, AParticipantLearnsThatTheDaemonIsGone) {
+  Channel ch(client_, "gone", {.format = "B", .shape = {64}, .slots = 4});
+  Reader r = ch.reader();
+  Writer w = ch.writer();
+  PublishEmpty(w);
+  EXPECT_EQ(r.Next(1s).seq(), 1u);
+  daemon_.Kill(SIGKILL);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(CodeOf([&] { r.Next(5s); }), Errc::kConnectionLost);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "told within a slice or two";
+  daemon_.Start();
+  Client fresh = Connect();
+  EXPECT_EQ(CodeOf([&] { Channel(fresh, "gone"); }), Errc::kNotFound);
+}
+
 }  // namespace
 }  // namespace shmlease
