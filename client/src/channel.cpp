@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "connection.hpp"
+#include "wire_types.hpp"
 #include "shmlease/channel_layout.hpp"
 #include "shmlease/format.hpp"
 #include "shmlease/protocol.hpp"
@@ -94,30 +95,6 @@ T Expect(const proto::Reply& reply) {
 template <typename T>
 T Expect(const Response& response) {
   return Expect<T>(response.reply);
-}
-
-ChannelPolicy PublicPolicy(proto::ChannelPolicy p) {
-  return p == proto::ChannelPolicy::kLatest ? ChannelPolicy::kLatest : ChannelPolicy::kBlock;
-}
-
-ChannelInfo PublicInfo(const proto::ChannelInfo& c) {
-  ChannelInfo out;
-  out.name = c.name;
-  out.format = c.format;
-  out.shape = c.shape;
-  out.slots = c.slots;
-  out.policy = PublicPolicy(c.policy);
-  out.frame_bytes = c.frame_bytes;
-  out.variable = c.variable != 0;
-  out.reader_timeout = std::chrono::milliseconds(c.reader_timeout_ms);
-  out.bytes = c.frames_bytes;
-  out.owner_uid = c.owner_uid;
-  out.owner_gid = c.owner_gid;
-  out.mode = c.mode;
-  out.writer_pid = c.writer_pid;
-  out.readers = c.readers;
-  out.created_unix_ns = c.created_unix_ns;
-  return out;
 }
 
 }  // namespace
@@ -1007,14 +984,14 @@ const std::vector<uint64_t>& Channel::shape() const noexcept { return shared_->s
 size_t Channel::frame_bytes() const noexcept { return shared_->info.frame_bytes; }
 uint32_t Channel::slots() const noexcept { return shared_->info.slots; }
 ChannelPolicy Channel::policy() const noexcept {
-  return detail::PublicPolicy(shared_->info.policy);
+  return detail::FromWire(shared_->info.policy);
 }
 bool Channel::variable() const noexcept { return shared_->info.variable != 0; }
 std::chrono::milliseconds Channel::reader_timeout() const noexcept {
   return std::chrono::milliseconds(shared_->info.reader_timeout_ms);
 }
 ChannelInfo Channel::Stat() const {
-  return detail::PublicInfo(
+  return detail::FromWire(
       detail::Expect<proto::ChannelOk>(shared_->connection->Call(proto::ChannelStat{shared_->name}))
           .info);
 }
@@ -1109,7 +1086,7 @@ void Channel::Remove(Client& client, std::string_view name) {
 
 ChannelInfo Channel::Stat(Client& client, std::string_view name) {
   if (!client.connection_) throw Error(Errc::kConnectionLost, "this client was moved from");
-  return detail::PublicInfo(detail::Expect<proto::ChannelOk>(
+  return detail::FromWire(detail::Expect<proto::ChannelOk>(
                                 client.connection_->Call(proto::ChannelStat{std::string(name)}))
                                 .info);
 }
@@ -1120,7 +1097,7 @@ std::vector<ChannelInfo> Channel::List(Client& client) {
   for (const proto::ChannelInfo& c :
        detail::Expect<proto::ChannelListOk>(client.connection_->Call(proto::ChannelList{}))
            .channels) {
-    out.push_back(detail::PublicInfo(c));
+    out.push_back(detail::FromWire(c));
   }
   return out;
 }

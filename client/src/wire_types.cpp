@@ -133,4 +133,34 @@ proto::Acquire AcquireRequest(std::string_view name, Mode mode, const LeaseOptio
                         .timeout_ms = timeout};
 }
 
+ChannelPolicy FromWire(proto::ChannelPolicy policy) {
+  switch (policy) {
+    case proto::ChannelPolicy::kLatest:
+      return ChannelPolicy::kLatest;
+    case proto::ChannelPolicy::kBlock:
+      break;
+  }
+  return ChannelPolicy::kBlock;
+}
+
+ChannelInfo FromWire(const proto::ChannelInfo& c) {
+  ChannelInfo out;
+  out.name = c.name;
+  out.format = c.format;
+  out.shape = c.shape;
+  out.slots = c.slots;
+  out.policy = FromWire(c.policy);
+  out.frame_bytes = c.frame_bytes;
+  out.variable = c.variable != 0;
+  out.reader_timeout = std::chrono::milliseconds(c.reader_timeout_ms);
+  out.bytes = c.frames_bytes;
+  out.owner_uid = c.owner_uid;
+  out.owner_gid = c.owner_gid;
+  out.mode = c.mode;
+  out.writer_pid = c.writer_pid;
+  out.readers = c.readers;
+  out.created_unix_ns = c.created_unix_ns;
+  return out;
+}
+
 }  // namespace shmlease::detail

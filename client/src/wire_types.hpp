@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shmlease/channel.hpp"
 #include "shmlease/client.hpp"
 #include "shmlease/protocol.hpp"
 
@@ -22,6 +23,8 @@ SegmentInfo FromWire(proto::SegmentInfo&& info);
 uint64_t ReservedBytes(const proto::SegmentInfo& info) noexcept;
 std::vector<SegmentInfo> FromWire(std::vector<proto::SegmentInfo>&& infos);
 DaemonStats FromWire(proto::StatsOk&& stats);
+ChannelPolicy FromWire(proto::ChannelPolicy policy);
+ChannelInfo FromWire(const proto::ChannelInfo& info);
 
 // The request for Client::Create. Throws Error(kInvalidArgument) for more dimensions than the
 // wire carries or a CreateOptions::huge outside the enum.
