@@ -46,6 +46,28 @@ int TryCreate(const char* path) {
   return 0;
 }
 
+// The options of the mount at exactly MOUNT_POINT ("ro,nosuid,..."), from /proc/self/mountinfo;
+// the last such mount wins (it is the one on top). Empty if there is none.
+std::string MountOptions(const std::string& mount_point) {
+  std::string options;
+  if (FILE* info = std::fopen("/proc/self/mountinfo", "r")) {
+    char line[4096];
+    while (std::fgets(line, sizeof line, info) != nullptr) {
+      char point[1024], opts[1024];
+      // id parent major:minor root mount-point options ...
+      if (std::sscanf(line, "%*s %*s %*s %*s %1023s %1023s", point, opts) == 2 && mount_point == point) {
+        options = opts;
+      }
+    }
+    std::fclose(info);
+  }
+  return options;
+}
+
+bool ReadOnly(const std::string& options) {
+  return options == "ro" || options.rfind("ro,", 0) == 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,8 +90,12 @@ int main(int argc, char** argv) {
   e = ::access(argv[1], F_OK) == 0 ? 0 : errno;
   Report(e == ENOENT, "PrivateTmp=yes", std::string("the host's ") + argv[1] + ": " +
                                            (e == 0 ? "visible" : std::strerror(e)));
-  e = ::access(argv[2], F_OK) == 0 ? 0 : errno;
-  Report(e != 0, "ProtectHome=yes", std::string(argv[2]) + ": " + (e == 0 ? "visible" : std::strerror(e)));
+  // An inaccessible directory of mode 0 takes /home's place (it is 0755 outside).
+  struct stat home{};
+  e = ::stat("/home", &home) == 0 ? 0 : errno;
+  Report(e == 0 && (home.st_mode & 07777) == 0, "ProtectHome=yes",
+         "/home has mode " + std::to_string(home.st_mode & 07777) + " (" + argv[2] + " " +
+             (::access(argv[2], F_OK) == 0 ? "visible" : "hidden") + ")");
 
   e = ::access("/dev/mem", F_OK) == 0 ? 0 : errno;
   bool no_mem = e == ENOENT;
@@ -137,8 +163,16 @@ int main(int argc, char** argv) {
   if (file >= 0) ::close(file);
   ::unlink(shm.c_str());
 
-  e = ::open("/proc/sys/kernel/domainname", O_WRONLY | O_CLOEXEC) >= 0 ? 0 : errno;
-  Report(e == EROFS || e == EACCES, "ProtectKernelTunables=yes", "opening /proc/sys for writing " + Errno(e));
+  std::string options = MountOptions("/proc/sys");
+  Report(ReadOnly(options), "ProtectKernelTunables=yes", "/proc/sys mounted " + options);
+  options = MountOptions("/sys/fs/cgroup");
+  Report(ReadOnly(options), "ProtectControlGroups=yes", "/sys/fs/cgroup mounted " + options);
+  options = MountOptions("/");
+  Report(ReadOnly(options), "ProtectSystem=strict", "/ mounted " + options);
+  options = MountOptions("/dev/shm");
+  Report(!options.empty() && !ReadOnly(options), "ReadWritePaths=/dev/shm", "/dev/shm mounted " + options);
+  e = ::access("/dev/kmsg", F_OK) == 0 ? 0 : errno;
+  Report(e == ENOENT, "ProtectKernelLogs=yes", std::string("/dev/kmsg ") + (e == 0 ? "present" : std::strerror(e)));
 
   Report(::prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1, "NoNewPrivileges=yes",
          "no_new_privs " + std::to_string(::prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)));

@@ -50,9 +50,8 @@ setsid systemd-nspawn --quiet --register=no --keep-unit --private-network -M "$m
 nspawn=$!
 stop_container() {
   kill -0 "$nspawn" 2>/dev/null || return 0
-  if [[ -n ${pid1:-} ]]; then
-    nsenter -t "$pid1" -a systemctl poweroff >/dev/null 2>&1
-  else
+  # nspawn turns SIGTERM into a clean shutdown of the container (SIGRTMIN+3 to its PID 1).
+  if [[ -z ${pid1:-} ]] || ! nsenter -t "$pid1" -a systemctl poweroff >/dev/null 2>&1; then
     kill -TERM "$nspawn"
   fi
   local end=$((SECONDS + 30))
@@ -84,6 +83,9 @@ inside() {
   nsenter -t "$pid1" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 TERM=dumb LANG=C.UTF-8 "$@"
 }
+# PID 1 exists before its bus does: wait for its private socket, then for the boot to end.
+sys_wait 30 test -S "/proc/$pid1/root/run/systemd/private" ||
+  { cat "$SYS_RUN/console.log" >&2; sys_die "the container's systemd opened no bus in 30 s"; }
 state=$(inside timeout 60 systemctl is-system-running --wait 2>&1) || true
 [[ $state == running || $state == degraded ]] ||
   { cat "$SYS_RUN/console.log" >&2; sys_die "the container's systemd did not finish booting (state: $state)"; }
