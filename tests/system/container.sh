@@ -20,7 +20,7 @@ done
 base_root=$(sys_debian_root)
 rm -rf "$SYS_RUN"
 mkdir -p "$SYS_RUN"
-sys_on_exit 'rm -rf "$SYS_RUN"'
+sys_on_exit 'rm -rf "$SYS_RUN"; rmdir "${SYS_RUN%/*}" 2>/dev/null'
 
 # --- Our own dockerd ---
 run_dir=/run/shmlease-test-docker-$$

@@ -18,7 +18,7 @@ done
 base=$(sys_debian_root)
 rm -rf "$SYS_RUN"
 mkdir -p "$SYS_RUN"
-sys_on_exit 'rm -rf "$SYS_RUN"'
+sys_on_exit 'rm -rf "$SYS_RUN"; rmdir "${SYS_RUN%/*}" 2>/dev/null'
 root=$SYS_RUN/root
 cp -a --reflink=auto "$base" "$root"
 
