@@ -4,15 +4,15 @@
 # attaching to a segment another pod wrote, and tears both down.
 #
 # Usage: tests/system/pod.sh BUILD_DIR (as root). Podman's storage is cached in
-# BUILD_DIR/system-cache/podman; its run root is /run/shmlease-test-podman-PID. The manifests'
+# BUILD_DIR/system-cache/podman; its run root is /run/shmlease-test-podman-HASH (of that path). The manifests'
 # hostPath volumes (/run/shmlease, /dev/shm, /var/lib/shmlease on a node) are pointed at
 # directories of this run (the node's /dev/shm at a tmpfs of its own), so nothing of the host's is
 # touched.
 #
-# Known to fail on Debian 12's podman 4.3 on hosts whose hard RLIMIT_NOFILE is below 1048576: the
-# pod's infra container is started with that limit whatever containers.conf says, and the pod
-# does not start. The part stops with that diagnosis then; this is why it is not in the default
-# parts.
+# Known to fail on this CI's hosts with Debian 12's podman 4.3: the image builds, but runc cannot
+# set the rlimits podman gives the pod's infra container, whatever containers.conf says ("error
+# setting rlimit type 6: operation not permitted"), and the pod does not start. The part stops
+# with that diagnosis (BLOCKED); this is why it is not in the default parts.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 for tool in podman /usr/bin/python3; do
@@ -23,11 +23,13 @@ base_root=$(sys_debian_root)
 rm -rf "$SYS_RUN"
 mkdir -p "$SYS_RUN"
 sys_on_exit 'rm -rf "$SYS_RUN"; rmdir "${SYS_RUN%/*}" 2>/dev/null'
-run_dir=/run/shmlease-test-podman-$$
+# Podman records its run root in its database: one per cache, not per run.
+run_dir=/run/shmlease-test-podman-$(sha256sum <<<"$SYS_CACHE" | cut -c1-8)
 mkdir -p "$run_dir"
 sys_on_exit 'rm -rf "$run_dir"'
 
 # The limits podman gives containers: at most the host's own hard limit.
+# (Setting nproc here as well makes every container fail on such a host, the build's too.)
 hard=$(ulimit -Hn)
 cat >"$run_dir/containers.conf" <<EOF
 [containers]
@@ -82,7 +84,7 @@ EOF
 if ! pm play kube "$SYS_RUN/daemon-pod.yaml" >"$SYS_RUN/play-daemon.log" 2>&1; then
   cat "$SYS_RUN/play-daemon.log" >&2
   if grep -q -i 'rlimit\|ulimit\|operation not permitted' "$SYS_RUN/play-daemon.log"; then
-    sys_die "BLOCKED: podman $(pm version -f '{{.Client.Version}}') cannot start the pod's infra container on this host (its rlimits exceed the host's hard limit $hard); the pod part cannot run here"
+    sys_die "BLOCKED: podman $(pm version -f '{{.Client.Version}}') cannot start the pod's infra container on this host (runc may not set the rlimits it asks for: see above); the pod part cannot run here"
   fi
   sys_die "podman play kube of the DaemonSet's pod template failed (above)"
 fi
