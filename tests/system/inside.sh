@@ -40,7 +40,12 @@ as() {
   runuser -u "$user" -- "$@"
 }
 main_pid() { systemctl show -p MainPID --value shmleased.service; }
-journal() { journalctl -u shmleased.service -o cat --no-pager; }
+# The first line of the service's journal that matches; fails if none does. (From a file: grep
+# stopping early must not fail journalctl with SIGPIPE under pipefail.)
+journal_line() {
+  journalctl -u shmleased.service -o cat --no-pager >"$dir/journal.txt"
+  grep -m1 -e "$1" "$dir/journal.txt"
+}
 # The hash of a segment's bytes as user alice reads them through a read lease.
 segment_hash() { as alice "$shmlease" cat "$1" | sha256sum | cut -d' ' -f1; }
 
@@ -101,9 +106,9 @@ as bob "$shmlease" cat frames >/dev/null 2>&1 || status=$?
 pass "bob (not in group shmlease) is refused: exit $status, '$out'"
 
 # --- The log is in the journal ---
-wait_for 5 bash -c "journalctl -u shmleased.service -o cat --no-pager | grep -q 'uid $(id -u alice)'" ||
+wait_for 5 journal_line "uid $(id -u alice)" ||
   die "the journal of shmleased.service has no line about alice's connection"
-line=$(journal | grep -m1 'ready: listening on') || die "the journal has no 'ready: listening on' line"
+line=$(journal_line 'ready: listening on') || die "the journal has no 'ready: listening on' line"
 pass "the daemon's log is in the journal (journalctl -u shmleased): '$line'"
 
 # --- systemctl reload applies a config written after the daemon started ---
@@ -115,9 +120,9 @@ install -d -m 0755 /etc/shmlease
 printf 'max-segment-size = "16KiB"\nlog-level = "debug"\n' >/etc/shmlease/shmleased.toml
 chmod 0644 /etc/shmlease/shmleased.toml
 systemctl reload shmleased.service
-wait_for 5 bash -c "journalctl -u shmleased.service -o cat --no-pager | grep -q 'configuration reloaded'" ||
+wait_for 5 journal_line 'configuration reloaded' ||
   die "no 'configuration reloaded' in the journal after systemctl reload"
-reload_line=$(journal | grep -m1 'reload: max-segment-size') || die "the journal does not show max-segment-size reloaded"
+reload_line=$(journal_line 'reload: max-segment-size') || die "the journal does not show max-segment-size reloaded"
 status=0
 out=$(as alice "$shmlease" create after-reload 64KiB 2>&1) || status=$?
 ((status == 8)) || die "after the reload a 64 KiB segment (limit 16 KiB) was not refused with exit 8: exit $status, '$out'"
@@ -168,7 +173,7 @@ ask "fill 9"
 [[ $answer == filled ]] || die "the holder could not write after the restart"
 as alice "$shmlease" cat held | cmp -s - "$dir/held.9" ||
   die "after the restart, the holder's old mapping is no longer the segment another client reads"
-journal | grep -q "re-adopted 3 segment(s)" || die "the journal does not say the new daemon re-adopted 3 segments"
+wait_for 5 journal_line "re-adopted 3 segment(s)" || die "the journal does not say the new daemon re-adopted 3 segments"
 pass "systemctl restart (pid $old -> $new): frames, small and held keep their bytes; the holder re-attached (reconnects=1, lease held) and its old mapping still writes the segment"
 
 old=$new
