@@ -64,11 +64,13 @@ stop_container() {
 }
 sys_on_exit 'stop_container'
 
-# The container's PID 1: the descendant of nspawn whose pid in its own namespace is 1.
+# The container's PID 1: the descendant of nspawn whose pid in its own namespace is 1, once it
+# runs systemd (before its exec it is still a copy of nspawn).
 find_pid1() {
   local p
   for p in $(pgrep -P "$nspawn") $(for c in $(pgrep -P "$nspawn"); do pgrep -P "$c"; done); do
-    if [[ $(awk '/^NSpid:/ {print $NF}' "/proc/$p/status" 2>/dev/null) == 1 ]]; then
+    if [[ $(awk '/^NSpid:/ {print $NF}' "/proc/$p/status" 2>/dev/null) == 1 &&
+      $(cat "/proc/$p/comm" 2>/dev/null) == systemd ]]; then
       echo "$p"
       return 0
     fi
@@ -76,9 +78,8 @@ find_pid1() {
   return 1
 }
 boot_start=$SECONDS
-sys_wait 20 find_pid1 || { cat "$SYS_RUN/console.log" >&2; sys_die "systemd-nspawn started no container"; }
+sys_wait 30 find_pid1 || { cat "$SYS_RUN/console.log" >&2; sys_die "systemd-nspawn started no container running systemd as PID 1"; }
 pid1=$(find_pid1)
-[[ $(cat "/proc/$pid1/comm") == systemd ]] || sys_die "the container's PID 1 is $(cat "/proc/$pid1/comm"), not systemd"
 inside() {
   nsenter -t "$pid1" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 TERM=dumb LANG=C.UTF-8 "$@"
