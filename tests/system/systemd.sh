@@ -48,38 +48,53 @@ machine=shmlease-test-$$
 setsid systemd-nspawn --quiet --register=no --keep-unit --private-network -M "$machine" \
   -D "$root" -b </dev/null >"$SYS_RUN/console.log" 2>&1 &
 nspawn=$!
-stop_container() {
-  kill -0 "$nspawn" 2>/dev/null || return 0
-  # nspawn turns SIGTERM into a clean shutdown of the container (SIGRTMIN+3 to its PID 1).
-  if [[ -z ${pid1:-} ]] || ! nsenter -t "$pid1" -a systemctl poweroff >/dev/null 2>&1; then
-    kill -TERM "$nspawn"
-  fi
-  local end=$((SECONDS + 30))
-  while kill -0 "$nspawn" 2>/dev/null && ((SECONDS < end)); do sleep 0.2; done
-  if kill -0 "$nspawn" 2>/dev/null; then
-    sys_log "the container did not power off in 30 s; killing it" >&2
-    kill -KILL -- "-$nspawn" 2>/dev/null
-  fi
-  wait "$nspawn" 2>/dev/null
-}
-sys_on_exit 'stop_container'
-
 # The container's PID 1: the descendant of nspawn whose pid in its own namespace is 1, once it
-# runs systemd (before its exec it is still a copy of nspawn).
-find_pid1() {
+# runs systemd (before its exec it is still a copy of nspawn); with "any", whatever it runs.
+container_init() {
   local p
   for p in $(pgrep -P "$nspawn") $(for c in $(pgrep -P "$nspawn"); do pgrep -P "$c"; done); do
-    if [[ $(awk '/^NSpid:/ {print $NF}' "/proc/$p/status" 2>/dev/null) == 1 &&
-      $(cat "/proc/$p/comm" 2>/dev/null) == systemd ]]; then
+    if [[ $(awk '/^NSpid:/ {print $NF}' "/proc/$p/status" 2>/dev/null) == 1 ]] &&
+      [[ ${1:-} == any || $(cat "/proc/$p/comm" 2>/dev/null) == systemd ]]; then
       echo "$p"
       return 0
     fi
   done
   return 1
 }
+stop_container() {
+  local init=${pid1:-}
+  [[ -n $init ]] || init=$(container_init any) || init=""
+  if kill -0 "$nspawn" 2>/dev/null; then
+    # nspawn turns SIGTERM into a clean shutdown of the container (SIGRTMIN+3 to its PID 1).
+    if [[ -z ${pid1:-} ]] || ! nsenter -t "$pid1" -a systemctl poweroff >/dev/null 2>&1; then
+      kill -TERM "$nspawn"
+    fi
+    local end=$((SECONDS + 30))
+    while kill -0 "$nspawn" 2>/dev/null && ((SECONDS < end)); do sleep 0.2; done
+    if kill -0 "$nspawn" 2>/dev/null; then
+      sys_log "the container did not power off in 30 s; killing it" >&2
+      [[ -z $init ]] || kill -KILL "$init" 2>/dev/null
+      kill -KILL -- "-$nspawn" 2>/dev/null
+    fi
+    wait "$nspawn" 2>/dev/null
+  fi
+  # The container's PID 1 can outlive nspawn (it is not in nspawn's process group): anything
+  # still running in this run's root is ended (killing the PID 1 of the container's namespace
+  # ends all of it).
+  local proc left=()
+  for proc in /proc/[0-9]*; do
+    [[ $(readlink "$proc/root" 2>/dev/null) == "$root"* ]] && left+=("${proc#/proc/}")
+  done
+  if ((${#left[@]})); then
+    sys_log "processes of the container outlived nspawn, killing them: ${left[*]}" >&2
+    kill -KILL "${left[@]}" 2>/dev/null
+  fi
+}
+sys_on_exit 'stop_container'
+
 boot_start=$SECONDS
-sys_wait 30 find_pid1 || { cat "$SYS_RUN/console.log" >&2; sys_die "systemd-nspawn started no container running systemd as PID 1"; }
-pid1=$(find_pid1)
+sys_wait 30 container_init || { cat "$SYS_RUN/console.log" >&2; sys_die "systemd-nspawn started no container running systemd as PID 1"; }
+pid1=$(container_init)
 inside() {
   nsenter -t "$pid1" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 TERM=dumb LANG=C.UTF-8 "$@"
