@@ -31,17 +31,25 @@ setsid dockerd --data-root "$SYS_CACHE/docker" --exec-root "$run_dir/exec" --pid
   -H "$DOCKER_HOST" --bridge=none --iptables=false --ip-masq=false </dev/null >"$SYS_RUN/dockerd.log" 2>&1 &
 dockerd_pid=$!
 stop_dockerd() {
-  kill -0 "$dockerd_pid" 2>/dev/null || return 0
-  kill -TERM "$dockerd_pid"
-  local end=$((SECONDS + 30))
-  while kill -0 "$dockerd_pid" 2>/dev/null && ((SECONDS < end)); do sleep 0.2; done
   if kill -0 "$dockerd_pid" 2>/dev/null; then
-    sys_log "dockerd did not stop in 30 s; killing it" >&2
-    kill -KILL "$dockerd_pid"
+    kill -TERM "$dockerd_pid"
+    local end=$((SECONDS + 30))
+    while kill -0 "$dockerd_pid" 2>/dev/null && ((SECONDS < end)); do sleep 0.2; done
+    if kill -0 "$dockerd_pid" 2>/dev/null; then
+      sys_log "dockerd did not stop in 30 s; killing it" >&2
+      kill -KILL "$dockerd_pid"
+    fi
   fi
   wait "$dockerd_pid" 2>/dev/null
-  # dockerd's containerd and shims are in its process group (setsid): nothing of it may stay.
+  # Nothing of it may stay: containerd is in dockerd's process group (setsid); each container's
+  # shim has a session of its own, found by this run's exec root in its command line, and its
+  # children are the containers' PID 1s (killing one ends its container).
   kill -KILL -- "-$dockerd_pid" 2>/dev/null
+  local shim
+  for shim in $(pgrep -f -- "-address $run_dir/exec/"); do
+    sys_log "a container shim outlived dockerd, killing it and its container: $shim" >&2
+    kill -KILL $(pgrep -P "$shim") "$shim" 2>/dev/null
+  done
   # Mounts dockerd left under its directories (none after a clean stop).
   awk -v a="$SYS_CACHE/docker" -v b="$run_dir" 'index($5, a) == 1 || index($5, b) == 1 {print $5}' \
     /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l
@@ -50,6 +58,11 @@ sys_on_exit 'stop_dockerd'
 sys_wait 60 docker version ||
   { tail -n 30 "$SYS_RUN/dockerd.log" >&2; sys_die "dockerd did not start (log above)"; }
 sys_pass "dockerd $(docker version -f '{{.Server.Version}}') started on its own socket and data root"
+# This data root is the stage's alone: containers and volumes in it are left from a run that
+# was killed before its cleanup.
+stale=$(docker ps -aq)
+[[ -z $stale ]] || { sys_log "removing containers left from an earlier run: $stale" && docker rm -f $stale >/dev/null; }
+docker volume ls -q | xargs -r docker volume rm -f >/dev/null
 
 # Everything a run creates carries this suffix, so cleanup removes exactly that.
 tag=$$
