@@ -218,7 +218,8 @@ status_of() { sed -n "s/^$1:[[:space:]]*//p" "/proc/$pid/status"; }
 objects=$(find /dev/shm -maxdepth 1 -user shmlease -perm 0600 -name 'shmlease-*' | wc -l)
 ((objects == 3)) || die "/dev/shm outside the daemon's namespace holds $objects objects of the daemon, not 3: $(ls -l /dev/shm)"
 inode=$(stat -c %i "$(find /dev/shm -maxdepth 1 -user shmlease -name 'shmlease-*' | head -n 1)")
-ls -L -i "/proc/$pid/fd" 2>/dev/null | grep -qw "$inode" || die "the daemon does not hold the object in /dev/shm it should"
+held_inodes=$(stat -L -c %i "/proc/$pid/fd/"* 2>/dev/null || true)
+grep -qxF "$inode" <<<"$held_inodes" || die "the daemon does not hold the object in /dev/shm it should"
 pass "the running daemon: user shmlease, no_new_privs, no capabilities, seccomp filter, own mount and network namespaces; its 3 segment objects are in the shared /dev/shm"
 
 # The probe: the installed unit with only what it runs changed, so every sandbox option applies.
