@@ -81,10 +81,12 @@ extern PyTypeObject FrameType;
 
 FrameObject* AsFrame(PyObject* o) { return reinterpret_cast<FrameObject*>(o); }
 
-// True while the frame holds its slot under a live connection.
+// True while the frame holds its slot: not released or published, the connection alive, and
+// (a reader's frame) the reader not evicted, or (a claimed frame) its writer still the writer.
 bool FrameHeld(PyObject* self) {
   FrameObject* f = AsFrame(self);
-  return !f->closed && (f->client == nullptr || !ClientIsClosed(f->client));
+  return !f->closed && f->frame != nullptr && f->frame->held() &&
+         (f->client == nullptr || !ClientIsClosed(f->client));
 }
 
 Exporter& FrameExporter(PyObject* self) { return AsFrame(self)->exporter; }
@@ -219,8 +221,10 @@ PyGetSetDef frame_getset[] = {
     {"missed", Frame_get_missed, nullptr,
      "Policy 'latest': frames this reader skipped before this one.", nullptr},
     {"released", Frame_get_released, nullptr,
-     "True once the frame holds no slot: after release() or publish, and after the Client's\n"
-     "close(). No new buffer can be exported then (ValueError).",
+     "True once the frame holds no slot: after release() or publish, after the Client's\n"
+     "close() or the connection's loss, and once its reader was evicted (its bytes may then be\n"
+     "overwritten). No new buffer can be exported then (ValueError); exports made before stay\n"
+     "mapped.",
      nullptr},
     SHMLEASE_EXPORTER_GETSET(FrameSlots),
     {nullptr, nullptr, nullptr, nullptr, nullptr},

@@ -8,7 +8,6 @@ import ctypes
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 
