@@ -4,6 +4,7 @@ fileno() with select/asyncio, and the faults (a reader or the writer killed)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import ctypes
 import select
 import signal
@@ -346,3 +347,168 @@ def test_segments_named_like_the_old_channel_parts_are_ordinary(client, seg, cha
         with client.lease(part) as lease:
             assert (np.asarray(lease) == 7).all()
         client.remove(part)
+
+
+def test_variable_size_frames_carry_their_length(client, chan):
+    name = chan.name()
+    ch = client.channel(name, max_frame_bytes=1 << 20, slots=2)
+    assert (ch.variable, ch.max_frame_nbytes, ch.frame_nbytes) == (True, 1 << 20, 1 << 20)
+    assert (ch.shape, ch.dtype) == ((), "B")
+    assert repr(ch).startswith(f"<shmlease.Channel '{name}' max_frame_nbytes=1048576 ")
+    r = ch.reader()
+    w = ch.writer()
+    for length in (0, 1, 1000, 1 << 20):
+        f = w.claim(timeout=1)
+        assert (f.nbytes, len(f), f.shape) == (1 << 20, 1 << 20, (1 << 20,))  # the whole slot
+        np.asarray(f)[:length] = length % 251
+        w.publish(f, meta=b"%d" % length, length=length)
+        with r.next(timeout=1) as got:
+            a = np.asarray(got)
+            assert (len(got), got.nbytes, got.shape, got.format) == (length, length, (length,), "B")
+            assert a.dtype == np.uint8 and a.shape == (length,) and not a.flags.writeable
+            assert (a == length % 251).all() and got.meta == b"%d" % length
+            assert bytes(memoryview(got)) == bytes([length % 251]) * length
+            del a
+    f = w.claim(timeout=1)
+    w.publish(f)  # length=None: the whole slot
+    assert r.next(timeout=1).nbytes == 1 << 20
+    # Opened by name it is the same kind of channel; a fixed shape over it is refused.
+    opened = client.channel(name)
+    assert (opened.variable, opened.max_frame_nbytes) == (True, 1 << 20)
+    assert client.channel(name, max_frame_bytes=1 << 20).variable
+    with pytest.raises(shmlease.InvalidArgumentError, match="frames of up to 1048576 bytes"):
+        client.channel(name, shape=(16,))
+    with pytest.raises(shmlease.InvalidArgumentError):
+        client.channel(name, max_frame_bytes=1000)
+
+
+def test_fixed_frames_take_only_their_own_length(client, chan):
+    ch = chan(shape=(4, 4), dtype="f")
+    assert (ch.variable, ch.max_frame_nbytes, ch.frame_nbytes) == (False, None, 64)
+    r = ch.reader()
+    w = ch.writer()
+    f = w.claim(timeout=1)
+    assert len(f) == 4  # as a memoryview: the first dimension
+    for bad in (0, 8, 65):
+        with pytest.raises(shmlease.InvalidArgumentError, match="not the channel's frame size"):
+            w.publish(f, length=bad)
+    assert not f.released  # a refused publish keeps the frame
+    w.publish(f, length=64)
+    got = r.next(timeout=1)
+    assert (got.shape, got.nbytes, len(got)) == ((4, 4), 64, 4)
+
+
+def test_info_and_channels_say_what_the_daemon_knows(client, chan):
+    ch = client.channel(chan.name(), shape=(2, 3), dtype="f", slots=3, policy="latest",
+                        reader_timeout=0.5, mode=0o640)
+    v = client.channel(chan.name(), max_frame_bytes=4096)
+    info = ch.info()
+    assert info == {
+        "name": ch.name, "format": "f", "shape": (2, 3), "variable": False, "frame_nbytes": 24,
+        "slots": 3, "policy": "latest", "reader_timeout": 0.5, "nbytes": info["nbytes"],
+        "writer_pid": None, "readers": 0, "owner_uid": os.geteuid(), "owner_gid": os.getegid(),
+        "mode": 0o640, "created_unix_ns": info["created_unix_ns"]}
+    assert info["nbytes"] >= 3 * 24 and 0 < info["created_unix_ns"] <= time.time_ns()
+    assert ch.reader_timeout == 0.5
+    r = ch.reader()
+    w = ch.writer()
+    now = ch.info()
+    assert (now["writer_pid"], now["readers"], ch.readers) == (os.getpid(), 1, 1)
+    listed = {c["name"]: c for c in client.channels()}
+    assert listed.keys() == {ch.name, v.name}
+    assert listed[ch.name] == now
+    assert listed[v.name]["variable"] and listed[v.name]["shape"] == ()
+    assert listed[v.name]["frame_nbytes"] == 4096 and listed[v.name]["reader_timeout"] is None
+    assert listed[v.name]["mode"] == 0o600 and listed[v.name]["slots"] == 8
+    w.close()
+    r.close()
+    assert ch.info()["writer_pid"] is None
+
+
+@pytest.mark.parametrize("kwargs,exc", [
+    (dict(reader_timeout=-1), shmlease.InvalidArgumentError),
+    (dict(reader_timeout=float("nan")), shmlease.InvalidArgumentError),
+    (dict(reader_timeout=True), TypeError),
+    (dict(reader_timeout="1"), TypeError),
+    (dict(mode=-1), shmlease.InvalidArgumentError),
+    (dict(mode=0o1000), shmlease.InvalidArgumentError),
+    (dict(mode=1 << 70), shmlease.InvalidArgumentError),
+    (dict(mode="0644"), TypeError),
+    (dict(mode=True), TypeError),
+    (dict(max_frame_bytes=0), shmlease.InvalidArgumentError),
+    (dict(max_frame_bytes=-1), shmlease.InvalidArgumentError),
+    (dict(max_frame_bytes=1 << 70), shmlease.InvalidArgumentError),
+    (dict(max_frame_bytes=1.5), TypeError),
+    (dict(max_frame_bytes=True), TypeError),
+    (dict(max_frame_bytes=64, dtype="f"), shmlease.InvalidArgumentError),
+    (dict(max_frame_bytes=64, shape=(4,)), shmlease.InvalidArgumentError),
+    (dict(max_frame_bytes=1 << 62), shmlease.InvalidArgumentError),
+    (dict(shape=(4,), slots=1), shmlease.InvalidArgumentError),
+    (dict(shape=(4,), slots=65), shmlease.InvalidArgumentError),
+    # Set at creation only: opening by name alone cannot honour them.
+    (dict(reader_timeout=1.0), shmlease.InvalidArgumentError),
+    (dict(mode=0o644), shmlease.InvalidArgumentError),
+])
+def test_bad_channel_arguments_raise(client, chan, kwargs, exc):
+    with pytest.raises(exc):
+        client.channel(chan.name(), **kwargs)
+    assert client.channels() == []
+
+
+@pytest.mark.parametrize("value", [None, 0, 0.0, float("inf"), 10 ** 400])
+def test_no_reader_timeout(client, chan, value):
+    ch = client.channel(chan.name(), shape=(4,), reader_timeout=value)
+    assert ch.reader_timeout is None and ch.info()["reader_timeout"] is None
+
+
+def test_no_misuse_of_writer_frames_crashes(client, chan):
+    ch = client.channel(chan.name(), max_frame_bytes=64, slots=3)
+    other = client.channel(chan.name(), max_frame_bytes=64, slots=3)
+    r = ch.reader()
+    w = ch.writer()
+    ow = other.writer()
+    f = w.claim(timeout=1)
+    for bad, exc in ((-1, shmlease.InvalidArgumentError), (65, shmlease.InvalidArgumentError),
+                     (1 << 70, shmlease.InvalidArgumentError), (1 << 64, shmlease.InvalidArgumentError),
+                     ("1", TypeError), (1.0, TypeError), (True, TypeError), (b"", TypeError)):
+        with pytest.raises(exc):
+            w.publish(f, length=bad)
+    with pytest.raises(TypeError):
+        w.publish(f, b"", 3)  # length is keyword-only
+    with pytest.raises(shmlease.InvalidArgumentError, match="256"):
+        w.publish(f, meta=bytes(257))
+    with pytest.raises(TypeError):
+        w.publish(f, meta="text")
+    with pytest.raises(TypeError):
+        w.publish(np.zeros(4))
+    with pytest.raises(shmlease.InvalidArgumentError, match="not a frame claimed from this writer"):
+        ow.publish(f)  # another channel's writer
+    m = memoryview(f)
+    with pytest.raises(BufferError):
+        w.publish(f, length=1)
+    with pytest.raises(BufferError):
+        f.release()
+    m.release()
+    assert w.publish(f, length=1) == 1
+    for again in (lambda: w.publish(f), lambda: w.publish(f, length=1)):
+        with pytest.raises(ValueError, match="not a claimed, unpublished frame"):
+            again()
+    with pytest.raises(ValueError):
+        memoryview(f)
+    got = r.next(timeout=1)
+    with pytest.raises(ValueError, match="not a claimed, unpublished frame"):
+        w.publish(got)  # a reader's frame
+    g = w.claim(timeout=1)
+    g.release()
+    with pytest.raises(ValueError):
+        w.publish(g)  # released
+    h = w.claim(timeout=1)
+    w.close()
+    with pytest.raises(ValueError, match="closed shmlease.Writer"):
+        w.publish(h)
+    with pytest.raises(ValueError, match="closed shmlease.Writer"):
+        w.claim(timeout=0)
+    assert h.released  # its writer is gone: it holds no slot
+    h.release()
+    got.release()
+    ow.close()
