@@ -569,6 +569,11 @@ PyObject* Writer_publish(PyObject* self, PyObject* args, PyObject* kwds) {
   if (w == nullptr) {
   } else if (f->frame == nullptr || f->exporter.layout.readonly) {
     PyErr_SetString(PyExc_ValueError, "publish: not a claimed, unpublished frame of this writer");
+  } else if (f->frame->valid() && !FrameHeld(frame_obj)) {
+    // Its writer lost its place (the connection was closed or lost): nobody would see it.
+    RaiseErrc(Errc::kConnectionLost,
+              "publish: this frame's writer is no longer the channel's writer (its connection "
+              "to shmleased was closed or lost)");
   } else if (f->exporter.exports > 0) {
     PyErr_Format(PyExc_BufferError,
                  "cannot publish: %zd export(s) of the frame are alive (readers must not see "

@@ -512,3 +512,29 @@ def test_no_misuse_of_writer_frames_crashes(client, chan):
     h.release()
     got.release()
     ow.close()
+
+
+def test_a_closed_clients_channel_objects_raise_rather_than_crash(daemon, chan):
+    name = chan.name()
+    c = shmlease.connect(daemon.socket)
+    ch = c.channel(name, max_frame_bytes=64, slots=3)
+    r = ch.reader()
+    w = ch.writer()
+    w.publish(w.claim(timeout=1), length=3)
+    got = r.next(timeout=1)
+    kept = np.asarray(got)
+    claimed = w.claim(timeout=1)
+    c.close()
+    assert got.released and claimed.released
+    assert "readers=?" in repr(ch) and "released" in repr(got)
+    with pytest.raises(shmlease.ConnectionLostError, match="no longer the channel's writer"):
+        w.publish(claimed, length=1)  # nobody would see it
+    for call in (ch.info, lambda: ch.readers, lambda: ch.writer(), ch.reader, ch.remove,
+                 lambda: w.claim(timeout=0), lambda: r.next(timeout=0), r.try_next):
+        with pytest.raises(shmlease.ConnectionLostError):
+            call()
+    with pytest.raises(ValueError, match="closed shmlease.Client"):
+        c.channels()
+    with pytest.raises(ValueError, match="released or published frame"):
+        np.asarray(got)
+    assert kept.tolist() == [0, 0, 0] and len(got) == 3  # still mapped
