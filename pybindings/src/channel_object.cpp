@@ -911,8 +911,9 @@ int AddChannelTypes(PyObject* module) {
 
 PyObject* NewChannelObject(PyObject* owner, std::shared_ptr<Client> client, PyObject* args,
                            PyObject* kwds) {
-  static const char* kwlist[] = {"name",           "shape",          "dtype", "slots", "policy",
-                                 "max_frame_bytes", "reader_timeout", "mode",  "wait",  nullptr};
+  static const char* kwlist[] = {
+      "name",           "shape", "dtype", "slots", "policy", "max_frame_bytes",
+      "reader_timeout", "mode",  "wait",  nullptr};
   PyObject* name_obj = nullptr;
   PyObject* shape_obj = Py_None;
   PyObject* dtype_obj = Py_None;

@@ -332,8 +332,7 @@ PyObject* Client_channels(PyObject* self, PyObject* /*unused*/) {
   std::shared_ptr<Client> client = Connected(self);
   if (client == nullptr) return nullptr;
   std::vector<ChannelInfo> infos;
-  std::exception_ptr error =
-      CallClient(self, client, [&](Client& c) { infos = Channel::List(c); });
+  std::exception_ptr error = CallClient(self, client, [&](Client& c) { infos = Channel::List(c); });
   if (error) return RaiseFromException(error, StateOf(self).socket_path);
   return ChannelInfoList(infos);
 }

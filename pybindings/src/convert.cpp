@@ -460,23 +460,23 @@ PyObject* ChannelInfoToDict(const ChannelInfo& info) {
     Py_INCREF(writer_pid);
   }
   // N: the dict takes our references (also when Py_BuildValue fails).
-  return Py_BuildValue(
-      "{s:s#,s:s#,s:N,s:O,s:K,s:k,s:s,s:N,s:K,s:N,s:k,s:k,s:k,s:k,s:L}",  //
-      "name", info.name.data(), static_cast<Py_ssize_t>(info.name.size()),  //
-      "format", info.format.data(), static_cast<Py_ssize_t>(info.format.size()),  //
-      "shape", shape,                                                         //
-      "variable", info.variable ? Py_True : Py_False,                         //
-      "frame_nbytes", static_cast<unsigned long long>(info.frame_bytes),      //
-      "slots", static_cast<unsigned long>(info.slots),                        //
-      "policy", info.policy == ChannelPolicy::kLatest ? "latest" : "block",   //
-      "reader_timeout", timeout,                                              //
-      "nbytes", static_cast<unsigned long long>(info.bytes),                  //
-      "writer_pid", writer_pid,                                               //
-      "readers", static_cast<unsigned long>(info.readers),                    //
-      "owner_uid", static_cast<unsigned long>(info.owner_uid),                //
-      "owner_gid", static_cast<unsigned long>(info.owner_gid),                //
-      "mode", static_cast<unsigned long>(info.mode),                          //
-      "created_unix_ns", static_cast<long long>(info.created_unix_ns));
+  return Py_BuildValue("{s:s#,s:s#,s:N,s:O,s:K,s:k,s:s,s:N,s:K,s:N,s:k,s:k,s:k,s:k,s:L}",    //
+                       "name", info.name.data(), static_cast<Py_ssize_t>(info.name.size()),  //
+                       "format", info.format.data(),
+                       static_cast<Py_ssize_t>(info.format.size()),                           //
+                       "shape", shape,                                                        //
+                       "variable", info.variable ? Py_True : Py_False,                        //
+                       "frame_nbytes", static_cast<unsigned long long>(info.frame_bytes),     //
+                       "slots", static_cast<unsigned long>(info.slots),                       //
+                       "policy", info.policy == ChannelPolicy::kLatest ? "latest" : "block",  //
+                       "reader_timeout", timeout,                                             //
+                       "nbytes", static_cast<unsigned long long>(info.bytes),                 //
+                       "writer_pid", writer_pid,                                              //
+                       "readers", static_cast<unsigned long>(info.readers),                   //
+                       "owner_uid", static_cast<unsigned long>(info.owner_uid),               //
+                       "owner_gid", static_cast<unsigned long>(info.owner_gid),               //
+                       "mode", static_cast<unsigned long>(info.mode),                         //
+                       "created_unix_ns", static_cast<long long>(info.created_unix_ns));
 }
 
 PyObject* ChannelInfoList(const std::vector<ChannelInfo>& infos) {
