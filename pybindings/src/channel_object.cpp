@@ -515,12 +515,24 @@ PyTypeObject ChannelType = {
 
 // ------------------------------------------------------------------------------------- Writer
 
+// False with ConnectionLostError set once the channel's Client was closed: the daemon learns of
+// it only a moment later, and until then the shared state would still say "attached".
+bool ClientOpen(PyObject* channel, const char* role) {
+  ChannelObject* c = AsChannel(channel);
+  if (!ClientIsClosed(c->owner)) return true;
+  RaiseErrc(Errc::kConnectionLost, "channel '" + c->channel->name() + "': this " + role +
+                                       "'s Client was closed, and with it its place");
+  return false;
+}
+
 Writer* OpenWriter(PyObject* self) {
-  Writer* w = reinterpret_cast<WriterObject*>(self)->writer;
+  auto* obj = reinterpret_cast<WriterObject*>(self);
+  Writer* w = obj->writer;
   if (w == nullptr || !w->valid()) {
     PyErr_SetString(PyExc_ValueError, "operation on a closed shmlease.Writer");
     return nullptr;
   }
+  if (!ClientOpen(obj->channel, "writer")) return nullptr;
   return w;
 }
 
@@ -717,6 +729,7 @@ Reader* UsableReader(PyObject* self) {
     PyErr_SetString(PyExc_RuntimeError, "shmlease.Reader is in use by another thread");
     return nullptr;
   }
+  if (!ClientOpen(obj->channel, "reader")) return nullptr;
   return obj->reader;
 }
 

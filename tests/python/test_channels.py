@@ -527,10 +527,13 @@ def test_a_closed_clients_channel_objects_raise_rather_than_crash(daemon, chan):
     c.close()
     assert got.released and claimed.released
     assert "readers=?" in repr(ch) and "released" in repr(got)
-    with pytest.raises(shmlease.ConnectionLostError, match="no longer the channel's writer"):
-        w.publish(claimed, length=1)  # nobody would see it
-    for call in (ch.info, lambda: ch.readers, lambda: ch.writer(), ch.reader, ch.remove,
-                 lambda: w.claim(timeout=0), lambda: r.next(timeout=0), r.try_next):
+    # At once, not only when the daemon has seen the connection close.
+    for call in (lambda: w.publish(claimed, length=1), lambda: w.claim(timeout=0),
+                 lambda: w.wait_for_readers(1, timeout=0), lambda: r.next(timeout=0), r.try_next,
+                 r.fileno):
+        with pytest.raises(shmlease.ConnectionLostError, match="Client was closed"):
+            call()
+    for call in (ch.info, lambda: ch.readers, lambda: ch.writer(), ch.reader, ch.remove):
         with pytest.raises(shmlease.ConnectionLostError):
             call()
     with pytest.raises(ValueError, match="closed shmlease.Client"):
