@@ -39,6 +39,25 @@ class SegmentStat(TypedDict):
     owner_gid: int
     mode: int  # permission bits: 0o600 by default
 
+class ChannelStat(TypedDict):
+    """What the daemon knows of one channel (Client.channels, Channel.info)."""
+
+    name: str
+    format: str
+    shape: tuple[int, ...]  # () for variable-size frames
+    variable: bool
+    frame_nbytes: int  # every frame's size; for variable-size frames the largest
+    slots: int
+    policy: Literal["block", "latest"]
+    reader_timeout: float | None  # seconds; None: the writer waits for readers without limit
+    nbytes: int  # memory of its frames
+    writer_pid: int | None  # None without a writer
+    readers: int
+    owner_uid: int
+    owner_gid: int
+    mode: int  # read: may read frames; write: may be the writer and remove it
+    created_unix_ns: int
+
 class HeldLease(TypedDict):
     segment: str
     mode: Literal["r", "w"]
@@ -175,8 +194,12 @@ class Client:
         dtype: _DType | None = "B",
         slots: int | None = None,
         policy: Literal["block", "latest"] | None = None,
+        max_frame_bytes: SupportsIndex | None = None,
+        reader_timeout: float | None = None,
+        mode: int = 0o600,
         wait: _Timeout = 0,
     ) -> Channel: ...
+    def channels(self) -> list[ChannelStat]: ...
     def create(
         self,
         name: str,
@@ -251,6 +274,7 @@ class Frame(_SharedView):
     timestamp: Final[int]  # time.monotonic_ns() at publish
     meta: Final[bytes]
     missed: Final[int]
+    def __len__(self) -> int: ...  # shape[0]; variable-size frames: the published length
     def __enter__(self) -> Frame: ...
     def __exit__(self, *exc: object) -> Literal[False]: ...
 
@@ -258,7 +282,9 @@ class Frame(_SharedView):
 class Writer:
     readers: Final[int]
     def claim(self, timeout: float | None = None) -> Frame: ...
-    def publish(self, frame: Frame, meta: bytes = b"") -> int: ...
+    def publish(
+        self, frame: Frame, meta: bytes = b"", *, length: SupportsIndex | None = None
+    ) -> int: ...
     def wait_for_readers(self, n: int, timeout: float | None = None) -> None: ...
     def close(self) -> None: ...
     def __enter__(self) -> Writer: ...
@@ -287,8 +313,12 @@ class Channel:
     slots: Final[int]
     policy: Final[str]
     frame_nbytes: Final[int]
-    readers: Final[int]
+    variable: Final[bool]
+    max_frame_nbytes: Final[int | None]  # None for fixed-shape frames
+    reader_timeout: Final[float | None]
+    readers: Final[int]  # asks the daemon
     def writer(self, timeout: float | None = 0) -> Writer: ...
     def reader(self, *, busy_poll: bool = False) -> Reader: ...
+    def info(self) -> ChannelStat: ...
     def remove(self) -> None: ...
 def resolve_socket_path(socket: _Socket = None) -> str: ...

@@ -26,14 +26,15 @@ namespace {
 constexpr std::chrono::milliseconds kSignalSlice{100};
 
 // Runs `attempt(slice)` (which throws Error(kTimeout) when its slice runs out) without the GIL,
-// slice by slice until `timeout`, checking for signals in between. Returns false with an
-// exception set on failure.
+// slice by slice until `timeout`, checking for signals in between. Slices last at least
+// `min_slice` (see Writer_claim). Returns false with an exception set on failure.
 template <typename Fn>
-bool WaitInSlices(std::chrono::milliseconds timeout, Fn&& attempt) {
+bool WaitInSlices(std::chrono::milliseconds timeout, Fn&& attempt,
+                  std::chrono::milliseconds min_slice = kSignalSlice) {
   const bool forever = timeout.count() < 0;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    auto slice = kSignalSlice;
+    auto slice = std::max(kSignalSlice, min_slice);
     if (!forever) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
@@ -80,10 +81,12 @@ extern PyTypeObject FrameType;
 
 FrameObject* AsFrame(PyObject* o) { return reinterpret_cast<FrameObject*>(o); }
 
-// True while the frame holds its slot under a live connection.
+// True while the frame holds its slot: not released or published, the connection alive, and
+// (a reader's frame) the reader not evicted, or (a claimed frame) its writer still the writer.
 bool FrameHeld(PyObject* self) {
   FrameObject* f = AsFrame(self);
-  return !f->closed && (f->client == nullptr || !ClientIsClosed(f->client));
+  return !f->closed && f->frame != nullptr && f->frame->held() &&
+         (f->client == nullptr || !ClientIsClosed(f->client));
 }
 
 Exporter& FrameExporter(PyObject* self) { return AsFrame(self)->exporter; }
@@ -201,6 +204,15 @@ PyObject* Frame_get_missed(PyObject* self, void*) {
 PyObject* Frame_get_meta(PyObject* self, void*) { return Py_NewRef(AsFrame(self)->meta); }
 PyObject* Frame_get_released(PyObject* self, void*) { return PyBool_FromLong(!FrameHeld(self)); }
 
+// len(frame): the length of the first dimension, as for a memoryview; for variable-size frames
+// the published length in bytes.
+Py_ssize_t Frame_length(PyObject* self) {
+  const Layout& l = AsFrame(self)->exporter.layout;
+  return l.ndim > 0 ? l.shape[0] : 1;
+}
+
+PySequenceMethods frame_as_sequence = {.sq_length = Frame_length};
+
 PyGetSetDef frame_getset[] = {
     {"seq", Frame_get_seq, nullptr, "Sequence number (1, 2, ...); 0 for a claimed frame.", nullptr},
     {"timestamp", Frame_get_timestamp, nullptr,
@@ -209,8 +221,10 @@ PyGetSetDef frame_getset[] = {
     {"missed", Frame_get_missed, nullptr,
      "Policy 'latest': frames this reader skipped before this one.", nullptr},
     {"released", Frame_get_released, nullptr,
-     "True once the frame holds no slot: after release() or publish, and after the Client's\n"
-     "close(). No new buffer can be exported then (ValueError).",
+     "True once the frame holds no slot: after release() or publish, after the Client's\n"
+     "close() or the connection's loss, and once its reader was evicted (its bytes may then be\n"
+     "overwritten). No new buffer can be exported then (ValueError); exports made before stay\n"
+     "mapped.",
      nullptr},
     SHMLEASE_EXPORTER_GETSET(FrameSlots),
     {nullptr, nullptr, nullptr, nullptr, nullptr},
@@ -218,10 +232,11 @@ PyGetSetDef frame_getset[] = {
 
 PyObject* Frame_repr(PyObject* self) {
   FrameObject* f = AsFrame(self);
-  return PyUnicode_FromFormat("<shmlease.Frame seq=%llu %s exports=%zd%s>",
+  return PyUnicode_FromFormat("<shmlease.Frame seq=%llu %s nbytes=%zd exports=%zd%s>",
                               static_cast<unsigned long long>(f->seq),
                               f->exporter.layout.readonly ? "read-only" : "writable",
-                              f->exporter.exports, FrameHeld(self) ? "" : " released");
+                              f->exporter.layout.nbytes, f->exporter.exports,
+                              FrameHeld(self) ? "" : " released");
 }
 
 void Frame_dealloc(PyObject* self) {
@@ -242,6 +257,7 @@ PyTypeObject FrameType = {
     .tp_basicsize = sizeof(FrameObject),
     .tp_dealloc = Frame_dealloc,
     .tp_repr = Frame_repr,
+    .tp_as_sequence = &frame_as_sequence,
     .tp_as_buffer = &FrameSlots::buffer_procs,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = PyDoc_STR(
@@ -327,6 +343,20 @@ PyObject* Channel_reader(PyObject* self, PyObject* args, PyObject* kwds) {
   return reinterpret_cast<PyObject*>(obj);
 }
 
+// The daemon's view of the channel (one round trip), without the GIL; false with an exception set.
+bool StatChannel(PyObject* self, ChannelInfo* out) {
+  ChannelObject* c = AsChannel(self);
+  std::exception_ptr error = CallWithoutGil([&] { *out = c->channel->Stat(); });
+  if (!error) return true;
+  RaiseFromException(error);
+  return false;
+}
+PyObject* Channel_info(PyObject* self, PyObject*) {
+  ChannelInfo info;
+  if (!StatChannel(self, &info)) return nullptr;
+  return ChannelInfoToDict(info);
+}
+
 PyObject* Channel_remove(PyObject* self, PyObject*) {
   ChannelObject* c = AsChannel(self);
   std::string name = c->channel->name();
@@ -344,8 +374,13 @@ PyMethodDef channel_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "reader($self, /, *, busy_poll=False)\n--\n\nAttach a reader: it receives the frames\n"
      "published from now on."},
+    {"info", Channel_info, METH_NOARGS,
+     "info($self, /)\n--\n\nWhat the daemon knows of the channel now, as a dict (see\n"
+     "Client.channels())."},
     {"remove", Channel_remove, METH_NOARGS,
-     "remove($self, /)\n--\n\nRemove the channel's segments (freed with their last leases)."},
+     "remove($self, /)\n--\n\nTake the channel's name away; its memory is freed when the last\n"
+     "writer, reader and frame are gone. NotFoundError when no channel has that name (the\n"
+     "message says so when the name is a segment's)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -380,7 +415,20 @@ PyObject* Channel_get_nbytes(PyObject* self, void*) {
   return PyLong_FromSize_t(AsChannel(self)->channel->frame_bytes());
 }
 PyObject* Channel_get_readers(PyObject* self, void*) {
-  return PyLong_FromUnsignedLong(AsChannel(self)->channel->reader_count());
+  ChannelInfo info;
+  if (!StatChannel(self, &info)) return nullptr;
+  return PyLong_FromUnsignedLong(info.readers);
+}
+PyObject* Channel_get_variable(PyObject* self, void*) {
+  return PyBool_FromLong(AsChannel(self)->channel->variable());
+}
+PyObject* Channel_get_max_frame_nbytes(PyObject* self, void*) {
+  const Channel& ch = *AsChannel(self)->channel;
+  if (!ch.variable()) Py_RETURN_NONE;
+  return PyLong_FromSize_t(ch.frame_bytes());
+}
+PyObject* Channel_get_reader_timeout(PyObject* self, void*) {
+  return OptionalSeconds(AsChannel(self)->channel->reader_timeout());
 }
 
 PyGetSetDef channel_getset[] = {
@@ -389,14 +437,28 @@ PyGetSetDef channel_getset[] = {
     {"dtype", Channel_get_dtype, nullptr, "Item format of a frame ('B', 'f', ...).", nullptr},
     {"slots", Channel_get_slots, nullptr, "Number of frame slots.", nullptr},
     {"policy", Channel_get_policy, nullptr, "'block' or 'latest'.", nullptr},
-    {"frame_nbytes", Channel_get_nbytes, nullptr, "Bytes per frame.", nullptr},
-    {"readers", Channel_get_readers, nullptr, "Readers attached now.", nullptr},
+    {"frame_nbytes", Channel_get_nbytes, nullptr,
+     "Bytes per frame; for variable-size frames the largest (max_frame_nbytes).", nullptr},
+    {"variable", Channel_get_variable, nullptr,
+     "True for variable-size frames (made with max_frame_bytes=): each frame carries its\n"
+     "length, a reader's frame is that many bytes (dtype uint8, shape (length,)).",
+     nullptr},
+    {"max_frame_nbytes", Channel_get_max_frame_nbytes, nullptr,
+     "Variable-size frames: the largest frame in bytes; None for fixed-shape frames.", nullptr},
+    {"reader_timeout", Channel_get_reader_timeout, nullptr,
+     "Policy 'block': seconds after which a reader that keeps the writer waiting is evicted\n"
+     "(its next()/try_next() raise EvictedError); None: the writer waits without limit.",
+     nullptr},
+    {"readers", Channel_get_readers, nullptr, "Readers attached now (asks the daemon).", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
 // "name='cam' shape=(480, 640, 3) dtype='B'": what Channel, Writer and Reader reprs start with.
 // Names and formats are validated ([A-Za-z0-9._-], one struct character): no quoting needed.
 PyObject* DescribeChannel(const Channel& ch) {
+  if (ch.variable()) {
+    return PyUnicode_FromFormat("'%s' max_frame_nbytes=%zu", ch.name().c_str(), ch.frame_bytes());
+  }
   std::string shape = "(";
   for (size_t i = 0; i < ch.shape().size(); ++i) {
     shape += (i ? ", " : "") + std::to_string(ch.shape()[i]);
@@ -406,14 +468,19 @@ PyObject* DescribeChannel(const Channel& ch) {
                               ch.format().c_str());
 }
 
+// The reader count asks the daemon; a repr does not fail when it cannot answer (readers=?).
 PyObject* Channel_repr(PyObject* self) {
   const Channel& ch = *AsChannel(self)->channel;
+  ChannelInfo info;
+  const bool known = !ClientIsClosed(AsChannel(self)->owner) && StatChannel(self, &info);
+  if (!known) PyErr_Clear();
+  const std::string readers = known ? std::to_string(info.readers) : "?";
   PyObject* what = DescribeChannel(ch);
   if (what == nullptr) return nullptr;
   PyObject* r = PyUnicode_FromFormat(
-      "<shmlease.Channel %U slots=%u policy='%s' frame_nbytes=%zu readers=%u>", what,
+      "<shmlease.Channel %U slots=%u policy='%s' frame_nbytes=%zu readers=%s>", what,
       static_cast<unsigned>(ch.slots()), ch.policy() == ChannelPolicy::kLatest ? "latest" : "block",
-      ch.frame_bytes(), static_cast<unsigned>(ch.reader_count()));
+      ch.frame_bytes(), readers.c_str());
   Py_DECREF(what);
   return r;
 }
@@ -448,12 +515,24 @@ PyTypeObject ChannelType = {
 
 // ------------------------------------------------------------------------------------- Writer
 
+// False with ConnectionLostError set once the channel's Client was closed: the daemon learns of
+// it only a moment later, and until then the shared state would still say "attached".
+bool ClientOpen(PyObject* channel, const char* role) {
+  ChannelObject* c = AsChannel(channel);
+  if (!ClientIsClosed(c->owner)) return true;
+  RaiseErrc(Errc::kConnectionLost, "channel '" + c->channel->name() + "': this " + role +
+                                       "'s Client was closed, and with it its place");
+  return false;
+}
+
 Writer* OpenWriter(PyObject* self) {
-  Writer* w = reinterpret_cast<WriterObject*>(self)->writer;
+  auto* obj = reinterpret_cast<WriterObject*>(self);
+  Writer* w = obj->writer;
   if (w == nullptr || !w->valid()) {
     PyErr_SetString(PyExc_ValueError, "operation on a closed shmlease.Writer");
     return nullptr;
   }
+  if (!ClientOpen(obj->channel, "writer")) return nullptr;
   return w;
 }
 
@@ -468,28 +547,45 @@ PyObject* Writer_claim(PyObject* self, PyObject* args, PyObject* kwds) {
   if (!TimeoutArg(timeout_obj, &timeout)) return nullptr;
   Writer* w = OpenWriter(self);
   if (w == nullptr) return nullptr;
+  ChannelObject* c = AsChannel(reinterpret_cast<WriterObject*>(self)->channel);
+  // The library measures the reader timeout within one Claim call: a slice must outlast it, or no
+  // slow reader would ever be evicted. Ctrl-C then takes up to the reader timeout.
+  const std::chrono::milliseconds reader_timeout = c->channel->reader_timeout();
+  const auto min_slice =
+      reader_timeout.count() > 0
+          ? std::min(reader_timeout, std::chrono::milliseconds(std::chrono::hours(24))) +
+                std::chrono::milliseconds(20)
+          : kSignalSlice;
   Frame f;
-  if (!WaitInSlices(timeout, [&](std::chrono::milliseconds slice) { f = w->Claim(slice); })) {
+  if (!WaitInSlices(
+          timeout, [&](std::chrono::milliseconds slice) { f = w->Claim(slice); }, min_slice)) {
     return nullptr;
   }
-  ChannelObject* c = AsChannel(reinterpret_cast<WriterObject*>(self)->channel);
   return NewFrameObject(c->owner, std::move(f), *c->channel);
 }
 
 PyObject* Writer_publish(PyObject* self, PyObject* args, PyObject* kwds) {
-  static const char* kwlist[] = {"frame", "meta", nullptr};
+  static const char* kwlist[] = {"frame", "meta", "length", nullptr};
   PyObject* frame_obj = nullptr;
   Py_buffer meta{};
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|y*:publish", const_cast<char**>(kwlist),
-                                   &FrameType, &frame_obj, &meta)) {
+  PyObject* length_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|y*$O:publish", const_cast<char**>(kwlist),
+                                   &FrameType, &frame_obj, &meta, &length_obj)) {
     return nullptr;
   }
   FrameObject* f = AsFrame(frame_obj);
-  Writer* w = OpenWriter(self);
+  uint64_t length = 0;
+  const bool has_length = length_obj != Py_None;
+  Writer* w = has_length && !SizeArg(length_obj, "length", &length) ? nullptr : OpenWriter(self);
   PyObject* result = nullptr;
   if (w == nullptr) {
   } else if (f->frame == nullptr || f->exporter.layout.readonly) {
     PyErr_SetString(PyExc_ValueError, "publish: not a claimed, unpublished frame of this writer");
+  } else if (f->frame->valid() && !FrameHeld(frame_obj)) {
+    // Its writer lost its place (the connection was closed or lost): nobody would see it.
+    RaiseErrc(Errc::kConnectionLost,
+              "publish: this frame's writer is no longer the channel's writer (its connection "
+              "to shmleased was closed or lost)");
   } else if (f->exporter.exports > 0) {
     PyErr_Format(PyExc_BufferError,
                  "cannot publish: %zd export(s) of the frame are alive (readers must not see "
@@ -498,8 +594,13 @@ PyObject* Writer_publish(PyObject* self, PyObject* args, PyObject* kwds) {
   } else {
     uint64_t seq = 0;
     try {
-      seq = w->Publish(*f->frame, {static_cast<const std::byte*>(meta.buf),
-                                   static_cast<size_t>(meta.buf ? meta.len : 0)});
+      const std::span<const std::byte> bytes{static_cast<const std::byte*>(meta.buf),
+                                             static_cast<size_t>(meta.buf ? meta.len : 0)};
+      if (!has_length) {
+        seq = w->Publish(*f->frame, bytes);  // the whole frame (variable: the whole slot)
+      } else {  // the library checks it against the channel's frame size
+        seq = w->Publish(*f->frame, static_cast<size_t>(length), bytes);
+      }
       f->closed = true;
       f->seq = seq;
       delete f->frame;  // now empty
@@ -561,8 +662,10 @@ PyMethodDef writer_methods[] = {
      "while readers still hold or have not read every slot; LeaseTimeoutError after `timeout`."},
     {"publish", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Writer_publish)),
      METH_VARARGS | METH_KEYWORDS,
-     "publish($self, /, frame, meta=b'')\n--\n\nPublish a claimed frame (no exports may be\n"
-     "alive: BufferError) with up to 256 bytes of metadata. Returns its sequence number."},
+     "publish($self, /, frame, meta=b'', *, length=None)\n--\n\nPublish a claimed frame (no\n"
+     "exports may be alive: BufferError) with up to 256 bytes of metadata. Returns its sequence\n"
+     "number. length: variable-size frames, the bytes readers get (0..max_frame_nbytes; None:\n"
+     "the whole slot); fixed-shape frames accept only frame_nbytes (or None)."},
     {"wait_for_readers",
      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Writer_wait_for_readers)),
      METH_VARARGS | METH_KEYWORDS,
@@ -626,6 +729,7 @@ Reader* UsableReader(PyObject* self) {
     PyErr_SetString(PyExc_RuntimeError, "shmlease.Reader is in use by another thread");
     return nullptr;
   }
+  if (!ClientOpen(obj->channel, "reader")) return nullptr;
   return obj->reader;
 }
 
@@ -820,20 +924,26 @@ int AddChannelTypes(PyObject* module) {
 
 PyObject* NewChannelObject(PyObject* owner, std::shared_ptr<Client> client, PyObject* args,
                            PyObject* kwds) {
-  static const char* kwlist[] = {"name", "shape", "dtype", "slots", "policy", "wait", nullptr};
+  static const char* kwlist[] = {
+      "name",           "shape", "dtype", "slots", "policy", "max_frame_bytes",
+      "reader_timeout", "mode",  "wait",  nullptr};
   PyObject* name_obj = nullptr;
   PyObject* shape_obj = Py_None;
   PyObject* dtype_obj = Py_None;
   PyObject* slots_obj = nullptr;
   PyObject* policy_obj = nullptr;
+  PyObject* max_obj = nullptr;
+  PyObject* reader_timeout_obj = nullptr;
+  PyObject* mode_obj = nullptr;
   PyObject* wait_obj = nullptr;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOOO:channel", const_cast<char**>(kwlist),
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOOOOOO:channel", const_cast<char**>(kwlist),
                                    &name_obj, &shape_obj, &dtype_obj, &slots_obj, &policy_obj,
-                                   &wait_obj)) {
+                                   &max_obj, &reader_timeout_obj, &mode_obj, &wait_obj)) {
     return nullptr;
   }
   if (slots_obj == Py_None) slots_obj = nullptr;
   if (policy_obj == Py_None) policy_obj = nullptr;
+  if (max_obj == Py_None) max_obj = nullptr;
   // Shape and dtype as create() takes them (convert.hpp); the library checks the ranges. Slots
   // and policy left out stay unset: the library's defaults, or whatever an existing channel has.
   // wait= left out does not wait; given, it is a timeout as lease() takes it (None: forever).
@@ -845,10 +955,25 @@ PyObject* NewChannelObject(PyObject* owner, std::shared_ptr<Client> client, PyOb
       !DtypeArg(dtype_obj, &options.format) ||
       (slots_obj != nullptr && !PositiveArg(slots_obj, "slots", &slots)) ||
       (policy_obj != nullptr && !PolicyArg(policy_obj, &policy)) ||
+      (max_obj != nullptr && !PositiveArg(max_obj, "max_frame_bytes", &options.max_frame_bytes)) ||
+      !ReaderTimeoutArg(reader_timeout_obj, &options.reader_timeout) ||
+      (mode_obj != nullptr && !PermissionArg(mode_obj, &options.mode)) ||
       (wait_obj != nullptr && !TimeoutArg(wait_obj, &options.wait))) {
     return nullptr;
   }
   if (slots > UINT32_MAX) return RaiseErrc(Errc::kInvalidArgument, "slots is too large");
+  if (options.max_frame_bytes != 0 && options.format != "B") {
+    return RaiseErrc(Errc::kInvalidArgument,
+                     "variable-size frames (max_frame_bytes) are bytes: dtype must be 'B', not '" +
+                         options.format + "'");
+  }
+  // Set when the channel is made: opening by name alone cannot set them, so asking is a mistake.
+  const bool creates = !options.shape.empty() || options.max_frame_bytes != 0;
+  if (!creates && (options.reader_timeout.count() != 0 || mode_obj != nullptr)) {
+    return RaiseErrc(Errc::kInvalidArgument,
+                     std::string(mode_obj != nullptr ? "mode" : "reader_timeout") +
+                         " is set when a channel is created: pass shape= or max_frame_bytes= too");
+  }
   if (slots_obj != nullptr) options.slots = static_cast<uint32_t>(slots);
   if (policy_obj != nullptr) options.policy = policy;
   if (options.wait.count() != 0) options.interrupted = PythonInterrupt(nullptr);  // Ctrl-C

@@ -328,6 +328,15 @@ PyObject* Client_list(PyObject* self, PyObject* /*unused*/) {
   return SegmentInfoList(infos);
 }
 
+PyObject* Client_channels(PyObject* self, PyObject* /*unused*/) {
+  std::shared_ptr<Client> client = Connected(self);
+  if (client == nullptr) return nullptr;
+  std::vector<ChannelInfo> infos;
+  std::exception_ptr error = CallClient(self, client, [&](Client& c) { infos = Channel::List(c); });
+  if (error) return RaiseFromException(error, StateOf(self).socket_path);
+  return ChannelInfoList(infos);
+}
+
 PyObject* Client_get_socket_path(PyObject* self, void*) {
   const std::string& path = StateOf(self).socket_path;
   return PyUnicode_DecodeFSDefaultAndSize(path.data(), static_cast<Py_ssize_t>(path.size()));
@@ -381,13 +390,20 @@ PyMethodDef client_methods[] = {
      "(views and slices included) is collected. Read leases give read-only arrays. Needs numpy."},
     {"channel", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_channel)),
      METH_VARARGS | METH_KEYWORDS,
-     "channel($self, /, name, shape=None, *, dtype='B', slots=None, policy=None, wait=0)\n--\n\n"
+     "channel($self, /, name, shape=None, *, dtype='B', slots=None, policy=None,\n"
+     "        max_frame_bytes=None, reader_timeout=None, mode=0o600, wait=0)\n--\n\n"
      "Create the frame channel `name` or open it (then format and shape, and slots and policy\n"
-     "where given, must match); with shape=None only open it. slots: 2..64 (None: 8 when\n"
-     "creating, else whatever the channel has). policy: 'block' or 'latest' (None: 'block' when\n"
-     "creating, else whatever it has). wait: with shape=None, seconds to wait for a channel\n"
-     "that does not exist yet (as lease() timeouts; None waits forever, 0 fails at once with\n"
-     "NotFoundError), then TimeoutError. docs/CHANNELS.md."},
+     "where given, must match); with neither shape nor max_frame_bytes only open it.\n"
+     "Channels and segments share one namespace: a segment's name is refused (ExistsError).\n"
+     "max_frame_bytes: variable-size frames of up to that many bytes instead of a shape (dtype\n"
+     "'B'); each publish says its length. slots: 2..64 (None: 8 when creating, else whatever\n"
+     "the channel has). policy: 'block' or 'latest' (None: 'block' when creating, else whatever\n"
+     "it has). reader_timeout: policy 'block', seconds after which a reader that keeps the\n"
+     "writer waiting is evicted (EvictedError); None or 0: the writer waits without limit.\n"
+     "mode: permission bits (read: may read frames, write: may be the writer and remove it).\n"
+     "reader_timeout and mode are set when the channel is created. wait: when only opening,\n"
+     "seconds to wait for a channel that does not exist yet (as lease() timeouts; None waits\n"
+     "forever, 0 fails at once with NotFoundError), then TimeoutError. docs/CHANNELS.md."},
     {"ping", Client_ping, METH_NOARGS,
      "ping($self, /)\n--\n\nOne round trip to the daemon; raises shmlease.Error if it fails."},
     {"create", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_create)),
@@ -455,6 +471,12 @@ PyMethodDef client_methods[] = {
      "Raises NotFoundError."},
     {"list", Client_list, METH_NOARGS,
      "list($self, /)\n--\n\nReturn the stat dicts of every segment this user may read."},
+    {"channels", Client_channels, METH_NOARGS,
+     "channels($self, /)\n--\n\nReturn a dict for every channel this user may read, with the\n"
+     "keys name, format, shape (() for variable-size frames), variable, frame_nbytes (the\n"
+     "largest for variable-size frames), slots, policy, reader_timeout (seconds or None),\n"
+     "nbytes (memory of its frames), writer_pid (None without a writer), readers, owner_uid,\n"
+     "owner_gid, mode and created_unix_ns. Channel.info() gives one of them."},
     {"chmod", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Client_chmod)),
      METH_VARARGS | METH_KEYWORDS,
      "chmod($self, /, name, mode)\n--\n\nSet the segment's permission bits (0 to 0o777: read 4 "

@@ -155,6 +155,40 @@ bool PositiveArg(PyObject* obj, const char* what, uint64_t* out) {
   return true;
 }
 
+bool SizeArg(PyObject* obj, const char* what, uint64_t* out) {
+  if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what, Py_TYPE(obj)->tp_name);
+    return false;
+  }
+  PyObject* index = PyNumber_Index(obj);
+  if (index == nullptr) return false;
+  int overflow = 0;
+  const long long value = PyLong_AsLongLongAndOverflow(index, &overflow);
+  if (value == -1 && PyErr_Occurred()) {
+    Py_DECREF(index);
+    return false;
+  }
+  if (overflow < 0 || (overflow == 0 && value < 0)) {
+    Py_DECREF(index);
+    RaiseErrc(Errc::kInvalidArgument, std::string(what) + " must be >= 0, not " + ReprOf(obj));
+    return false;
+  }
+  if (overflow == 0) {
+    Py_DECREF(index);
+    *out = static_cast<uint64_t>(value);
+    return true;
+  }
+  const unsigned long long big = PyLong_AsUnsignedLongLong(index);
+  Py_DECREF(index);
+  if (big == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+    PyErr_Clear();
+    RaiseErrc(Errc::kInvalidArgument, std::string(what) + " is too large");
+    return false;
+  }
+  *out = big;
+  return true;
+}
+
 bool ShapeArg(PyObject* obj, std::vector<uint64_t>* out) {
   out->clear();
   if (obj == nullptr || obj == Py_None) return true;
@@ -330,6 +364,15 @@ bool ReconnectTimeoutArg(PyObject* obj, std::optional<std::chrono::milliseconds>
   return true;
 }
 
+bool ReaderTimeoutArg(PyObject* obj, std::chrono::milliseconds* out) {
+  *out = std::chrono::milliseconds(0);
+  if (obj == nullptr || obj == Py_None) return true;
+  std::optional<std::chrono::milliseconds> ms;
+  if (!SecondsArg(obj, "reader_timeout", &ms)) return false;
+  if (ms && *ms <= kMaxReaderTimeout) *out = *ms;
+  return true;
+}
+
 bool SocketArg(PyObject* obj, std::string* out) {
   out->clear();
   if (obj == nullptr || obj == Py_None) return true;
@@ -390,6 +433,55 @@ PyObject* SegmentInfoToDict(const SegmentInfo& info) {
 PyObject* SegmentInfoList(const std::vector<SegmentInfo>& infos) {
   return SequenceOf(Sequence::kList, infos.size(),
                     [&](size_t i) { return SegmentInfoToDict(infos[i]); });
+}
+
+PyObject* OptionalSeconds(std::chrono::milliseconds ms) {
+  if (ms.count() <= 0) Py_RETURN_NONE;
+  return PyFloat_FromDouble(static_cast<double>(ms.count()) / 1000.0);
+}
+
+PyObject* ChannelInfoToDict(const ChannelInfo& info) {
+  PyObject* shape = TupleOf(info.shape);
+  if (shape == nullptr) return nullptr;
+  PyObject* timeout = OptionalSeconds(info.reader_timeout);
+  if (timeout == nullptr) {
+    Py_DECREF(shape);
+    return nullptr;
+  }
+  PyObject* writer_pid = Py_None;
+  if (info.writer_pid != 0) {
+    writer_pid = PyLong_FromUnsignedLong(info.writer_pid);
+    if (writer_pid == nullptr) {
+      Py_DECREF(shape);
+      Py_DECREF(timeout);
+      return nullptr;
+    }
+  } else {
+    Py_INCREF(writer_pid);
+  }
+  // N: the dict takes our references (also when Py_BuildValue fails).
+  return Py_BuildValue("{s:s#,s:s#,s:N,s:O,s:K,s:k,s:s,s:N,s:K,s:N,s:k,s:k,s:k,s:k,s:L}",    //
+                       "name", info.name.data(), static_cast<Py_ssize_t>(info.name.size()),  //
+                       "format", info.format.data(),
+                       static_cast<Py_ssize_t>(info.format.size()),                           //
+                       "shape", shape,                                                        //
+                       "variable", info.variable ? Py_True : Py_False,                        //
+                       "frame_nbytes", static_cast<unsigned long long>(info.frame_bytes),     //
+                       "slots", static_cast<unsigned long>(info.slots),                       //
+                       "policy", info.policy == ChannelPolicy::kLatest ? "latest" : "block",  //
+                       "reader_timeout", timeout,                                             //
+                       "nbytes", static_cast<unsigned long long>(info.bytes),                 //
+                       "writer_pid", writer_pid,                                              //
+                       "readers", static_cast<unsigned long>(info.readers),                   //
+                       "owner_uid", static_cast<unsigned long>(info.owner_uid),               //
+                       "owner_gid", static_cast<unsigned long>(info.owner_gid),               //
+                       "mode", static_cast<unsigned long>(info.mode),                         //
+                       "created_unix_ns", static_cast<long long>(info.created_unix_ns));
+}
+
+PyObject* ChannelInfoList(const std::vector<ChannelInfo>& infos) {
+  return SequenceOf(Sequence::kList, infos.size(),
+                    [&](size_t i) { return ChannelInfoToDict(infos[i]); });
 }
 
 PyObject* StatsToDict(const DaemonStats& st) {

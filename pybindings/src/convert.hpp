@@ -27,6 +27,9 @@ bool StringArg(PyObject* obj, const char* what, std::string* out);
 // A positive int (a size or a count); bool is refused. Up to 2**64 - 1.
 bool PositiveArg(PyObject* obj, const char* what, uint64_t* out);
 
+// A size that may be 0 (a frame's length): an int >= 0; bool is refused. Up to 2**64 - 1.
+bool SizeArg(PyObject* obj, const char* what, uint64_t* out);
+
 // A shape: None (left empty), an int, or a sequence of 1 to kMaxDims positive ints.
 bool ShapeArg(PyObject* obj, std::vector<uint64_t>* out);
 
@@ -60,6 +63,12 @@ bool TimeoutArg(PyObject* obj, std::chrono::milliseconds* out);
 inline constexpr std::chrono::milliseconds kMaxReconnectTimeout{std::chrono::hours(24 * 365 * 100)};
 bool ReconnectTimeoutArg(PyObject* obj, std::optional<std::chrono::milliseconds>* out);
 
+// reader_timeout=: seconds > 0 as for TimeoutArg, rounded up to whole milliseconds; None and 0
+// mean no timeout (0 ms). A value beyond kMaxReaderTimeout (100 years, inf) is also no timeout:
+// a reader would never be evicted anyway. bool, NaN and negative values are refused.
+inline constexpr std::chrono::milliseconds kMaxReaderTimeout{std::chrono::hours(24 * 365 * 100)};
+bool ReaderTimeoutArg(PyObject* obj, std::chrono::milliseconds* out);
+
 // A socket path: None (empty `out`: resolve the default), or a str, bytes or os.PathLike path.
 bool SocketArg(PyObject* obj, std::string* out);
 
@@ -72,6 +81,16 @@ PyObject* TupleOf(const std::vector<uint64_t>& values);
 // huge_fallback (bool), reserved_bytes, owner_uid, owner_gid, mode.
 PyObject* SegmentInfoToDict(const SegmentInfo& info);
 PyObject* SegmentInfoList(const std::vector<SegmentInfo>& infos);
+
+// The channel as a dict: name, format, shape (tuple, () for variable-size frames), variable
+// (bool), frame_nbytes (every frame's size, or the largest), slots, policy ('block' or
+// 'latest'), reader_timeout (seconds, None for none), nbytes (memory of its frames), writer_pid
+// (None without a writer), readers, owner_uid, owner_gid, mode, created_unix_ns.
+PyObject* ChannelInfoToDict(const ChannelInfo& info);
+PyObject* ChannelInfoList(const std::vector<ChannelInfo>& infos);
+
+// Seconds as a float, or None for 0 (no timeout).
+PyObject* OptionalSeconds(std::chrono::milliseconds ms);
 
 // The daemon's totals, with its clients as a list of dicts and their leases as dicts (segment,
 // mode, exclusive).

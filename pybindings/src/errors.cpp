@@ -33,9 +33,9 @@ struct ClassSpec {
 // python_class column of errc_table.hpp, matched to the name after "shmlease.".
 const ClassSpec kClassSpecs[] = {
     {&g_not_found, "shmlease.NotFoundError", &PyExc_FileNotFoundError,
-     "No segment of that name (also a FileNotFoundError)."},
+     "No segment or channel of that name (also a FileNotFoundError)."},
     {&g_exists, "shmlease.ExistsError", &PyExc_FileExistsError,
-     "A segment of that name exists already (also a FileExistsError)."},
+     "A segment or channel of that name exists already (also a FileExistsError)."},
     {&g_permission, "shmlease.PermissionDeniedError", &PyExc_PermissionError,
      "The daemon refused access (also a PermissionError)."},
     {&g_timeout, "shmlease.LeaseTimeoutError", &PyExc_TimeoutError,

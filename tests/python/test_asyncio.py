@@ -596,3 +596,27 @@ def test_client_closed_while_alease_waits(daemon, client, seg):
     assert run(main()) < 2
     holder.release()
     wait_until(lambda: client.stat(name)["waiting"] == 0, what="no request left")
+
+
+def test_an_awaiting_reader_is_told_it_was_evicted(client, chan):
+    # It holds every slot and awaits a third frame: the writer waits for it, evicts it after the
+    # reader timeout, and the await raises EvictedError then, not at its own timeout.
+    ch = client.channel(chan.name(), shape=(4,), slots=2, reader_timeout=0.1)
+    r = ch.reader()
+    w = ch.writer()
+    w.publish(w.claim(timeout=1))
+    w.publish(w.claim(timeout=1))
+
+    async def main():
+        held = [await r.anext(timeout=1), await r.anext(timeout=1)]
+        writer = threading.Thread(target=lambda: w.publish(w.claim(timeout=5)))
+        writer.start()
+        t0 = time.monotonic()
+        with pytest.raises(shmlease.EvictedError, match="reader timeout"):
+            await r.anext(timeout=5)
+        waited = time.monotonic() - t0
+        await asyncio.get_running_loop().run_in_executor(None, writer.join, 5)
+        assert all(f.released for f in held)
+        return waited
+
+    assert run(main()) < 2

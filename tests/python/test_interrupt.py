@@ -35,17 +35,21 @@ sys.stdin.readline()  # stay connected until the test has looked
 """
 
 
-def interrupt_child(daemon, client, name, call, waiting=None):
+def interrupt_child(daemon, client, name, call, waiting=None, said=None, while_connected=None):
     """Starts a child waiting in `call`, SIGINTs it once the daemon counts its request, and
     returns (seconds from the signal to KeyboardInterrupt, leases the child holds afterwards).
     `waiting()` counts the requests the daemon queues (default: on the segment `name`); with
-    name=None nothing is queued (the child polls) and the signal comes 0.3 s after the start."""
+    name=None nothing is queued (the child polls) and the signal comes 0.3 s after the start,
+    or 0.3 s after the child printed the line `said` (what `call` prints just before it waits).
+    `while_connected()` runs after the interrupt, while the child is still connected."""
     if waiting is None and name is not None:
         waiting = lambda: client.stat(name)["waiting"]  # noqa: E731
     child = spawn_python(daemon, CHILD.format(call=call), stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
+        if said is not None:
+            assert child.stdout.readline().strip() == said
         if waiting is not None:
             wait_until(lambda: waiting() == 1, 10, "the child's request queued")
             time.sleep(0.2)  # well inside the wait, not at its start
@@ -61,6 +65,8 @@ def interrupt_child(daemon, client, name, call, waiting=None):
         # Withdrawn: the daemon no longer counts the request, while the child is still connected.
         if waiting is not None:
             assert waiting() == 0
+        if while_connected is not None:
+            while_connected()
         child.stdin.write("\n")
         child.stdin.flush()
         assert child.wait(10) == 0
@@ -95,19 +101,25 @@ def test_ctrl_c_interrupts_a_long_timeout_lease(daemon, client, seg):
     assert held == 0
 
 
-def test_ctrl_c_interrupts_the_wait_for_the_writer_token(daemon, client, seg):
-    name = seg("ch")
-    ch = client.channel(name, (16,), dtype="B", slots=2)
+def test_ctrl_c_interrupts_the_wait_for_the_writer_token(daemon, client, chan):
+    ch = chan(shape=(16,), slots=2)
     writer = ch.writer()
-    # The writer token is a lease the daemon queues: the child's request shows as waiting on the
-    # token's segment. Find it by what the daemon lists (the channel's parts share its name).
-    parts = [s["name"] for s in client.list() if s["name"].startswith(name + ".")]
-    latency, _ = interrupt_child(
-        daemon, client, name, f"c.channel({name!r}).writer(timeout=None)",
-        waiting=lambda: sum(client.stat(p)["waiting"] for p in parts))
-    assert latency < 0.5
-    writer.close()
-    ch.remove()
+    # A second writer waits in its own process (it asks the daemon again and again; the daemon
+    # queues nothing): the child says when it is about to call writer(), and is interrupted well
+    # inside the wait.
+    def token_is_free_at_once():
+        # The interrupted child, still connected, neither holds nor waits for the writer's place:
+        # once this writer goes, another takes it without waiting.
+        assert ch.info()["writer_pid"] == os.getpid()
+        writer.close()
+        ch.writer(timeout=0).close()
+
+    latency, held = interrupt_child(
+        daemon, client, None,
+        f"ch = c.channel({ch.name!r}); print('waiting', flush=True); ch.writer(timeout=None)",
+        said="waiting", while_connected=token_is_free_at_once)
+    assert latency < 0.5, f"KeyboardInterrupt {latency * 1000:.0f} ms after SIGINT"
+    assert held == 0
 
 
 def test_ctrl_c_interrupts_the_wait_for_a_channel(daemon, client, seg):

@@ -4,6 +4,7 @@ the daemon still counts a lease, and connect(reconnect_timeout=...)."""
 from __future__ import annotations
 
 import gc
+import os
 import re
 import time
 import weakref
@@ -143,6 +144,52 @@ def test_frame_keeps_its_client_and_is_released_by_close(daemon, client, chan):
     gc.collect()
     assert client_ref() is None
     w.close()
+
+
+def test_channel_writer_reader_and_frames_keep_their_client(own_daemon):
+    # Each of Channel, Writer, Reader and Frame alone keeps the connection open (the daemon keeps
+    # knowing the writer and the reader by it); the last of them gone, the connection closes.
+    d = own_daemon()
+    admin = shmlease.connect(d.socket)
+    admin.channel("keep", shape=(4,), slots=2)
+
+    def connections():
+        return admin.stats()["connections"]
+
+    c = shmlease.connect(d.socket)
+    client_ref = weakref.ref(c)
+    ch = c.channel("keep")
+    del c
+    gc.collect()
+    assert client_ref() is not None, "the Channel must keep its Client alive"
+    w = ch.writer()
+    r = ch.reader()
+    del ch
+    gc.collect()
+    assert client_ref() is not None
+    f = w.claim(timeout=5)
+    np.asarray(f)[:] = 9
+    w.publish(f)
+    del f
+    got = r.next(timeout=5)
+    del r  # the frame keeps the reader's place (and the Client)
+    gc.collect()
+    assert client_ref() is not None and connections() == 2
+    assert not got.released and np.asarray(got).tolist() == [9] * 4
+    info = admin.channel("keep").info()
+    assert (info["writer_pid"], info["readers"]) == (os.getpid(), 1)
+    del got
+    gc.collect()
+    assert client_ref() is not None, "the Writer alone must keep its Client alive"
+    wait_until(lambda: admin.channel("keep").info()["readers"] == 0, what="the reader to go")
+    assert admin.channel("keep").info()["writer_pid"] == os.getpid()
+    del w
+    gc.collect()
+    assert client_ref() is None, "the last dependent gone, the Client must go too"
+    wait_until(lambda: connections() == 1, what="the connection to close")
+    assert admin.channel("keep").info()["writer_pid"] is None
+    admin.channel("keep").remove()
+    admin.close()
 
 
 def kill_and_clean(d) -> None:
