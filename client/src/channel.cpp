@@ -33,10 +33,10 @@
 #include <vector>
 
 #include "connection.hpp"
-#include "wire_types.hpp"
 #include "shmlease/channel_layout.hpp"
 #include "shmlease/format.hpp"
 #include "shmlease/protocol.hpp"
+#include "wire_types.hpp"
 
 namespace shmlease {
 namespace detail {
@@ -216,8 +216,16 @@ struct ChannelShared {
 
   // --- Reader side ---
 
+  // Throws kConnectionLost once the Client was closed: the daemon is about to drop this
+  // attachment, so nothing may be taken or published through it (an atomic load).
+  void CheckOpen() const {
+    if (connection->alive()) return;
+    Fail(Errc::kConnectionLost,
+         "channel '" + name + "': the connection to shmleased is closed (Client::Close)");
+  }
   // Throws unless this reader is still attached (kEvicted / kConnectionLost).
   void CheckAttached() const {
+    CheckOpen();
     const layout::RosterEntry& e = header->entries[index];
     const uint32_t state = e.state.load(std::memory_order_acquire);
     if (state == layout::kEntryActive && e.generation.load() == generation) return;
@@ -239,9 +247,10 @@ struct ChannelShared {
   // called once per sleep slice, not per frame.
   void CheckConnection() const {
     if (connection->Unbroken(reconnects)) return;
-    Fail(Errc::kConnectionLost, "channel '" + name +
-                                    "': the connection to shmleased was lost, and with it this "
-                                    "participant's place (channels do not survive a daemon restart)");
+    Fail(Errc::kConnectionLost,
+         "channel '" + name +
+             "': the connection to shmleased was lost, and with it this "
+             "participant's place (channels do not survive a daemon restart)");
   }
   bool StillAttached() const {
     const layout::RosterEntry& e = header->entries[index];
@@ -433,6 +442,7 @@ bool Writer::WaitForReaders(uint32_t n, std::chrono::milliseconds timeout) {
     if (!forever)
       wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
     detail::FutexWait(&h.roster_version, version, wait);
+    shared_->CheckConnection();  // a lost daemon would never count a reader: say so
   }
 }
 
@@ -440,6 +450,7 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
   if (!shared_) throw Error(Errc::kInvalidArgument, "writer is closed");
   ChannelShared& sh = *shared_;
   FramesHeader& h = *sh.header;
+  sh.CheckOpen();
   if (h.writer_state.load() != layout::kWriterActive ||
       h.writer_generation.load() != sh.generation) {
     throw Error(Errc::kConnectionLost, "channel '" + sh.name +
@@ -449,7 +460,10 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
   const bool latest = sh.latest;
   const bool forever = timeout.count() < 0;
   const auto deadline = detail::Clock::now() + (forever ? std::chrono::milliseconds(0) : timeout);
-  const auto reader_timeout = std::chrono::milliseconds(sh.info.reader_timeout_ms);
+  // Beyond a century a timeout means none (and the comparison below in nanoseconds would overflow).
+  const auto reader_timeout =
+      std::min(std::chrono::milliseconds(sh.info.reader_timeout_ms),
+               std::chrono::milliseconds(std::chrono::hours(24 * 365 * 100)));
 
   // The free slot with the oldest frame; else -1 and `blocker` = a reader that keeps us waiting.
   int blocker = -1;
@@ -506,10 +520,6 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
     return true;
   };
 
-  // The reader timeout is per wait: whoever kept an earlier claim waiting starts afresh.
-  for (auto& p : sh.peers) {
-    if (p) p->blocking_since = {};
-  }
   int slot = -1;
   for (;;) {
     sh.RefreshReaders();
@@ -551,7 +561,7 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
     auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(detail::kSlice);
     if (!forever)
       wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now));
-    if (reader_timeout.count() > 0) {
+    if (reader_timeout.count() > 0 && reader_timeout < detail::kSlice) {
       wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(reader_timeout));
     }
     if (blocker >= 0 && sh.peers[static_cast<uint32_t>(blocker)]) {
@@ -570,6 +580,11 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
     }
   }
 
+  // The reader timeout counts one wait for a slot, across claims that timed out (a caller may wait
+  // in short claims, as Python does to see Ctrl-C); a slot found ends it for everyone.
+  for (auto& p : sh.peers) {
+    if (p) p->blocking_since = {};
+  }
   Frame f;
   f.shared_ = shared_;
   f.slot_ = static_cast<uint32_t>(slot);
@@ -589,6 +604,7 @@ uint64_t Writer::Publish(Frame& frame, size_t length, std::span<const std::byte>
     throw Error(Errc::kInvalidArgument, "publish: not a frame claimed from this writer");
   }
   ChannelShared& sh = *shared_;
+  sh.CheckOpen();
   if (meta.size() > kMaxFrameMeta) {
     throw Error(Errc::kInvalidArgument,
                 "publish: metadata longer than " + std::to_string(kMaxFrameMeta) + " bytes");
@@ -983,9 +999,7 @@ const std::string& Channel::format() const noexcept { return shared_->format; }
 const std::vector<uint64_t>& Channel::shape() const noexcept { return shared_->shape; }
 size_t Channel::frame_bytes() const noexcept { return shared_->info.frame_bytes; }
 uint32_t Channel::slots() const noexcept { return shared_->info.slots; }
-ChannelPolicy Channel::policy() const noexcept {
-  return detail::FromWire(shared_->info.policy);
-}
+ChannelPolicy Channel::policy() const noexcept { return detail::FromWire(shared_->info.policy); }
 bool Channel::variable() const noexcept { return shared_->info.variable != 0; }
 std::chrono::milliseconds Channel::reader_timeout() const noexcept {
   return std::chrono::milliseconds(shared_->info.reader_timeout_ms);
@@ -1087,8 +1101,8 @@ void Channel::Remove(Client& client, std::string_view name) {
 ChannelInfo Channel::Stat(Client& client, std::string_view name) {
   if (!client.connection_) throw Error(Errc::kConnectionLost, "this client was moved from");
   return detail::FromWire(detail::Expect<proto::ChannelOk>(
-                                client.connection_->Call(proto::ChannelStat{std::string(name)}))
-                                .info);
+                              client.connection_->Call(proto::ChannelStat{std::string(name)}))
+                              .info);
 }
 
 std::vector<ChannelInfo> Channel::List(Client& client) {

@@ -211,7 +211,9 @@ class ChannelTrustTest : public testing::DaemonTest {
         } else {
           ++good;
         }
-        if (policy == ChannelPolicy::kBlock) EXPECT_EQ(f.seq(), last + 1) << "a frame was lost";
+        if (policy == ChannelPolicy::kBlock) {
+          EXPECT_EQ(f.seq(), last + 1) << "a frame was lost";
+        }
         last = f.seq();
       } catch (const Error& e) {
         ASSERT_EQ(e.errc(), Errc::kEndOfStream) << e.what();
@@ -357,6 +359,49 @@ TEST_F(ChannelTrustTest, ASlowReaderIsEvictedAfterTheReaderTimeout) {
   }
   EXPECT_TRUE(WaitFor([&] { return ch.reader_count() == 1u; }, 2s));
   Channel::Remove(client_, "slow");
+}
+
+// A wait for a slot made of short claims (as Python makes it, to see Ctrl-C) still evicts the
+// reader that keeps it waiting past the reader timeout.
+TEST_F(ChannelTrustTest, TheReaderTimeoutSpansShortClaims) {
+  ChannelOptions options{.format = "I", .shape = {4}, .slots = 2};
+  options.reader_timeout = 150ms;
+  Channel ch(client_, "short", options);
+  Reader slow = ch.reader();
+  Writer w = ch.writer();
+  PublishEmpty(w);
+  PublishEmpty(w);
+  const auto t0 = std::chrono::steady_clock::now();
+  int timeouts = 0;
+  for (;;) {
+    try {
+      Frame f = w.Claim(20ms);
+      break;
+    } catch (const Error& e) {
+      ASSERT_EQ(e.errc(), Errc::kTimeout);
+      ++timeouts;
+    }
+  }
+  EXPECT_GE(timeouts, 5);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 150ms);
+  EXPECT_EQ(CodeOf([&] { slow.Next(1s); }), Errc::kEvicted);
+  Channel::Remove(client_, "short");
+}
+
+// After Client::Close() nothing is taken or published through its channels, at once (the daemon
+// drops the attachments when it sees the connection close).
+TEST_F(ChannelTrustTest, AClosedClientsParticipantsStopAtOnce) {
+  Client own = Connect();
+  Channel ch(own, "closed", {.format = "B", .shape = {64}, .slots = 4});
+  Reader r = ch.reader();
+  Writer w = ch.writer();
+  Frame claimed = w.Claim(1s);
+  PublishEmpty(w);
+  own.Close();
+  EXPECT_EQ(CodeOf([&] { w.Claim(1s); }), Errc::kConnectionLost);
+  EXPECT_EQ(CodeOf([&] { w.Publish(claimed); }), Errc::kConnectionLost);
+  EXPECT_EQ(CodeOf([&] { r.TryNext(); }), Errc::kConnectionLost);
+  EXPECT_EQ(CodeOf([&] { r.Next(1s); }), Errc::kConnectionLost);
 }
 
 // Frames of varying size: each carries its length; the largest is the channel's maximum.
