@@ -26,15 +26,14 @@ namespace {
 constexpr std::chrono::milliseconds kSignalSlice{100};
 
 // Runs `attempt(slice)` (which throws Error(kTimeout) when its slice runs out) without the GIL,
-// slice by slice until `timeout`, checking for signals in between. Slices last at least
-// `min_slice` (see Writer_claim). Returns false with an exception set on failure.
+// slice by slice until `timeout`, checking for signals in between. Returns false with an
+// exception set on failure.
 template <typename Fn>
-bool WaitInSlices(std::chrono::milliseconds timeout, Fn&& attempt,
-                  std::chrono::milliseconds min_slice = kSignalSlice) {
+bool WaitInSlices(std::chrono::milliseconds timeout, Fn&& attempt) {
   const bool forever = timeout.count() < 0;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    auto slice = std::max(kSignalSlice, min_slice);
+    auto slice = kSignalSlice;
     if (!forever) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
@@ -548,17 +547,9 @@ PyObject* Writer_claim(PyObject* self, PyObject* args, PyObject* kwds) {
   Writer* w = OpenWriter(self);
   if (w == nullptr) return nullptr;
   ChannelObject* c = AsChannel(reinterpret_cast<WriterObject*>(self)->channel);
-  // The library measures the reader timeout within one Claim call: a slice must outlast it, or no
-  // slow reader would ever be evicted. Ctrl-C then takes up to the reader timeout.
-  const std::chrono::milliseconds reader_timeout = c->channel->reader_timeout();
-  const auto min_slice =
-      reader_timeout.count() > 0
-          ? std::min(reader_timeout, std::chrono::milliseconds(std::chrono::hours(24))) +
-                std::chrono::milliseconds(20)
-          : kSignalSlice;
+  // The library counts the reader timeout across claims that timed out, so the slices stay short.
   Frame f;
-  if (!WaitInSlices(
-          timeout, [&](std::chrono::milliseconds slice) { f = w->Claim(slice); }, min_slice)) {
+  if (!WaitInSlices(timeout, [&](std::chrono::milliseconds slice) { f = w->Claim(slice); })) {
     return nullptr;
   }
   return NewFrameObject(c->owner, std::move(f), *c->channel);
