@@ -44,14 +44,38 @@ constexpr auto kStepTimeout = 10s;
 IceoryxPeer* g_active = nullptr;
 volatile pid_t g_roudi_pid = -1;
 volatile pid_t g_owner = -1;
+// What a fatal signal's handler removes (unlink and rmdir are async-signal-safe): the running
+// measurement's processes and their sockets in /tmp, the config and log, their directory.
+volatile pid_t g_ends[2] = {-1, -1};
+char g_files[6][256];
+volatile int g_file_count = 0;
+char g_dir[256];
 
 void StopActiveAtExit() {
   if (g_active != nullptr) g_active->Stop();
 }
 
-// Async-signal-safe: RouDi removes its own files on SIGTERM; then die of the signal as before.
+void CopyPath(char* to, const std::string& from) {
+  std::snprintf(to, 256, "%s", from.c_str());
+}
+
+// Async-signal-safe: stops the measurement and RouDi (which removes its shared memory on
+// SIGTERM), removes our files, then dies of the signal as it would have.
 void OnFatalSignal(int signo) {
-  if (getpid() == g_owner && g_roudi_pid > 0) kill(g_roudi_pid, SIGTERM);
+  if (getpid() == g_owner) {
+    for (pid_t end : g_ends) {
+      if (end > 0) kill(end, SIGKILL);
+    }
+    if (g_roudi_pid > 0) {
+      kill(g_roudi_pid, SIGTERM);
+      const timespec tick{0, 10'000'000};
+      for (int i = 0; i < 300 && waitpid(g_roudi_pid, nullptr, WNOHANG) == 0; ++i) {
+        nanosleep(&tick, nullptr);
+      }
+    }
+    for (int i = 0; i < g_file_count; ++i) unlink(g_files[i]);
+    if (g_dir[0] != '\0') rmdir(g_dir);
+  }
   signal(signo, SIG_DFL);
   raise(signo);
 }
@@ -68,6 +92,32 @@ std::string ReadFile(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// Before a run, under the lock: what runs killed by SIGKILL left, found by their dead pid (the
+// runtimes' sockets in /tmp and our config directories).
+void RemoveLeftovers() {
+  namespace fs = std::filesystem;
+  auto dead = [](const std::string& name, const std::string& prefix) {
+    if (name.rfind(prefix, 0) != 0) return false;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid <= 0) return false;
+    if (kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
+    // A zombie nobody has reaped yet is dead too.
+    const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+    const size_t paren = stat.rfind(')');
+    return paren != std::string::npos && stat.compare(paren, 3, ") Z") == 0;
+  };
+  std::error_code ec;
+  for (const fs::path& dir : {fs::path("/tmp"), fs::temp_directory_path(ec)}) {
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (dead(name, "shmlease-bench-pub-") || dead(name, "shmlease-bench-sub-") ||
+          dead(name, "shmlease-iceoryx-")) {
+        fs::remove_all(entry.path(), ec);
+      }
+    }
+  }
 }
 
 iox::capro::IdString_t Id(const std::string& s) {
@@ -214,28 +264,50 @@ IceoryxPeer::IceoryxPeer(const std::vector<uint32_t>& payload_sizes, int lock_wa
     }
     std::this_thread::sleep_for(50ms);
   }
-  // A RouDi we did not start (its lock is held): leave it alone and measure nothing.
-  int roudi_lock = open(kRoudiLock, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (roudi_lock >= 0) {
+  // A RouDi we did not start (its lock is held): leave it alone and measure nothing. One of a
+  // bench killed a moment ago is still shutting down: give it 10 s.
+  const auto roudi_deadline = std::chrono::steady_clock::now() + 10s;
+  for (bool waited = false;; waited = true) {
+    int roudi_lock = open(kRoudiLock, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (roudi_lock < 0) break;
     const bool busy = flock(roudi_lock, LOCK_EX | LOCK_NB) != 0;
     close(roudi_lock);
-    if (busy) {
+    if (!busy) {
+      // A RouDi that has just let go of its lock may still be removing its shared memory.
+      if (waited) std::this_thread::sleep_for(1s);
+      break;
+    }
+    if (std::chrono::steady_clock::now() > roudi_deadline) {
       error_ = "another iox-roudi is running on this machine (it holds /tmp/roudi.lock)";
       return;
     }
+    std::this_thread::sleep_for(50ms);
   }
-  if (WriteConfig(payload_sizes)) StartRoudi();
+  RemoveLeftovers();
+  g_owner = owner_;
+  if (WriteConfig(payload_sizes) && !StartRoudi()) {
+    // Once more: a RouDi that was shutting down as ours started can make ours abort.
+    std::fprintf(stderr, "iceoryx peer: %s\niceoryx peer: trying once more\n", error_.c_str());
+    error_.clear();
+    std::this_thread::sleep_for(1s);
+    StartRoudi();
+  }
 }
 
 IceoryxPeer::~IceoryxPeer() { Stop(); }
 
 bool IceoryxPeer::WriteConfig(const std::vector<uint32_t>& payload_sizes) {
-  std::string tmpl = std::filesystem::temp_directory_path().string() + "/shmlease-iceoryx-XXXXXX";
+  std::string tmpl = std::filesystem::temp_directory_path().string() + "/shmlease-iceoryx-" +
+                     std::to_string(owner_) + "-XXXXXX";
   if (mkdtemp(tmpl.data()) == nullptr) {
     error_ = "mkdtemp failed";
     return false;
   }
   dir_ = tmpl;
+  CopyPath(g_dir, dir_);
+  CopyPath(g_files[0], dir_ + "/roudi.toml");
+  CopyPath(g_files[1], dir_ + "/roudi.log");
+  g_file_count = 2;
   // Chunk sizes ascending (RouDi refuses others), each holding its payload and the chunk header.
   std::vector<uint32_t> sizes;
   for (uint32_t payload : payload_sizes) {
@@ -349,8 +421,16 @@ bool IceoryxPeer::OneWay(int n, uint32_t payload, IceoryxWait wait, CpuPair cpus
   app_names_.push_back(pub_app);
   SampleSheet* sheet = SampleSheet::Map();
   Ends ends{"m" + tag, n, payload, wait, sheet};
+  int files = 2;
+  for (const std::string& app : {sub_app, pub_app}) {
+    CopyPath(g_files[files++], "/tmp/" + app);
+    CopyPath(g_files[files++], "/tmp/" + app + ".lock");
+  }
+  g_file_count = files;
   pid_t sub = ForkEnd(cpus.reader, RunSubscriber, sub_app, ends);
+  g_ends[0] = sub;
   pid_t pub = sub > 0 ? ForkEnd(cpus.writer, RunPublisher, pub_app, ends) : -1;
+  g_ends[1] = pub;
   bool good = sub > 0 && pub > 0;
   if (!good) {
     if (sub > 0) kill(sub, SIGKILL);
@@ -359,6 +439,8 @@ bool IceoryxPeer::OneWay(int n, uint32_t payload, IceoryxWait wait, CpuPair cpus
   // A failed end leaves the other waiting for up to 10 s; then it fails too.
   if (sub > 0 && !WaitChild(sub, "iceoryx subscriber")) good = false;
   if (pub > 0 && !WaitChild(pub, "iceoryx publisher")) good = false;
+  g_ends[0] = -1;
+  g_ends[1] = -1;
   const bool ran_dry = sheet->word.load() != 0;
   if (good) {
     AppendSamples(samples, *sheet);
@@ -394,7 +476,10 @@ void IceoryxPeer::StopRoudi() {
   // A clean RouDi has removed these already; one that had to be killed has not.
   for (const char* path : kRoudiFiles) unlink(path);
   if (std::string segment = SegmentFile(); !segment.empty()) unlink(segment.c_str());
-  for (const auto& app : app_names_) unlink(("/tmp/" + app).c_str());
+  for (const auto& app : app_names_) {
+    unlink(("/tmp/" + app).c_str());
+    unlink(("/tmp/" + app + ".lock").c_str());
+  }
 }
 
 void IceoryxPeer::Stop() {
@@ -404,6 +489,8 @@ void IceoryxPeer::Stop() {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
     dir_.clear();
+    g_dir[0] = '\0';
+    g_file_count = 0;
   }
   if (lock_fd_ >= 0) {
     close(lock_fd_);  // releases the lock
