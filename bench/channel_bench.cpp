@@ -227,9 +227,7 @@ int main(int argc, char** argv) {
       if (!ok) c.failed = true;
     }
   }
-  int restarts = 0;
 #ifdef SHMLEASE_WITH_ICEORYX
-  restarts = iceoryx->restarts();
   iceoryx->Stop();
 #endif
   daemon.Stop();
@@ -320,8 +318,7 @@ int main(int argc, char** argv) {
   const std::string version = "null";
 #endif
   json += ", \"iceoryx\": {\"built\": " + std::string(iceoryx_built ? "true" : "false") +
-          ", \"version\": " + version + ", \"roudi_restarts\": " + std::to_string(restarts) +
-          ", \"error\": " +
+          ", \"version\": " + version + ", \"error\": " +
           (iceoryx_error.empty() ? std::string("null") : "\"" + escaped + "\"") + "}";
   json += ", \"results\": {";
   for (size_t i = 0; i < all.size(); ++i) {

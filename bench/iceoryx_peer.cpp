@@ -39,6 +39,7 @@ constexpr const char* kRoudiFiles[] = {"/dev/shm/iceoryx_mgmt", "/tmp/roudi", "/
                                        "/tmp/iox-unique-roudi.lock"};
 constexpr const char* kReadyLine = "RouDi is ready for clients";
 constexpr auto kStepTimeout = 10s;
+constexpr uint64_t kQueueCapacity = 4;
 
 // The one peer whose RouDi an exit() or a fatal signal of this process must stop.
 IceoryxPeer* g_active = nullptr;
@@ -140,13 +141,17 @@ struct FrameHead {
   int64_t seq;
 };
 
-// Receives until frame n-1, or until the publisher has finished and nothing more came for 100 ms:
-// iceoryx 2.0.3 loses frames (and leaks their chunks) when a CPU is contended, and the run goes
-// on, counting them (bench/oneway.hpp: sent - received).
+// Receives until frame n-1, or until the publisher has finished and nothing more came for
+// 100 ms. With the blocking queue below no frame is dropped; any that were would be counted
+// (bench/oneway.hpp: sent - received), not waited for.
 int RunSubscriber(const std::string& app, const Ends& e) {
   iox::runtime::PoshRuntime::initRuntime(iox::RuntimeName_t(iox::cxx::TruncateToCapacity, app.c_str()));
+  // Like the shmlease channel it is compared with (4 slots, block policy): a full queue makes
+  // the publisher wait. iceoryx's default (DISCARD_OLDEST_DATA) drops the oldest frames whenever
+  // the subscriber is descheduled for longer than its queue covers, as on a busy 2-core VM.
   iox::popo::SubscriberOptions options;
-  options.queueCapacity = 16;
+  options.queueCapacity = kQueueCapacity;
+  options.queueFullPolicy = iox::popo::QueueFullPolicy::BLOCK_PRODUCER;
   iox::popo::UntypedSubscriber sub({Id("shmlease-bench"), Id("frames"), Id(e.service)}, options);
   iox::popo::WaitSet<1> waitset;
   if (e.wait == IceoryxWait::kWaitSet &&
@@ -192,11 +197,11 @@ int RunSubscriber(const std::string& app, const Ends& e) {
   return 0;
 }
 
-// Publishes n frames, or fewer if the mempool runs dry (chunks leaked, see above): then it says
-// so through word = 1 and stops.
 int RunPublisher(const std::string& app, const Ends& e) {
   iox::runtime::PoshRuntime::initRuntime(iox::RuntimeName_t(iox::cxx::TruncateToCapacity, app.c_str()));
-  iox::popo::UntypedPublisher pub({Id("shmlease-bench"), Id("frames"), Id(e.service)});
+  iox::popo::PublisherOptions options;
+  options.subscriberTooSlowPolicy = iox::popo::ConsumerTooSlowPolicy::WAIT_FOR_CONSUMER;
+  iox::popo::UntypedPublisher pub({Id("shmlease-bench"), Id("frames"), Id(e.service)}, options);
   const int64_t setup_deadline = NowNs() + std::chrono::nanoseconds(kStepTimeout).count();
   while (!pub.hasSubscribers() || e.sheet->ready.load() == 0) {
     if (NowNs() > setup_deadline) {
@@ -210,8 +215,7 @@ int RunPublisher(const std::string& app, const Ends& e) {
     if (loaned.has_error()) {
       std::fprintf(stderr, "iceoryx publisher: loan of %u bytes failed after %d frames (error %d)\n",
                    e.payload, i, static_cast<int>(loaned.get_error()));
-      e.sheet->word.store(1);
-      break;
+      return 1;
     }
     void* chunk = loaned.value();
     std::this_thread::sleep_for(kFrameGap);
@@ -323,7 +327,8 @@ bool IceoryxPeer::WriteConfig(const std::vector<uint32_t>& payload_sizes) {
   out << "# Written by channel_bench (bench/iceoryx_peer.cpp) for one run.\n"
          "[general]\nversion = 1\n\n[[segment]]\n";
   for (uint32_t size : sizes) {
-    // Small chunks are cheap; the large ones only need to cover the subscriber's queue.
+    // Small chunks are cheap; the large ones only need to cover the subscriber's queue (4), the
+    // chunk it holds and the one the publisher has loaned.
     out << "\n[[segment.mempool]]\nsize = " << size << "\ncount = "
         << (size <= (1u << 20) ? 1000 : 16) << "\n";
   }
@@ -376,7 +381,7 @@ bool IceoryxPeer::StartRoudi() {
     std::atexit(StopActiveAtExit);
     for (int signo : {SIGINT, SIGTERM, SIGHUP}) signal(signo, OnFatalSignal);
   }
-  // The log is appended to across restarts: this start is ready at one more ready line.
+  // The log is appended to across starts: this start is ready at one more ready line.
   auto ready_lines = [this] {
     const std::string text = RoudiLog();
     int count = 0;
@@ -441,7 +446,6 @@ bool IceoryxPeer::OneWay(int n, uint32_t payload, IceoryxWait wait, CpuPair cpus
   if (pub > 0 && !WaitChild(pub, "iceoryx publisher")) good = false;
   g_ends[0] = -1;
   g_ends[1] = -1;
-  const bool ran_dry = sheet->word.load() != 0;
   if (good) {
     AppendSamples(samples, *sheet);
   } else if (error_.empty()) {
@@ -449,12 +453,6 @@ bool IceoryxPeer::OneWay(int n, uint32_t payload, IceoryxWait wait, CpuPair cpus
              RoudiLog();
   }
   SampleSheet::Unmap(sheet);
-  // The lost frames' chunks stay taken until RouDi goes: start a fresh one.
-  if (good && ran_dry) {
-    ++restarts_;
-    StopRoudi();
-    good = StartRoudi();
-  }
   return good;
 }
 

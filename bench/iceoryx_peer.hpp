@@ -35,19 +35,16 @@ class IceoryxPeer {
   const std::string& error() const { return error_; }
 
   // One measurement: forks a subscriber (pinned to cpus.reader) and a publisher (cpus.writer),
-  // each its own iceoryx runtime, on a service of their own; the publisher loans a chunk of
-  // `payload` bytes, sleeps kFrameGap, stamps it and publishes, `n` times. Appends the
-  // subscriber's one-way samples and the frames it never received to `samples`. iceoryx 2.0.3
-  // loses frames and leaks their chunks when a CPU is contended: if the mempool ran dry, the
-  // publisher stops early and RouDi is restarted (restarts() counts it). False (with error()
-  // set) if anything failed.
+  // each its own iceoryx runtime, on a service of their own, with a queue of 4 that makes the
+  // publisher wait when full (as the shmlease channel it is compared with); the publisher loans
+  // a chunk of `payload` bytes, sleeps kFrameGap, stamps it and publishes, `n` times. Appends
+  // the subscriber's one-way samples (and any frame it never received) to `samples`. False (with
+  // error() set) if anything failed.
   bool OneWay(int n, uint32_t payload, IceoryxWait wait, CpuPair cpus, OneWaySamples& samples);
 
   // SIGTERM to RouDi (SIGKILL after 5 s), removes its files, the directory and the lock.
   // Idempotent; only the process that constructed the peer does anything.
   void Stop();
-
-  int restarts() const { return restarts_; }
 
   // "2.0.3": the iceoryx the peer was built against.
   static const char* Version();
@@ -63,7 +60,6 @@ class IceoryxPeer {
   int lock_fd_ = -1;
   int measurements_ = 0;  // gives each measurement its own runtime and service names
   int starts_ = 0;
-  int restarts_ = 0;
   std::string dir_;
   std::string error_;
   std::vector<std::string> app_names_;

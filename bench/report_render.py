@@ -465,9 +465,11 @@ def channel_section(data: dict) -> str:
         ice_text = (f"iceoryx {ice.get('version')} from Debian (packages `iceoryx`, "
                     f"`libiceoryx-posh-dev`), its own `iox-roudi` started by the benchmark with a "
                     f"generated config whose mempools hold 64 B × 1000 and 8 MiB × 16 chunks (each "
-                    f"the payload plus iceoryx's chunk header), monitoring off. RouDi had to be "
-                    f"restarted {ice.get('roudi_restarts', 0)} times in this run (after lost "
-                    f"frames' chunks drained a pool).")
+                    f"the payload plus iceoryx's chunk header), monitoring off. Like the shmlease "
+                    f"channel (4 slots, block policy) the subscriber's queue holds 4 frames and a "
+                    f"full queue makes the publisher wait (`BLOCK_PRODUCER`, `WAIT_FOR_CONSUMER`): "
+                    f"iceoryx's default drops the oldest frames whenever the subscriber is "
+                    f"descheduled for longer than its queue covers.")
     elif ice.get("built"):
         ice_text = f"iceoryx was built in but **failed**: {ice.get('error')}"
     else:
@@ -491,11 +493,9 @@ CPU {cpus.get("reader")} (both pinned). **Load average** (1, 5, 15 min) at the s
 - 64 B and 8 MiB frames: neither system copies a frame (the writer writes only its stamp), so the
   size should not matter.
 - {ice_text}
-- *frames lost*: frames the reader never saw on their own. For the raw baselines, hand-offs the
-  reader slept or was descheduled through (it saw the word move by more than one); for iceoryx,
-  frames published and never delivered: iceoryx 2.0.3 loses frames, and leaks their chunks, when
-  the CPUs are contended (reproduced with two CPU hogs; the subscriber counts them by sequence
-  number). In this run: {lost_text}.
+- *frames lost*: frames the reader did not see one by one. For the raw baselines, hand-offs the
+  reader slept or was descheduled through (it saw the word move on by more than one); shmlease
+  and iceoryx, both blocking when full, lose none (it would show here). In this run: {lost_text}.
 
 {table}
 
