@@ -154,7 +154,9 @@ struct Ratio {
   bool at_least;
 };
 
+// "-" for NaN: a ratio with a row that failed or was not built.
 std::string Fmt(double v, const char* f) {
+  if (std::isnan(v)) return "-";
   char buf[64];
   std::snprintf(buf, sizeof(buf), f, v);
   return buf;
