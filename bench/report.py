@@ -12,7 +12,8 @@ trying things out never touches docs/.
 
 Steps, in order (--only picks some): lease (bench/run_benchmarks.sh), huge-pages (as root only,
 not in quick mode), attach (bench/python/attach_bench.py), pipeline (bench/python/pipeline_bench.py),
-channel (channel_bench), attach-sweep, handoff, queue-handoff, scaling (the report's sweeps), pool
+channel (channel_bench: shmlease channels, the raw futex and spin baselines and iceoryx),
+attach-sweep, handoff, queue-handoff, scaling (the report's sweeps), pool
 (bench/python/pool_bench.py: arrays to a multiprocessing.Pool worker). The first four and pool
 write their own sections of the Markdown file; this script writes the rest. Each step's
 time and the load average around it are recorded. --quick: every step with few repetitions.
@@ -192,13 +193,18 @@ def run_steps(runner: Runner, only: list[str], results: dict) -> None:
                                 "--markdown", runner.doc, *frames],
                    missed_marker="**shmlease channels / multiprocessing.Queue:")
     if "channel" in only:
-        iterations = {"full": 3000, "quick": 500, "smoke": 100}[runner.mode]
-        out = runner.run("channel", [runner.path("bench", "channel_bench"), str(iterations)])
+        iterations, rounds = {"full": (3000, 3), "quick": (500, 2), "smoke": (100, 1)}[runner.mode]
+        out = runner.run("channel", [runner.path("bench", "channel_bench"), str(iterations),
+                                     str(rounds)])
         if out is not None:
-            results["channel"] = {"iterations": iterations,
+            values = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+            results["channel"] = {"iterations": iterations, "rounds": rounds,
                                   "table": [l for l in out.splitlines() if l.startswith("|")],
-                                  "values": json.loads([l for l in out.splitlines()
-                                                        if l.startswith("{")][-1])}
+                                  "values": values}
+            # Built with the iceoryx peer but it did not run: a failure, not a missing row.
+            iceoryx = values.get("iceoryx", {})
+            if iceoryx.get("built") and iceoryx.get("error"):
+                runner.steps[-1]["status"] = "iceoryx peer failed: " + iceoryx["error"].splitlines()[0]
     if "attach-sweep" in only:
         args = {"full": [], "quick": ["--runs", "2", "--queue-max-mib", "64"],
                 "smoke": ["--runs", "1", "--sizes", "4096,65536", "--queue-max-mib", "1"]}
@@ -282,9 +288,15 @@ def render(results: dict, out: str, command: str) -> list[str]:
     return written
 
 
-def check_smoke(out: str, written: list[str]) -> list[dict]:
-    """What the smoke test requires of a tiny run: every section and plot written, non-empty."""
+def check_smoke(out: str, written: list[str], results: dict) -> list[dict]:
+    """What the smoke test requires of a tiny run: every section and plot written, non-empty;
+    every channel_bench row measured (the iceoryx ones when it was built with them)."""
     problems = [f"section {name} not written" for name in MARKERS if name not in written]
+    values = results.get("channel", {}).get("values", {})
+    built = values.get("iceoryx", {}).get("built")
+    for key, row in values.get("results", {}).items():
+        if not row and (built or not key.startswith("iceoryx")):
+            problems.append(f"channel_bench measured no {key}")
     for name in ("attach_vs_size.png", "handoff_vs_size.png", "lease_scaling.png"):
         path = os.path.join(out, "bench", name)
         if not os.path.exists(path) or os.path.getsize(path) < 10000:
@@ -369,7 +381,7 @@ def main() -> int:
         if "target missed" in s["status"]:
             print(f"report.py: step {s['name']}: {s['status']}", file=sys.stderr)
     if mode_name == "smoke":
-        failed += check_smoke(out, written)
+        failed += check_smoke(out, written, results)
     for s in failed:
         print(f"report.py: step {s['name']}: {s['status']}", file=sys.stderr)
     return 1 if failed else 0
