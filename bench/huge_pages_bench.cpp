@@ -329,7 +329,9 @@ int Main(int argc, char** argv) {
       << ", " << Fixed2(load[2])
       << " (other builds and tests share these 2 cores).\n\n"
       << "Command (from the repository root, on an existing build with benchmarks and tests on, "
-         "as root):\n\n```sh\n"
+         "as root):\n\n"
+         "<!-- example: not run: a benchmark of minutes that reserves GiBs of huge pages -->\n"
+         "```sh\n"
       << shown << "\n```\n<!-- huge-pages:end -->";
     std::ifstream in(markdown);
     std::stringstream whole;

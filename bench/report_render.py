@@ -592,6 +592,7 @@ machines these runs happen on are shared and noisy: absolute times move by tens 
 run to the next, ratios much less. Everything below is written by one command; rerun it rather
 than editing numbers by hand:
 
+<!-- example: not run: runs every benchmark for many minutes and rewrites this file -->
 ```sh
 {command}
 ```

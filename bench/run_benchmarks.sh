@@ -176,6 +176,7 @@ Machine: {machine}. Run on {context.get("date", "unknown date")}.
 
 Command (from the repository root, on an existing Release build with benchmarks and tests on):
 
+<!-- example: not run: the benchmarks take minutes and want a quiet machine -->
 ```sh
 {script_command}
 # which runs
