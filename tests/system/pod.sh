@@ -27,6 +27,8 @@ sys_on_exit 'rm -rf "$SYS_RUN"; rmdir "${SYS_RUN%/*}" 2>/dev/null'
 run_dir=/run/shmlease-test-podman-$(sha256sum <<<"$SYS_CACHE" | cut -c1-8)
 mkdir -p "$run_dir"
 sys_on_exit 'rm -rf "$run_dir"'
+# Podman's lock file lands in the host's /dev/shm: removed unless it was there before us.
+[[ -e /dev/shm/libpod_lock ]] || sys_on_exit 'rm -f /dev/shm/libpod_lock'
 
 # The limits podman gives containers: at most the host's own hard limit.
 # (Setting nproc here as well makes every container fail on such a host, the build's too.)
