@@ -120,42 +120,18 @@ bool StringArg(PyObject* obj, const char* what, std::string* out) {
   return true;
 }
 
-bool PositiveArg(PyObject* obj, const char* what, uint64_t* out) {
-  if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
-    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what, Py_TYPE(obj)->tp_name);
-    return false;
-  }
-  PyObject* index = PyNumber_Index(obj);
-  if (index == nullptr) return false;
-  int overflow = 0;
-  long long value = PyLong_AsLongLongAndOverflow(index, &overflow);
-  if (value == -1 && PyErr_Occurred()) {
-    Py_DECREF(index);
-    return false;
-  }
-  if (overflow > 0) {
-    unsigned long long big = PyLong_AsUnsignedLongLong(index);
-    Py_DECREF(index);
-    if (big == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
-      PyErr_Clear();
-      RaiseErrc(Errc::kInvalidArgument, std::string(what) + " is too large");
-      return false;
-    }
-    *out = big;
-    return true;
-  }
-  Py_DECREF(index);
-  if (overflow < 0 || value <= 0) {
-    RaiseErrc(Errc::kInvalidArgument,
-              std::string(what) + " must be a positive integer, not " +
-                  (overflow < 0 ? std::string("a huge negative number") : std::to_string(value)));
-    return false;
-  }
-  *out = static_cast<uint64_t>(value);
-  return true;
-}
+namespace {
 
-bool SizeArg(PyObject* obj, const char* what, uint64_t* out) {
+// The int (not a bool) `obj`, for PositiveArg and SizeArg. A value of 0 or more is stored in
+// *out; a negative one sets *negative and, when it fits a long long, *small to it (else *huge).
+// False with an exception set for anything else, and for a value above 2**64 - 1.
+struct IntValue {
+  uint64_t value = 0;
+  bool negative = false;
+  bool huge = false;  // negative below LLONG_MIN
+  long long small = 0;
+};
+bool ReadInt(PyObject* obj, const char* what, IntValue* out) {
   if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
     PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what, Py_TYPE(obj)->tp_name);
     return false;
@@ -168,24 +144,48 @@ bool SizeArg(PyObject* obj, const char* what, uint64_t* out) {
     Py_DECREF(index);
     return false;
   }
-  if (overflow < 0 || (overflow == 0 && value < 0)) {
+  if (overflow > 0) {
+    const unsigned long long big = PyLong_AsUnsignedLongLong(index);
     Py_DECREF(index);
+    if (big == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+      PyErr_Clear();
+      RaiseErrc(Errc::kInvalidArgument, std::string(what) + " is too large");
+      return false;
+    }
+    out->value = big;
+    return true;
+  }
+  Py_DECREF(index);
+  out->negative = overflow < 0 || value < 0;
+  out->huge = overflow < 0;
+  out->small = value;
+  if (!out->negative) out->value = static_cast<uint64_t>(value);
+  return true;
+}
+
+}  // namespace
+
+bool PositiveArg(PyObject* obj, const char* what, uint64_t* out) {
+  IntValue v;
+  if (!ReadInt(obj, what, &v)) return false;
+  if (v.negative || v.value == 0) {
+    RaiseErrc(Errc::kInvalidArgument,
+              std::string(what) + " must be a positive integer, not " +
+                  (v.huge ? std::string("a huge negative number") : std::to_string(v.small)));
+    return false;
+  }
+  *out = v.value;
+  return true;
+}
+
+bool SizeArg(PyObject* obj, const char* what, uint64_t* out) {
+  IntValue v;
+  if (!ReadInt(obj, what, &v)) return false;
+  if (v.negative) {
     RaiseErrc(Errc::kInvalidArgument, std::string(what) + " must be >= 0, not " + ReprOf(obj));
     return false;
   }
-  if (overflow == 0) {
-    Py_DECREF(index);
-    *out = static_cast<uint64_t>(value);
-    return true;
-  }
-  const unsigned long long big = PyLong_AsUnsignedLongLong(index);
-  Py_DECREF(index);
-  if (big == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
-    PyErr_Clear();
-    RaiseErrc(Errc::kInvalidArgument, std::string(what) + " is too large");
-    return false;
-  }
-  *out = big;
+  *out = v.value;
   return true;
 }
 
