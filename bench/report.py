@@ -14,9 +14,11 @@ Steps, in order (--only picks some): lease (bench/run_benchmarks.sh), huge-pages
 not in quick mode), attach (bench/python/attach_bench.py), pipeline (bench/python/pipeline_bench.py),
 channel (channel_bench: shmlease channels, the raw futex and spin baselines and iceoryx),
 attach-sweep, handoff, queue-handoff, scaling (the report's sweeps), pool
-(bench/python/pool_bench.py: arrays to a multiprocessing.Pool worker). The first four and pool
-write their own sections of the Markdown file; this script writes the rest. Each step's
-time and the load average around it are recorded. --quick: every step with few repetitions.
+(bench/python/pool_bench.py: arrays to a multiprocessing.Pool worker), py-channel-rate
+(bench/python/channel_rate.py: Python frames/s through a channel, a hand-built ring and a Queue).
+The first four, pool and py-channel-rate write their own sections of the Markdown file; this
+script writes the rest. Each step's time and the load average around it are recorded. --quick:
+every step with few repetitions.
 --smoke: only the sweeps and channel_bench, tiny, to check that the report code still works
 (ctest bench.report_smoke). Exits non-zero if a step failed (a missed target is reported, in the
 report too, but is not a failure), after writing everything else."""
@@ -40,7 +42,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "python"))
 
 STEPS = ["lease", "huge-pages", "attach", "pipeline", "channel", "attach-sweep", "handoff",
-         "queue-handoff", "scaling", "pool"]
+         "queue-handoff", "scaling", "pool", "py-channel-rate"]
 # The sections this script writes, in the order they appear (the others' markers sit among them).
 MARKERS = {name: (f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
            for name in ("report", "attach-sweep", "handoff-sweep", "lease-scaling", "channels")}
@@ -142,7 +144,7 @@ class Runner:
     def run(self, name: str, argv: list[str], parse_json: bool = False,
             missed_marker: str | None = None):
         """Runs one step; returns its parsed JSON stdout (parse_json) or its stdout text, or None
-        if it failed. Its stderr goes to ours as it comes. A step that exits 1 after printing
+        if it failed (a missed target is not a failure: its output is returned). Its stderr goes to ours as it comes. A step that exits 1 after printing
         `missed_marker` ran to the end and wrote its section but missed its target: that is
         recorded as such, not as a failure."""
         print(f"report.py: step {name}: {' '.join(argv)}", file=sys.stderr, flush=True)
@@ -150,10 +152,11 @@ class Runner:
         proc = subprocess.run(argv, cwd=REPO, env=self.env, stdout=subprocess.PIPE, text=True)
         seconds = time.monotonic() - t0
         status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
-        if proc.returncode == 1 and missed_marker and missed_marker in proc.stdout:
+        missed = proc.returncode == 1 and missed_marker and missed_marker in proc.stdout
+        if missed:
             status = "ran; target missed (see its section)"
         value = None
-        if proc.returncode == 0:
+        if proc.returncode == 0 or missed:
             value = proc.stdout
             if parse_json:
                 try:
@@ -235,6 +238,14 @@ def run_steps(runner: Runner, only: list[str], results: dict) -> None:
                                   "--markdown", runner.doc], missed_marker="POOL TARGETS MISSED")
         if out is not None:
             results["pool"] = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    if "py-channel-rate" in only:
+        tiny = ["--frames", "2000", "--rounds", "1"] if smoke else []
+        out = runner.run("py-channel-rate", [py, "bench/python/channel_rate.py", "--daemon", daemon,
+                                             "--markdown", runner.doc, *tiny],
+                         missed_marker="PY CHANNEL RATE TARGET MISSED")
+        if out is not None:
+            results["py_channel_rate"] = json.loads(
+                [l for l in out.splitlines() if l.startswith("{")][-1])
     del smoke
 
 
@@ -290,13 +301,18 @@ def render(results: dict, out: str, command: str) -> list[str]:
 
 def check_smoke(out: str, written: list[str], results: dict) -> list[dict]:
     """What the smoke test requires of a tiny run: every section and plot written, non-empty;
-    every channel_bench row measured (the iceoryx ones when it was built with them)."""
+    every channel_bench row measured (the iceoryx ones when it was built with them); every
+channel_rate.py transport measured."""
     problems = [f"section {name} not written" for name in MARKERS if name not in written]
     values = results.get("channel", {}).get("values", {})
     built = values.get("iceoryx", {}).get("built")
     for key, row in values.get("results", {}).items():
         if not row and (built or not key.startswith("iceoryx")):
             problems.append(f"channel_bench measured no {key}")
+    rates = results.get("py_channel_rate", {}).get("rates", {})
+    for key in ("channel", "channel_alone", "ring", "queue"):
+        if not rates.get(key, 0) > 0:
+            problems.append(f"channel_rate.py measured no {key}")
     for name in ("attach_vs_size.png", "handoff_vs_size.png", "lease_scaling.png"):
         path = os.path.join(out, "bench", name)
         if not os.path.exists(path) or os.path.getsize(path) < 10000:
@@ -340,7 +356,8 @@ def main() -> int:
     if not os.path.exists(doc) or mode_name == "smoke":
         shutil.copy(os.path.join(REPO, "docs", "BENCHMARKS.md"), doc)
     default_steps = [s for s in STEPS if mode_name != "smoke" or
-                     s in ("channel", "attach-sweep", "handoff", "queue-handoff", "scaling")]
+                     s in ("channel", "attach-sweep", "handoff", "queue-handoff", "scaling",
+                              "py-channel-rate")]
     only = args.only.split(",") if args.only else default_steps
     unknown = set(only) - set(STEPS)
     if unknown:
