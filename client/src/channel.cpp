@@ -684,6 +684,9 @@ Frame Reader::TryNext() {
     if (attempt == 0 && published == rs.last + 1 && hint < slots) {
       pick = static_cast<int>(hint);
       pick_seq = published;
+      // The slot's header line is in the writer's cache: fetch it while the hold below takes
+      // our own line, instead of after it (one cache miss fewer on the way to the frame).
+      __builtin_prefetch(&sh.slot(hint));
     }
     if (pick < 0) {
       for (uint32_t i = 0; i < slots; ++i) {
@@ -838,7 +841,11 @@ Frame Reader::Next(std::chrono::milliseconds timeout) {
       // Reads the clock only every 1024 looks: a clock read costs more than a look.
       auto until = now + wait;
       for (uint32_t i = 1; h.published.load(std::memory_order_acquire) <= rs.last; ++i) {
-        if ((i & 1023) == 0 && (detail::Clock::now() >= until || h.notify.load() != v)) break;
+        if ((i & 1023) != 0) continue;
+        if (detail::Clock::now() >= until || h.notify.load() != v) break;
+        // The writer's claim read our `held` and left the line shared: take it back for
+        // writing now, so that holding the next frame does not wait for it.
+        __builtin_prefetch(&sh.own->held, 1);
       }
       if (h.published.load() <= rs.last && h.notify.load() == v) sh.CheckConnection();
       continue;
