@@ -172,6 +172,10 @@ struct ChannelShared {
 
   // Writer (one thread at a time, as the Writer).
   std::array<std::optional<PeerPage>, layout::kMaxReaders> peers;
+  // The places of `peers` that were mapped at the last roster change, in order: claim and publish
+  // look only at these, not at all 64 places. An evicted one stays listed (its `peers` entry is
+  // empty) until the daemon's roster change that follows the eviction.
+  std::vector<uint32_t> live;
   uint32_t roster_seen = 0;
   uint64_t next_seq = 1;
 
@@ -283,6 +287,18 @@ struct ChannelShared {
     const uint32_t version = header->roster_version.load();
     if (version == roster_seen) return;
     roster_seen = version;
+    // `live` follows `peers` however this ends (a failed mapping throws midway); reserved, so
+    // that the destructor below never allocates.
+    live.reserve(layout::kMaxReaders);
+    struct Relist {
+      ChannelShared& sh;
+      ~Relist() {
+        sh.live.clear();
+        for (uint32_t i = 0; i < layout::kMaxReaders; ++i) {
+          if (sh.peers[i]) sh.live.push_back(i);
+        }
+      }
+    } relist{*this};
     for (uint32_t i = 0; i < layout::kMaxReaders; ++i) {
       const layout::RosterEntry& e = header->entries[i];
       const bool active = e.state.load() == layout::kEntryActive;
@@ -313,8 +329,8 @@ struct ChannelShared {
   }
   bool AnyHolds(uint32_t slot_index) const {
     const uint64_t bit = uint64_t{1} << slot_index;
-    for (const auto& p : peers) {
-      if (p && (p->page->held.load() & bit)) return true;
+    for (uint32_t r : live) {
+      if (peers[r] && (peers[r]->page->held.load() & bit)) return true;
     }
     return false;
   }
@@ -472,7 +488,7 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
     int best = -1;
     uint64_t best_seq = UINT64_MAX;
     uint64_t held_any = 0;
-    for (uint32_t r = 0; r < layout::kMaxReaders; ++r) {
+    for (uint32_t r : sh.live) {
       auto& p = sh.peers[r];
       if (!p) continue;
       uint64_t held = p->page->held.load();
@@ -490,14 +506,17 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
       if (seq < best_seq) best = static_cast<int>(i), best_seq = seq;
     }
     if (best < 0) {
-      for (uint32_t r = 0; r < layout::kMaxReaders && blocker < 0; ++r) {
-        if (sh.peers[r] && sh.peers[r]->page->held.load() != 0) blocker = static_cast<int>(r);
+      for (uint32_t r : sh.live) {
+        if (sh.peers[r] && sh.peers[r]->page->held.load() != 0) {
+          blocker = static_cast<int>(r);
+          break;
+        }
       }
       return -1;
     }
     if (!latest && best_seq != 0) {
       // kBlock: every reader must be past the frame in it.
-      for (uint32_t r = 0; r < layout::kMaxReaders; ++r) {
+      for (uint32_t r : sh.live) {
         auto& p = sh.peers[r];
         if (p && p->page->last_taken.load() < best_seq) {
           blocker = static_cast<int>(r);
@@ -540,7 +559,7 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
     sh.CheckConnection();  // (a poll; only while waiting)
     auto now = detail::Clock::now();
     // Who keeps us waiting, and since when; a reader past the reader timeout goes.
-    for (uint32_t r = 0; r < layout::kMaxReaders; ++r) {
+    for (uint32_t r : sh.live) {
       auto& p = sh.peers[r];
       if (!p) continue;
       if (static_cast<int>(r) != blocker) {
@@ -582,8 +601,8 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
 
   // The reader timeout counts one wait for a slot, across claims that timed out (a caller may wait
   // in short claims, as Python does to see Ctrl-C); a slot found ends it for everyone.
-  for (auto& p : sh.peers) {
-    if (p) p->blocking_since = {};
+  for (uint32_t r : sh.live) {
+    if (sh.peers[r]) sh.peers[r]->blocking_since = {};
   }
   Frame f;
   f.shared_ = shared_;
@@ -632,8 +651,9 @@ uint64_t Writer::Publish(Frame& frame, size_t length, std::span<const std::byte>
   // reader sets `sleeping` and then reads `published` before it sleeps).
   h.notify.fetch_add(1);
   bool wake = h.roster_version.load() != sh.roster_seen;  // a reader we do not know yet
-  for (uint32_t r = 0; r < layout::kMaxReaders && !wake; ++r) {
-    if (sh.peers[r] && sh.peers[r]->page->sleeping.load() != 0) wake = true;
+  for (size_t k = 0; k < sh.live.size() && !wake; ++k) {
+    const auto& p = sh.peers[sh.live[k]];
+    if (p && p->page->sleeping.load() != 0) wake = true;
   }
   if (wake) FutexWakeAll(&h.notify);
   frame.shared_.reset();  // ownership of the slot passes to the readers
