@@ -191,8 +191,8 @@ def main() -> int:
             "--daemon BUILD/server/shmleased --markdown docs/BENCHMARKS.md",
             "```",
             "",
-            __doc__.split("\n\n", 2)[2].replace("\n", " ").split(" Prints the table")[0],
-            f" Best of {args.rounds} rounds of {args.frames:,} frames "
+            __doc__.split("\n\n", 2)[2].replace("\n", " ").split(" Prints the table")[0]
+            + f" Best of {args.rounds} rounds of {args.frames:,} frames "
             f"(the Queue: {max(args.frames // 10, 1000):,}).",
             "",
             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python "
