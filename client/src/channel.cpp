@@ -397,6 +397,8 @@ void Frame::Release() noexcept {
     SlotHeader& s = sh.slot(slot_);
     s.seq.store(0);
     s.state.store(layout::kSlotEmpty);
+    // Its bit in `claimed` stays: the slot may hold some of this frame's bytes now, and a reader
+    // that held it late must not take it for the frame that was there (TryNext).
   } else {
     sh.ReleaseSlot(slot_);
   }
@@ -530,10 +532,15 @@ Frame Writer::Claim(std::chrono::milliseconds timeout) {
   // then checks the slot: one of the two sees the other).
   auto claim = [&](int i) -> bool {
     SlotHeader& s = sh.slot(static_cast<uint32_t>(i));
+    const uint64_t bit = uint64_t{1} << i;
+    // Both marks come before the look at the holders (seq_cst): a reader that holds the slot
+    // after them sees one of them (TryNext).
+    h.claimed.fetch_or(bit);
     const uint32_t before = s.state.exchange(layout::kSlotClaimed);
     sh.RefreshReaders();  // a reader that joined since is seen too
     if (sh.AnyHolds(static_cast<uint32_t>(i))) {
       s.state.store(before);
+      h.claimed.fetch_and(~bit);
       return false;
     }
     return true;
@@ -639,14 +646,25 @@ uint64_t Writer::Publish(Frame& frame, size_t length, std::span<const std::byte>
   SlotHeader& s = sh.slot(frame.slot_);
   // Fields a reader reads only after it saw state == published: ordered by that release store.
   if (!meta.empty()) std::memcpy(s.meta, meta.data(), meta.size());
-  s.meta_size.store(static_cast<uint32_t>(meta.size()), std::memory_order_relaxed);
+  const auto meta_size = static_cast<uint32_t>(meta.size());
+  const int64_t now = detail::MonotonicNs();
+  s.meta_size.store(meta_size, std::memory_order_relaxed);
   s.length.store(length, std::memory_order_relaxed);
-  s.timestamp_ns.store(detail::MonotonicNs(), std::memory_order_relaxed);
+  s.timestamp_ns.store(now, std::memory_order_relaxed);
   const uint64_t seq = sh.next_seq++;
   s.seq.store(seq, std::memory_order_relaxed);
   s.state.store(layout::kSlotPublished, std::memory_order_release);
+  // The newest frame's record, beside `published` (a sequence lock: 0 while it changes).
+  h.record_seq.store(0, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  h.record_length.store(length, std::memory_order_relaxed);
+  h.record_timestamp_ns.store(now, std::memory_order_relaxed);
+  h.record_meta_size.store(meta_size, std::memory_order_relaxed);
   h.published_slot.store(frame.slot_, std::memory_order_relaxed);
+  h.record_seq.store(seq, std::memory_order_release);
   h.published.store(seq, std::memory_order_release);
+  // After `published`: a reader that sees the claim gone sees this frame's number too.
+  h.claimed.fetch_and(~(uint64_t{1} << frame.slot_));
   // seq_cst read-modify-write: ordered before the looks at the readers' `sleeping` below (a
   // reader sets `sleeping` and then reads `published` before it sleeps).
   h.notify.fetch_add(1);
@@ -699,14 +717,25 @@ Frame Reader::TryNext() {
     if (published <= rs.last) break;
     int pick = -1;
     uint64_t pick_seq = 0;
-    // Fast path: exactly one new frame, in the slot the writer names (checked: it is a hint).
-    const uint32_t hint = h.published_slot.load(std::memory_order_relaxed);
-    if (attempt == 0 && published == rs.last + 1 && hint < slots) {
-      pick = static_cast<int>(hint);
-      pick_seq = published;
-      // The slot's header line is in the writer's cache: fetch it while the hold below takes
-      // our own line, instead of after it (one cache miss fewer on the way to the frame).
-      __builtin_prefetch(&sh.slot(hint));
+    // Fast path: exactly one new frame, in the slot the writer names, and its record read
+    // from the line of `published` (checked: both are hints).
+    bool from_record = false;
+    uint64_t record_length = 0;
+    int64_t record_timestamp = 0;
+    uint32_t record_meta_size = 0;
+    if (attempt == 0 && published == rs.last + 1) {
+      const uint64_t before = h.record_seq.load(std::memory_order_acquire);
+      const uint32_t hint = h.published_slot.load(std::memory_order_relaxed);
+      record_length = h.record_length.load(std::memory_order_relaxed);
+      record_timestamp = h.record_timestamp_ns.load(std::memory_order_relaxed);
+      record_meta_size = h.record_meta_size.load(std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      const uint64_t after = h.record_seq.load(std::memory_order_relaxed);
+      if (hint < slots) {
+        pick = static_cast<int>(hint);
+        pick_seq = published;
+        from_record = before == published && after == published;
+      }
     }
     if (pick < 0) {
       for (uint32_t i = 0; i < slots; ++i) {
@@ -734,8 +763,16 @@ Frame Reader::TryNext() {
     SlotHeader& s = sh.slot(i);
     // Hold first, then check that the slot still has the frame: the writer claims first, then
     // checks the holders, so a frame we hold is never overwritten.
-    sh.own->held.fetch_or(uint64_t{1} << i);  // seq_cst
-    if (s.state.load() != layout::kSlotPublished || s.seq.load() != pick_seq) {
+    const uint64_t bit = uint64_t{1} << i;
+    sh.own->held.fetch_or(bit);  // seq_cst
+    // The record's frame is still in the slot if the writer has not claimed it since (it marks
+    // `claimed` before it looks at the holders, and unmarks it only after publishing the next
+    // frame, so a newer `published` shows then) and nothing newer was published.
+    if (from_record && ((h.claimed.load() & bit) != 0 || h.published.load() != pick_seq)) {
+      from_record = false;  // let the slot itself say
+    }
+    if (!from_record &&
+        (s.state.load() != layout::kSlotPublished || s.seq.load() != pick_seq)) {
       sh.ReleaseSlot(i);
       continue;  // reused meanwhile, or a stale hint: look again
     }
@@ -748,9 +785,11 @@ Frame Reader::TryNext() {
     rs.last_for_helper.store(pick_seq, std::memory_order_relaxed);
     sh.NudgeWriter();
     // Read once: the bound checked is the size used.
-    const uint32_t meta_size = s.meta_size.load(std::memory_order_relaxed);
-    const uint64_t length =
-        sh.info.variable ? s.length.load(std::memory_order_relaxed) : sh.info.frame_bytes;
+    const uint32_t meta_size =
+        from_record ? record_meta_size : s.meta_size.load(std::memory_order_relaxed);
+    const uint64_t length = !sh.info.variable ? sh.info.frame_bytes
+                            : from_record     ? record_length
+                                              : s.length.load(std::memory_order_relaxed);
     if (meta_size > kMaxFrameMeta || length > sh.info.frame_bytes) {
       // This frame is lost to us (we are past it); the stream goes on with the next one.
       sh.ReleaseSlot(i);
@@ -770,7 +809,7 @@ Frame Reader::TryNext() {
     out.data_ = sh.slot_data(i);
     out.size_ = static_cast<size_t>(length);
     out.seq_ = pick_seq;
-    out.timestamp_ns_ = s.timestamp_ns.load();
+    out.timestamp_ns_ = from_record ? record_timestamp : s.timestamp_ns.load();
     out.meta_ = s.meta;
     out.meta_size_ = meta_size;
     break;
@@ -1082,6 +1121,7 @@ Writer Channel::writer(const WriterOptions& options) {
     uint32_t claimed = layout::kSlotClaimed;
     if (s.state.compare_exchange_strong(claimed, layout::kSlotEmpty)) s.seq.store(0);
   }
+  // Bits in `claimed` of the dead writer stay, for the same reason as a discarded frame's.
   sh.next_seq = sh.header->published.load() + 1;
   sh.RefreshReaders();
   return w;

@@ -20,7 +20,7 @@
 namespace shmlease::channel_layout {
 
 inline constexpr uint64_t kMagic = 0x324E48434C4D4853ull;  // "SHMLCHN2"
-inline constexpr uint32_t kLayoutVersion = 2;
+inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr size_t kHeaderBytes = 4096;
 inline constexpr size_t kSlotHeaderBytes = 512;
 inline constexpr size_t kReaderPageBytes = 4096;
@@ -59,6 +59,16 @@ struct FramesHeader {
   alignas(64) std::atomic<uint64_t> published;
   std::atomic<uint32_t> notify;
   std::atomic<uint32_t> published_slot;
+  // On the same cache line, so that a reader taking the newest frame reads one line the writer
+  // wrote, not two: a copy of the newest frame's slot fields, under a sequence lock (`record_seq`
+  // is 0 while the writer rewrites them, then that frame's sequence number), and the writer's
+  // claims (bit i: slot i is claimed). A hint like `published_slot`: a reader checks it against
+  // `published` and falls back to the slot headers, and bounds-checks what it reads.
+  std::atomic<uint64_t> record_seq;
+  std::atomic<uint64_t> record_length;
+  std::atomic<int64_t> record_timestamp_ns;
+  std::atomic<uint32_t> record_meta_size;
+  std::atomic<uint64_t> claimed;
   // The writer's: index + 1 of the reader whose page it sleeps on (0: not sleeping).
   alignas(64) std::atomic<uint32_t> waiting_on;
   // The daemon's: the roster. `roster_version` (a futex word) is bumped after every change.
@@ -69,6 +79,8 @@ struct FramesHeader {
   alignas(64) RosterEntry entries[kMaxReaders];
 };
 static_assert(sizeof(FramesHeader) <= kHeaderBytes);
+static_assert(offsetof(FramesHeader, claimed) + sizeof(uint64_t) - offsetof(FramesHeader, published) <=
+              64, "the newest frame's record shares the cache line of `published`");
 
 struct alignas(64) SlotHeader {
   std::atomic<uint32_t> state;  // SlotState
