@@ -519,12 +519,17 @@ VM: blocked 2.6 µs vs raw futex 2.1 µs and iceoryx WaitSet 8.0 µs; busy-poll 
 def summary_section(results: dict, keys: dict, images: dict, img_rel: str, command: str) -> str:
     m = results["machine"]
     steps = results.get("steps", [])
+    cores = int(m.get("cpus") or os.cpu_count() or 1)
     step_lines = ["| step | took | load average at start → end | result |",
                   "|---|---:|---|---|"]
+    noisy_steps = []
     for s in steps:
         again = f" (run again on {s['date']})" if s.get("date") else ""
+        noisy = max(s["load_start"], s["load_end"]) > cores
+        if noisy:
+            noisy_steps.append(s["name"])
         step_lines.append(f"| {s['name']}{again} | {s['seconds']:.0f} s | {s['load_start']:.2f} → "
-                          f"{s['load_end']:.2f} | {s['status']} |")
+                          f"{s['load_end']:.2f}{' **noisy**' if noisy else ''} | {s['status']} |")
     bullets = []
     a = keys.get("attach")
     if a:
@@ -575,6 +580,11 @@ def summary_section(results: dict, keys: dict, images: dict, img_rel: str, comma
                        f"same 1 GiB takes **{p['speedup']:,.0f}x** as long "
                        f"({med['plain_1g']:.1f} s).")
     quick = " **Quick mode: too few repetitions to quote.**" if results.get("quick") else ""
+    run_loads = list(m.get("load_start", [])[:1]) + list(m.get("load_end", [])[:1])
+    if noisy_steps or (run_loads and max(run_loads) > cores):
+        quick += (f" **Noisy run: the load average exceeded the {cores} cores"
+                  + (f" during {', '.join(noisy_steps)}" if noisy_steps else "")
+                  + "; do not quote its figures.**")
     loads = [", ".join(f"{x:.2f}" for x in m.get(k, [])) for k in ("load_start", "load_end")]
     machine_text = (
         f"**Machine**: {m.get('cpu')} ({m.get('virtualization')}), {m.get('cpus')} CPUs online "
