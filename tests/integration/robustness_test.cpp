@@ -24,7 +24,6 @@ using testing::RawSocket;
 
 class RobustnessTest : public testing::DaemonTest {
  protected:
-  explicit RobustnessTest(std::vector<std::string> args = {}) : DaemonTest(std::move(args)) {}
   void SetUp() override {
     good_ = std::make_unique<Client>(daemon_.socket_path());
     good_->Create("good", {.format = "I", .shape = {256}});
@@ -208,12 +207,12 @@ TEST_F(RobustnessTest, ClientThatNeverReadsIsCutOffAlone) {
 
 // Issue 14 point 8: deadlines for the hello and for a frame in progress, short here. An idle
 // connection between complete frames is never cut: clients hold leases for hours.
-class DeadlineTest : public RobustnessTest {
+class DeadlineTest : public testing::DaemonTest {
  protected:
   static constexpr auto kHello = 400ms;
   static constexpr auto kFrame = 600ms;
   DeadlineTest()
-      : RobustnessTest({"--hello-timeout-ms", std::to_string(kHello.count()), "--frame-timeout-ms",
+      : DaemonTest({"--hello-timeout-ms", std::to_string(kHello.count()), "--frame-timeout-ms",
                     std::to_string(kFrame.count())}) {}
   static double Since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
