@@ -63,7 +63,13 @@ Daemon::Daemon(Config config, ConfigSource source)
 
 Daemon::~Daemon() {
   if (spare_fd_ >= 0) ::close(spare_fd_);
-  if (listening_ && !socket_inherited_) ::unlinkat(socket_dir_fd_, socket_name_.c_str(), 0);
+  // Only the socket we bound: whatever else now has its name is not ours to remove.
+  struct stat st {};
+  if (listening_ && !socket_inherited_ &&
+      ::fstatat(socket_dir_fd_, socket_name_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      st.st_dev == socket_dev_ && st.st_ino == socket_ino_) {
+    ::unlinkat(socket_dir_fd_, socket_name_.c_str(), 0);
+  }
   if (socket_dir_fd_ >= 0) ::close(socket_dir_fd_);
   // With a state directory the segments outlive this process, however it ends.
   if (state_.is_open()) registry_.Preserve();
@@ -141,12 +147,20 @@ bool Daemon::Listen(std::string& error) {
     return false;
   }
   listening_ = true;
-  // A default ACL on the directory overrides the umask: say so rather than serve another mode.
+  st = {};
   if (::fstatat(socket_dir_fd_, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-      !S_ISSOCK(st.st_mode) || (st.st_mode & 0777) != config_.socket_mode) {
+      !S_ISSOCK(st.st_mode)) {
+    error = "the socket " + config_.socket + " was replaced right after bind; is another "
+            "process using this directory? Choose a directory of shmleased's own for --socket";
+    return false;
+  }
+  socket_dev_ = st.st_dev;
+  socket_ino_ = st.st_ino;
+  // A default ACL on the directory overrides the umask: say so rather than serve another mode.
+  if ((st.st_mode & 0777) != config_.socket_mode) {
     error = "the socket " + config_.socket + " did not get mode " +
-            OctalMode(static_cast<mode_t>(config_.socket_mode)) + " at bind (" +
-            (S_ISSOCK(st.st_mode) ? OctalMode(st.st_mode) : std::string("not a socket")) +
+            OctalMode(static_cast<mode_t>(config_.socket_mode)) + " at bind (it has " +
+            OctalMode(st.st_mode) +
             "): does its directory carry a default ACL? Remove it, or choose another --socket";
     return false;
   }

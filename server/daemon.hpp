@@ -1,6 +1,8 @@
 // shmleased's top level: the io_context, the listening socket, signals, and the components.
 #pragma once
 
+#include <sys/types.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -88,6 +90,8 @@ class Daemon {
   bool socket_inherited_ = false;  // socket activation: systemd owns the socket file
   int socket_dir_fd_ = -1;         // the checked directory of a socket we bound ourselves
   std::string socket_name_;        // the socket's name in it
+  dev_t socket_dev_ = 0;           // and the socket file bound there, removed only if still it
+  ino_t socket_ino_ = 0;
   bool stopping_ = false;
 };
 

@@ -39,14 +39,19 @@ void Session::Start() {
   Read();
 }
 
-void Session::UpdateDeadline() {
+std::chrono::steady_clock::time_point Session::Deadline() const {
   using std::chrono::milliseconds;
-  std::chrono::steady_clock::time_point deadline{};  // none
   if (!helloed_ && config_.hello_timeout_ms != 0) {
-    deadline = connected_at_ + milliseconds(config_.hello_timeout_ms);
-  } else if (helloed_ && filled_ > 0 && config_.frame_timeout_ms != 0) {
-    deadline = frame_started_at_ + milliseconds(config_.frame_timeout_ms);
+    return connected_at_ + milliseconds(config_.hello_timeout_ms);
   }
+  if (helloed_ && filled_ > 0 && config_.frame_timeout_ms != 0) {
+    return frame_started_at_ + milliseconds(config_.frame_timeout_ms);
+  }
+  return {};  // none
+}
+
+void Session::UpdateDeadline() {
+  const std::chrono::steady_clock::time_point deadline = Deadline();
   if (deadline == armed_for_) return;
   armed_for_ = deadline;
   if (deadline == std::chrono::steady_clock::time_point{}) {
@@ -63,6 +68,12 @@ void Session::UpdateDeadline() {
 void Session::OnDeadline() {
   if (closed_ || close_after_flush_) return;
   armed_for_ = {};
+  // A reload may have moved or lifted the deadline since the timer was armed.
+  if (const auto deadline = Deadline(); deadline == std::chrono::steady_clock::time_point{} ||
+                                        deadline > std::chrono::steady_clock::now()) {
+    UpdateDeadline();
+    return;
+  }
   std::string why;
   if (!helloed_) {
     why = "no Hello within " + std::to_string(config_.hello_timeout_ms) +
@@ -70,8 +81,6 @@ void Session::OnDeadline() {
   } else if (filled_ > 0) {
     why = "a request begun " + std::to_string(config_.frame_timeout_ms) + " ms ago is still " +
           "incomplete (" + std::to_string(filled_) + " bytes of it arrived; frame-timeout-ms)";
-  } else {
-    return;  // completed as the timer fired
   }
   spdlog::warn("client {} (pid {}, uid {}): {}; closing", conn_id_, peer_.pid, peer_.uid, why);
   FailAndClose(Errc::kTimeout, "shmleased closes this connection: " + why, 0);

@@ -91,6 +91,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // has been handled, then a frame's (counted from when its first byte was read) while a frame
   // is incomplete; none between complete frames, however long the client stays idle.
   void UpdateDeadline();
+  // The deadline that applies now under the current (live) settings; the epoch for none.
+  std::chrono::steady_clock::time_point Deadline() const;
   void OnDeadline();
 
   Socket socket_;

@@ -309,6 +309,7 @@ TEST_F(DirectorySafetyTest, SocketPathSwappedForALinkDuringStartUpChmodsNothing)
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    const int swaps_before = swaps.load();
     std::atomic<bool> stop{false};
     std::thread swapper([&] {
       // Wait until the daemon's socket appears, then replace it (what the old chmod followed).
@@ -346,6 +347,12 @@ TEST_F(DirectorySafetyTest, SocketPathSwappedForALinkDuringStartUpChmodsNothing)
       ASSERT_EQ(::waitpid(pid, &status, 0), pid);
     }
     ExpectVictimUnchanged();
+    if (swaps.load() > swaps_before) {
+      // The daemon removes only the socket it bound, never what took its name.
+      struct stat st {};
+      EXPECT_EQ(::lstat(socket.c_str(), &st), 0);
+      EXPECT_TRUE(S_ISLNK(st.st_mode)) << "round " << round;
+    }
     ::unlink(socket.c_str());
     ::unlink(staged.c_str());
   }
