@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <optional>
+#include <utility>
 #include <toml++/toml.h>
 
 #include "shm_backend.hpp"
@@ -43,6 +44,9 @@ const SettingSpec kSettingTable[] = {
      &Config::max_segment_size},
     {"max-connections", K::kCount, "most client connections at once", kLive, nullptr,
      &Config::max_connections},
+    {"max-connections-per-uid", K::kCount,
+     "most connections of one uid at once; admins are exempt (0: no per-uid limit)", kLive,
+     nullptr, &Config::max_connections_per_uid},
     {"max-leases-per-connection", K::kCount, "most leases one connection may hold", kLive, nullptr,
      &Config::max_leases_per_connection},
     {"max-message-size", K::kSize, "largest request body accepted", kRestart, nullptr,
@@ -50,6 +54,13 @@ const SettingSpec kSettingTable[] = {
     {"max-pending-reply-bytes", K::kSize,
      "replies queued for a client that does not read before it is disconnected", kLive, nullptr,
      &Config::max_pending_reply_bytes},
+    {"hello-timeout-ms", K::kCount,
+     "a connection that has not sent its Hello this long after it connected is closed (0: never)",
+     kLive, nullptr, &Config::hello_timeout_ms},
+    {"frame-timeout-ms", K::kCount,
+     "a request whose first bytes arrived this long ago but not its last is closed (0: never); an "
+     "idle connection between requests is never cut",
+     kLive, nullptr, &Config::frame_timeout_ms},
     {"admins", K::kUidList,
      "uids that pass every access check, comma-separated (default: root and the daemon's uid)",
      kLive, nullptr, nullptr, &Config::admins},
@@ -58,9 +69,10 @@ const SettingSpec kSettingTable[] = {
     {"quota-segments", K::kCount, "per uid: most segments it owns (0: no quota)", kLive, nullptr,
      &Config::quota_segments},
     {"state-dir", K::kString,
-     "directory of the durable state: segments then survive a restart or crash of the daemon "
-     "(docs/RESTART.md; default $STATE_DIRECTORY under systemd; empty: segments are freed when "
-     "the daemon stops)",
+     "directory of the durable state: segments then survive a restart or crash of the daemon; "
+     "it must be owned by the daemon's uid and not writable by others (docs/RESTART.md; default "
+     "$STATE_DIRECTORY under systemd, else $XDG_RUNTIME_DIR/shmlease/state-<shm prefix> when "
+     "that is set; none: segments are freed when the daemon stops)",
      kRestart, &Config::state_dir},
     {"reclaim-grace-ms", K::kCount,
      "after a restart, how long a removed segment waits for a client to reclaim a lease on it "
@@ -337,20 +349,36 @@ bool Finalize(Config& config, std::string& error, uint64_t own_bytes) {
     error = "max-connections, max-segments and max-leases-per-connection must be at least 1";
     return false;
   }
-  if (config.reclaim_grace_ms > kLongestTimerMs) {
-    error = "reclaim-grace-ms must be at most " + std::to_string(kLongestTimerMs) +
-            " (292 years, what a timer can count)";
-    return false;
-  }
-  if (config.admins.empty()) config.admins = {0, static_cast<uint64_t>(::geteuid())};
-  // Under systemd, StateDirectory= names the state dir unless a flag or the file did.
-  if (config.state_dir.empty()) {
-    if (const char* dir = std::getenv("STATE_DIRECTORY"); dir != nullptr && *dir != '\0') {
-      std::string first = dir;
-      config.state_dir = first.substr(0, first.find(':'));
+  for (auto [name, value] : {std::pair{"reclaim-grace-ms", config.reclaim_grace_ms},
+                              std::pair{"hello-timeout-ms", config.hello_timeout_ms},
+                              std::pair{"frame-timeout-ms", config.frame_timeout_ms}}) {
+    if (value > kLongestTimerMs) {
+      error = std::string(name) + " must be at most " + std::to_string(kLongestTimerMs) +
+              " (292 years, what a timer can count)";
+      return false;
     }
   }
+  if (config.admins.empty()) config.admins = {0, static_cast<uint64_t>(::geteuid())};
+  if (config.state_dir.empty()) {
+    config.state_dir = DefaultStateDir(config.shm_prefix);
+  } else if (config.state_dir == kNoStateDir) {
+    config.state_dir.clear();
+  }
   return true;
+}
+
+std::string DefaultStateDir(const std::string& shm_prefix) {
+  // Under systemd, StateDirectory= names it.
+  if (const char* dir = std::getenv("STATE_DIRECTORY"); dir != nullptr && *dir != '\0') {
+    std::string first = dir;
+    return first.substr(0, first.find(':'));
+  }
+  // By hand: beside the default socket, in the user's runtime directory (a tmpfs like /dev/shm,
+  // so the state lives exactly as long as the segments can).
+  if (const char* run = std::getenv("XDG_RUNTIME_DIR"); run != nullptr && run[0] == '/') {
+    return std::string(run) + "/shmlease/state-" + shm_prefix;
+  }
+  return "";
 }
 
 }  // namespace shmlease::server

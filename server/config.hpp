@@ -25,18 +25,24 @@ struct Config {
   uint64_t max_total_bytes = 0;   // 0 = total_bytes_fraction of /dev/shm's free space at start
   uint64_t max_segment_size = 0;  // 0 = max_total_bytes
   uint64_t max_connections = 1024;
+  uint64_t max_connections_per_uid = 128;  // admins are exempt; 0 = no per-uid limit
   uint64_t max_leases_per_connection = 65536;
   uint64_t max_message_size = 65536;
   uint64_t max_pending_reply_bytes = 4 << 20;  // a client that stops reading is cut off past this
+  uint64_t hello_timeout_ms = 5000;   // a connection that has not said Hello by then is closed
+  uint64_t frame_timeout_ms = 10000;  // a frame begun must be complete by then; 0 = no deadline
   std::vector<uint64_t> admins;  // uids that pass every access check; empty = root and our own uid
   uint64_t quota_bytes = 0;      // per uid, bytes in segments it owns; 0 = no quota
   uint64_t quota_segments = 0;   // per uid, segments it owns; 0 = no quota
-  std::string state_dir;              // "" = no durable state: segments die with the daemon
+  std::string state_dir;              // "" = DefaultStateDir(); "none" = no durable state
   uint64_t reclaim_grace_ms = 5000;   // after a restart: how long removed segments wait for holders
   uint64_t huge_threshold = 0;  // segments of at least this size get huge pages, best effort; 0 = off
   std::string huge_dir;         // "" = none: a hugetlbfs or huge=always tmpfs directory to use
                                 // when a MFD_HUGETLB memfd cannot be had
 };
+
+// The state-dir value that means no durable state: segments die with the daemon.
+inline constexpr const char* kNoStateDir = "none";
 
 // The default config file, read when it exists and no --config is given.
 inline constexpr const char* kDefaultConfigFile = "/etc/shmlease/shmleased.toml";
@@ -89,6 +95,11 @@ bool LoadConfigText(std::string_view text, const std::string& source,
 // byte limit (on reload).
 bool BuildConfig(const std::string& file, const std::map<std::string, std::string>& flags,
                  Config& config, std::string& error, uint64_t own_bytes = 0);
+
+// The state directory of a daemon given none: systemd's $STATE_DIRECTORY (its first entry), else
+// $XDG_RUNTIME_DIR/shmlease/state-<shm prefix> (one per prefix, so that daemons on other sockets
+// never share one), else "" (no durable state).
+std::string DefaultStateDir(const std::string& shm_prefix);
 
 // Fills the derived defaults (socket, prefix, byte limits) and checks cross-setting rules.
 bool Finalize(Config& config, std::string& error, uint64_t own_bytes = 0);

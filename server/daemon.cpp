@@ -10,6 +10,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <csignal>
@@ -19,6 +20,7 @@
 #include <set>
 
 #include "huge_pages.hpp"
+#include "safe_dir.hpp"
 #include "shmlease/codec.hpp"
 #include "shmlease/format.hpp"
 
@@ -61,7 +63,14 @@ Daemon::Daemon(Config config, ConfigSource source)
 
 Daemon::~Daemon() {
   if (spare_fd_ >= 0) ::close(spare_fd_);
-  if (listening_ && !socket_inherited_) ::unlink(config_.socket.c_str());
+  // Only the socket we bound: whatever else now has its name is not ours to remove.
+  struct stat st {};
+  if (listening_ && !socket_inherited_ &&
+      ::fstatat(socket_dir_fd_, socket_name_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      st.st_dev == socket_dev_ && st.st_ino == socket_ino_) {
+    ::unlinkat(socket_dir_fd_, socket_name_.c_str(), 0);
+  }
+  if (socket_dir_fd_ >= 0) ::close(socket_dir_fd_);
   // With a state directory the segments outlive this process, however it ends.
   if (state_.is_open()) registry_.Preserve();
 }
@@ -100,17 +109,17 @@ bool Daemon::Listen(std::string& error) {
     // systemd starts one instance per socket; its state dir lock guards against a second.
     return Restore(error);
   }
-  std::error_code fec;
-  fs::path dir = fs::path(config_.socket).parent_path();
-  if (!dir.empty()) {
-    fs::create_directories(dir, fec);
-    if (fec) {
-      error = "cannot create the socket directory " + dir.string() + ": " + fec.message();
-      return false;
-    }
-  }
+  // The socket's directory is checked like the state directory (safe_dir.hpp): nobody but our
+  // euid may change it, so the path bound below is the one checked. The stale socket is removed
+  // relative to it, and the socket gets its mode at bind (umask), never by a chmod by path.
+  const fs::path socket_path(config_.socket);
+  const std::string dir = socket_path.has_parent_path() ? socket_path.parent_path().string() : ".";
+  const std::string name = socket_path.filename().string();
+  socket_dir_fd_ = OpenSafeDirectory(dir, {"socket directory", "--socket"}, true, error);
+  if (socket_dir_fd_ < 0) return false;
+  socket_name_ = name;
   struct stat st {};
-  if (::lstat(config_.socket.c_str(), &st) == 0) {
+  if (::fstatat(socket_dir_fd_, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
       error = config_.socket + " exists and is not a socket; refusing to replace it";
       return false;
@@ -120,20 +129,39 @@ bool Daemon::Listen(std::string& error) {
       return false;
     }
     spdlog::warn("removing stale socket {} (nobody answers on it)", config_.socket);
-    ::unlink(config_.socket.c_str());
+    ::unlinkat(socket_dir_fd_, name.c_str(), 0);
   }
   // Only now, sure that no other daemon serves this socket, take over the segments.
   if (!Restore(error)) return false;
   boost::system::error_code ec;
   acceptor_.open(stream(), ec);
-  if (!ec) acceptor_.bind(stream::endpoint(config_.socket), ec);
+  if (!ec) {
+    // bind() creates the file with mode 0777 & ~umask. Start-up is single-threaded, so nothing
+    // else creates files while the umask is changed.
+    const mode_t old_umask = ::umask(static_cast<mode_t>(~config_.socket_mode & 0777));
+    acceptor_.bind(stream::endpoint(config_.socket), ec);
+    ::umask(old_umask);
+  }
   if (ec) {
     error = "cannot bind " + config_.socket + ": " + ec.message();
     return false;
   }
   listening_ = true;
-  if (::chmod(config_.socket.c_str(), static_cast<mode_t>(config_.socket_mode)) != 0) {
-    error = "cannot chmod " + config_.socket + ": " + std::strerror(errno);
+  st = {};
+  if (::fstatat(socket_dir_fd_, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+      !S_ISSOCK(st.st_mode)) {
+    error = "the socket " + config_.socket + " was replaced right after bind; is another "
+            "process using this directory? Choose a directory of shmleased's own for --socket";
+    return false;
+  }
+  socket_dev_ = st.st_dev;
+  socket_ino_ = st.st_ino;
+  // A default ACL on the directory overrides the umask: say so rather than serve another mode.
+  if ((st.st_mode & 0777) != config_.socket_mode) {
+    error = "the socket " + config_.socket + " did not get mode " +
+            OctalMode(static_cast<mode_t>(config_.socket_mode)) + " at bind (it has " +
+            OctalMode(st.st_mode) +
+            "): does its directory carry a default ACL? Remove it, or choose another --socket";
     return false;
   }
   acceptor_.listen(asio::socket_base::max_listen_connections, ec);
@@ -378,14 +406,8 @@ void Daemon::OnAccept(const boost::system::error_code& ec, stream::socket socket
     refused_no_fds_ = 0;
   }
   if (sessions_.size() >= config_.max_connections) {
-    std::vector<std::byte> bytes;
-    proto::EncodeReply(proto::ErrorReply{Errc::kLimitConnections,
-                                         "shmleased serves its limit of " +
-                                             std::to_string(config_.max_connections) +
-                                             " connections"},
-                       0, 0, bytes);
-    [[maybe_unused]] ssize_t n =
-        ::send(socket.native_handle(), bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    RefuseConnection(socket, "shmleased serves its limit of " +
+                                 std::to_string(config_.max_connections) + " connections");
     spdlog::warn("connection refused: limit of {} connections reached", config_.max_connections);
     Accept();
     return;
@@ -397,8 +419,28 @@ void Daemon::OnAccept(const boost::system::error_code& ec, stream::socket socket
     peer.pid = cred.pid;
     peer.uid = cred.uid;
     peer.gid = cred.gid;
-    peer.process = ProcessName(cred.pid);
+  } else {
+    // Without the kernel's word on the peer there is nobody to check access or count against.
+    spdlog::warn("connection refused: SO_PEERCRED failed: {}", std::strerror(errno));
+    Accept();
+    return;
   }
+  // One uid must not take every connection. Admins are exempt: they can stop the daemon anyway,
+  // and in a container every client may well be root.
+  if (config_.max_connections_per_uid != 0 &&
+      sessions_.CountOf(peer.uid) >= config_.max_connections_per_uid &&
+      std::find(config_.admins.begin(), config_.admins.end(), peer.uid) == config_.admins.end()) {
+    RefuseConnection(socket, "uid " + std::to_string(peer.uid) + " already has " +
+                                 std::to_string(config_.max_connections_per_uid) +
+                                 " connections to shmleased, its limit "
+                                 "(max-connections-per-uid); close one, or ask the administrator "
+                                 "to raise the limit");
+    spdlog::warn("connection of pid {} refused: uid {} has its limit of {} connections", peer.pid,
+                 peer.uid, config_.max_connections_per_uid);
+    Accept();
+    return;
+  }
+  peer.process = ProcessName(cred.pid);
   // Supplementary groups, so that group permission bits work for members of a group.
   std::vector<gid_t> groups(64);
   socklen_t groups_len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
@@ -417,6 +459,13 @@ void Daemon::OnAccept(const boost::system::error_code& ec, stream::socket socket
   sessions_.Add(session);
   session->Start();
   Accept();
+}
+
+void Daemon::RefuseConnection(stream::socket& socket, const std::string& why) {
+  std::vector<std::byte> bytes;
+  proto::EncodeReply(proto::ErrorReply{Errc::kLimitConnections, why}, 0, 0, bytes);
+  [[maybe_unused]] ssize_t n =
+      ::send(socket.native_handle(), bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 void Daemon::RefuseWhileOutOfDescriptors() {

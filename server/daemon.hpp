@@ -1,6 +1,8 @@
 // shmleased's top level: the io_context, the listening socket, signals, and the components.
 #pragma once
 
+#include <sys/types.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -57,6 +59,9 @@ class Daemon {
   bool SaveState(std::string* error = nullptr);
   void OnAccept(const boost::system::error_code& ec,
                 boost::asio::local::stream_protocol::socket socket);
+  // Sends a connection about to be closed an Error limit_connections (request id 0) saying why.
+  void RefuseConnection(boost::asio::local::stream_protocol::socket& socket,
+                        const std::string& why);
   // accept() failed for want of descriptors: refuses the waiting connections one by one with an
   // Error reply (through the spare descriptor), then accepts again; never spins.
   void RefuseWhileOutOfDescriptors();
@@ -83,6 +88,10 @@ class Daemon {
   uint64_t refused_no_fds_ = 0;  // connections refused in that episode
   bool listening_ = false;
   bool socket_inherited_ = false;  // socket activation: systemd owns the socket file
+  int socket_dir_fd_ = -1;         // the checked directory of a socket we bound ourselves
+  std::string socket_name_;        // the socket's name in it
+  dev_t socket_dev_ = 0;           // and the socket file bound there, removed only if still it
+  ino_t socket_ino_ = 0;
   bool stopping_ = false;
 };
 

@@ -22,7 +22,9 @@ Session::Session(Socket socket, uint64_t conn_id, Peer peer, RequestHandler& han
       handler_(handler),
       manager_(manager),
       config_(config),
-      in_(proto::kHeaderSize + 4096) {}
+      in_(proto::kHeaderSize + 4096),
+      deadline_timer_(socket_.get_executor()),
+      connected_at_(std::chrono::steady_clock::now()) {}
 
 Session::~Session() {
   for (Outgoing& o : out_) {
@@ -33,7 +35,55 @@ Session::~Session() {
 void Session::Start() {
   boost::system::error_code ec;
   socket_.non_blocking(true, ec);
+  UpdateDeadline();
   Read();
+}
+
+std::chrono::steady_clock::time_point Session::Deadline() const {
+  using std::chrono::milliseconds;
+  if (!helloed_ && config_.hello_timeout_ms != 0) {
+    return connected_at_ + milliseconds(config_.hello_timeout_ms);
+  }
+  if (helloed_ && filled_ > 0 && config_.frame_timeout_ms != 0) {
+    return frame_started_at_ + milliseconds(config_.frame_timeout_ms);
+  }
+  return {};  // none
+}
+
+void Session::UpdateDeadline() {
+  const std::chrono::steady_clock::time_point deadline = Deadline();
+  if (deadline == armed_for_) return;
+  armed_for_ = deadline;
+  if (deadline == std::chrono::steady_clock::time_point{}) {
+    deadline_timer_.cancel();
+    return;
+  }
+  deadline_timer_.expires_at(deadline);
+  deadline_timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) self->OnDeadline();
+  });
+}
+
+void Session::OnDeadline() {
+  if (closed_ || close_after_flush_) return;
+  armed_for_ = {};
+  // A reload may have moved or lifted the deadline since the timer was armed.
+  if (const auto deadline = Deadline(); deadline == std::chrono::steady_clock::time_point{} ||
+                                        deadline > std::chrono::steady_clock::now()) {
+    UpdateDeadline();
+    return;
+  }
+  std::string why;
+  if (!helloed_) {
+    why = "no Hello within " + std::to_string(config_.hello_timeout_ms) +
+          " ms of connecting (hello-timeout-ms)";
+  } else if (filled_ > 0) {
+    why = "a request begun " + std::to_string(config_.frame_timeout_ms) + " ms ago is still " +
+          "incomplete (" + std::to_string(filled_) + " bytes of it arrived; frame-timeout-ms)";
+  }
+  spdlog::warn("client {} (pid {}, uid {}): {}; closing", conn_id_, peer_.pid, peer_.uid, why);
+  FailAndClose(Errc::kTimeout, "shmleased closes this connection: " + why, 0);
 }
 
 void Session::Read() {
@@ -58,8 +108,11 @@ void Session::OnRead(const boost::system::error_code& ec, size_t n) {
     Close();
     return;
   }
+  // A frame starts with the first byte read after the previous one ended.
+  if (filled_ == 0 && n > 0) frame_started_at_ = std::chrono::steady_clock::now();
   filled_ += n;
   if (!ProcessInput()) return;
+  UpdateDeadline();
   Read();
 }
 
@@ -93,6 +146,8 @@ bool Session::ProcessInput() {
   if (start > 0) {
     std::memmove(in_.data(), in_.data() + start, filled_ - start);
     filled_ -= start;
+    // What is left began in this read, after the frames just consumed.
+    if (filled_ > 0) frame_started_at_ = std::chrono::steady_clock::now();
   }
   return !close_after_flush_;
 }
@@ -192,6 +247,7 @@ void Session::Close() {
   if (closed_) return;
   closed_ = true;
   auto self = shared_from_this();  // the manager may hold the last reference
+  deadline_timer_.cancel();
   handler_.OnClose(*this);
   boost::system::error_code ec;
   socket_.shutdown(Socket::shutdown_both, ec);
@@ -209,10 +265,16 @@ bool Session::ForgetSegment(uint64_t segment_id) {
 }
 
 void SessionManager::Add(const std::shared_ptr<Session>& session) {
-  sessions_.emplace(session->id(), session);
+  if (sessions_.emplace(session->id(), session).second) ++per_uid_[session->peer().uid];
 }
 
-void SessionManager::Remove(uint64_t conn_id) { sessions_.erase(conn_id); }
+void SessionManager::Remove(uint64_t conn_id) {
+  auto it = sessions_.find(conn_id);
+  if (it == sessions_.end()) return;
+  auto count = per_uid_.find(it->second->peer().uid);
+  if (count != per_uid_.end() && --count->second == 0) per_uid_.erase(count);
+  sessions_.erase(it);
+}
 
 void SessionManager::CloseAll() {
   // Close() removes each session from the map: iterate over a copy.

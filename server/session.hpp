@@ -9,12 +9,15 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <map>
 #include <set>
+#include <unordered_map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -60,6 +63,7 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t id() const { return conn_id_; }
   const Peer& peer() const { return peer_; }
   bool helloed() const { return helloed_; }
+  // The hello deadline no longer applies (the next read re-arms the deadline for what follows).
   void set_helloed() { helloed_ = true; }
   bool closed() const { return closed_; }
 
@@ -83,6 +87,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // Decodes and dispatches every complete frame in the buffer; false if the connection must end.
   bool ProcessInput();
   void Flush();
+  // Arms the one deadline that applies now: the hello's (counted from the connect) until Hello
+  // has been handled, then a frame's (counted from when its first byte was read) while a frame
+  // is incomplete; none between complete frames, however long the client stays idle.
+  void UpdateDeadline();
+  // The deadline that applies now under the current (live) settings; the epoch for none.
+  std::chrono::steady_clock::time_point Deadline() const;
+  void OnDeadline();
 
   Socket socket_;
   uint64_t conn_id_;
@@ -100,6 +111,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool helloed_ = false;
   bool closed_ = false;
   std::set<std::pair<uint64_t, bool>> sent_fds_;
+  boost::asio::steady_timer deadline_timer_;
+  std::chrono::steady_clock::time_point connected_at_;
+  std::chrono::steady_clock::time_point frame_started_at_;  // of the incomplete frame in in_
+  std::chrono::steady_clock::time_point armed_for_{};       // the deadline the timer waits for
 };
 
 // Every live session, for the connection limit, for shutdown and for SegmentGone notices.
@@ -107,6 +122,11 @@ class SessionManager {
  public:
   void Add(const std::shared_ptr<Session>& session);
   void Remove(uint64_t conn_id);
+  // Live sessions of `uid`, for the per-uid connection limit; O(1).
+  size_t CountOf(uid_t uid) const {
+    auto it = per_uid_.find(uid);
+    return it == per_uid_.end() ? 0 : it->second;
+  }
   // Closes every session (shutdown).
   void CloseAll();
   size_t size() const { return sessions_.size(); }
@@ -126,6 +146,7 @@ class SessionManager {
 
  private:
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;
+  std::unordered_map<uid_t, size_t> per_uid_;  // live sessions by peer uid; no zero entries
 };
 
 }  // namespace shmlease::server

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "shmlease/fd_io.hpp"
+#include "safe_dir.hpp"
 #include "shmlease/format.hpp"
 
 namespace shmlease::server {
@@ -111,14 +112,6 @@ bool ParseSegment(const std::vector<std::string_view>& words, size_t line_no,
                                     std::to_string(s.id));
   }
   return true;
-}
-
-int SyncDirectory(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  int rc = ::fsync(fd) == 0 ? 0 : errno;
-  ::close(fd);
-  return rc;
 }
 
 }  // namespace
@@ -233,45 +226,71 @@ bool DecodeState(std::string_view text, PersistedState& state, std::string& erro
 
 StateStore::~StateStore() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+  if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
 bool StateStore::Open(const std::string& dir, std::string& error) {
   dir_ = dir;
   path_ = dir + "/" + kStateFileName;
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    error = "cannot create the state directory " + dir + ": " + std::strerror(errno);
-    return false;
-  }
+  // Every file below is opened relative to this descriptor with O_NOFOLLOW: a symbolic link
+  // planted in the directory (it cannot be, once the checks pass, but a root daemon must not
+  // depend on one check alone) is refused, never followed.
+  int dir_fd = OpenSafeDirectory(dir, {"state directory", "--state-dir"}, true, error);
+  if (dir_fd < 0) return false;
+  const std::string lock_path = dir + "/" + kLockFileName;
+  int fd = ::openat(dir_fd, kLockFileName, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    error = "the state directory " + dir + " is not a directory";
+  if (fd < 0 || ::fstat(fd, &st) != 0) {
+    int err = errno;
+    if (fd >= 0) ::close(fd);
+    ::close(dir_fd);
+    error = "cannot use the state directory " + dir + ": " + lock_path + ": " +
+            (err == ELOOP ? std::string("a symbolic link, which shmleased never follows; remove it")
+                          : std::string(std::strerror(err)));
     return false;
   }
-  std::string lock_path = dir + "/lock";
-  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    error = "cannot use the state directory " + dir + ": " + lock_path + ": " +
-            std::strerror(errno);
+  if (!CheckOwnFile(st, lock_path, "remove it", error)) {
+    ::close(fd);
+    ::close(dir_fd);
     return false;
   }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     int err = errno;
     ::close(fd);
+    ::close(dir_fd);
     error = err == EWOULDBLOCK
                 ? "the state directory " + dir + " is in use by another shmleased"
                 : "cannot lock " + lock_path + ": " + std::strerror(err);
     return false;
   }
   lock_fd_ = fd;
+  dir_fd_ = dir_fd;
   return true;
 }
 
 bool StateStore::Load(PersistedState& state, bool& exists, std::string& error) {
   exists = false;
-  int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::openat(dir_fd_, kStateFileName, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return true;
-    error = "cannot read the state file " + path_ + ": " + std::strerror(errno);
+    error = "cannot read the state file " + path_ + ": " +
+            (errno == ELOOP ? std::string("it is a symbolic link, which shmleased never follows "
+                                          "(move it away to start with no segments)")
+                            : std::string(std::strerror(errno)));
+    return false;
+  }
+  // Its checksum is no secret: only who wrote it tells a state file from a forgery. With the
+  // directory ours alone nobody else can, but a file left from another owner is refused too.
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    error = "cannot stat the state file " + path_ + ": " + std::strerror(errno);
+    ::close(fd);
+    return false;
+  }
+  if (!CheckOwnFile(st, "the state file " + path_,
+                    "move it away to start with no segments, if you trust that no one else wrote it",
+                    error)) {
+    ::close(fd);
     return false;
   }
   std::string text;
@@ -300,38 +319,42 @@ bool StateStore::Load(PersistedState& state, bool& exists, std::string& error) {
 
 bool StateStore::Save(const PersistedState& state, std::string& error) {
   std::string text = EncodeState(state);
-  std::string tmp = path_ + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const std::string tmp_name = std::string(kStateFileName) + ".tmp";
+  const std::string tmp = path_ + ".tmp";
+  // A leftover of a crash is removed first (never opened: it might be anything), and the new file
+  // made with O_EXCL, so what is written is always a fresh file of ours.
+  if (::unlinkat(dir_fd_, tmp_name.c_str(), 0) != 0 && errno != ENOENT) {
+    error = "cannot remove the leftover " + tmp + ": " + std::strerror(errno);
+    return false;
+  }
+  int fd = ::openat(dir_fd_, tmp_name.c_str(),
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
     error = "cannot write " + tmp + ": " + std::strerror(errno);
     return false;
   }
+  auto give_up = [&](const std::string& what) {
+    error = what + ": " + std::strerror(errno);
+    ::close(fd);
+    ::unlinkat(dir_fd_, tmp_name.c_str(), 0);
+    return false;
+  };
   size_t done = 0;
   while (done < text.size()) {
     ssize_t n = ::write(fd, text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      error = "cannot write " + tmp + ": " + std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return false;
-    }
+    if (n < 0) return give_up("cannot write " + tmp);
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    error = "cannot fsync " + tmp + ": " + std::strerror(errno);
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return false;
-  }
+  if (::fsync(fd) != 0) return give_up("cannot fsync " + tmp);
   ::close(fd);
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
+  if (::renameat(dir_fd_, tmp_name.c_str(), dir_fd_, kStateFileName) != 0) {
     error = "cannot rename " + tmp + " to " + path_ + ": " + std::strerror(errno);
-    ::unlink(tmp.c_str());
+    ::unlinkat(dir_fd_, tmp_name.c_str(), 0);
     return false;
   }
-  if (int err = SyncDirectory(dir_); err != 0) {
-    error = "cannot fsync " + dir_ + ": " + std::strerror(err);
+  if (::fsync(dir_fd_) != 0) {
+    error = "cannot fsync " + dir_ + ": " + std::strerror(errno);
     return false;
   }
   return true;

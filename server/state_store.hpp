@@ -26,6 +26,7 @@ namespace shmlease::server {
 inline constexpr std::string_view kStateMagic = "shmlease-state";
 inline constexpr uint32_t kStateVersion = 1;
 inline constexpr const char* kStateFileName = "shmleased.state";
+inline constexpr const char* kLockFileName = "lock";
 
 struct PersistedSegment {
   uint64_t id = 0;
@@ -66,10 +67,13 @@ class StateStore {
   StateStore(const StateStore&) = delete;
   StateStore& operator=(const StateStore&) = delete;
 
-  // Creates `dir` (mode 0700) if needed and locks it. False with `error` naming the directory and
-  // the reason (not a directory, permission denied, locked by another shmleased).
+  // Creates `dir` (mode 0700) if needed, checks that nobody but our euid can change it
+  // (OpenSafeDirectory) and locks it. False with `error` naming the directory, the reason (not a
+  // directory, another owner, writable by others, a symbolic link, locked by another shmleased)
+  // and the fix. Every file in it is then opened relative to the directory, never followed.
   bool Open(const std::string& dir, std::string& error);
-  // Reads the state file. `exists` is false (and true returned) when there is none yet.
+  // Reads the state file. `exists` is false (and true returned) when there is none yet. A state
+  // file that is a symbolic link, not ours or writable by group or others is refused.
   bool Load(PersistedState& state, bool& exists, std::string& error);
   // Replaces the state file atomically. False with `error` set; the previous file then stays.
   bool Save(const PersistedState& state, std::string& error);
@@ -81,6 +85,7 @@ class StateStore {
   std::string dir_;
   std::string path_;
   int lock_fd_ = -1;
+  int dir_fd_ = -1;  // the checked state directory, open while the StateStore lives
 };
 
 }  // namespace shmlease::server

@@ -44,8 +44,9 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="shmlease-bench-")
     prefix = f"shmlease-bench-pipe-{os.getpid()}"
     env = dict(os.environ, SHMLEASE_SOCKET=os.path.join(tmp, "d.sock"))
+    # --state-dir none: no state in $XDG_RUNTIME_DIR, so SIGTERM frees every segment.
     daemon = subprocess.Popen([args.daemon, "--socket", env["SHMLEASE_SOCKET"], "--shm-prefix",
-                               prefix], stderr=subprocess.DEVNULL)
+                               prefix, "--state-dir", "none"], stderr=subprocess.DEVNULL)
     try:
         while not os.path.exists(env["SHMLEASE_SOCKET"]):
             if daemon.poll() is not None:

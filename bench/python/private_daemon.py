@@ -22,7 +22,9 @@ def start(binary: str):
     socket = os.path.join(tmp, "d.sock")
     prefix = f"shmlease-bench-py-{os.getpid()}"
     log = open(os.path.join(tmp, "daemon.log"), "wb")
-    proc = subprocess.Popen([binary, "--socket", socket, "--shm-prefix", prefix],
+    # --state-dir none: no state in $XDG_RUNTIME_DIR, so SIGTERM frees every segment.
+    proc = subprocess.Popen([binary, "--socket", socket, "--shm-prefix", prefix,
+                             "--state-dir", "none"],
                             stdout=log, stderr=subprocess.STDOUT)
     end = time.monotonic() + 10
     while True:

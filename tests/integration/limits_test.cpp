@@ -2,8 +2,12 @@
 #include "shmlease/client.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <grp.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -88,6 +92,89 @@ TEST_F(LimitsTest, Connections) {
     if (code != Errc::kOk) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(code, Errc::kOk);
+}
+
+// Issue 14 point 8: one uid (65534) cannot take every connection. It gets its three, the fourth is
+// refused with an error naming the limit, and meanwhile another uid (root, an admin, exempt) still
+// connects, past three; a closed connection gives its uid the slot back.
+TEST(PerUidLimit, OneUidCannotTakeEveryConnection) {
+  const bool root = ::geteuid() == 0;
+  // Only root is an admin: as another user the test's own uid is then limited too.
+  DaemonProcess daemon({"--max-connections", "16", "--max-connections-per-uid", "3", "--admins",
+                        "0"});
+  ASSERT_EQ(::chmod(daemon.dir().c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(daemon.socket_path().c_str(), 0666), 0);
+  int to_child[2], to_parent[2];
+  ASSERT_EQ(::pipe(to_child), 0);
+  ASSERT_EQ(::pipe(to_parent), 0);
+  const std::string socket = daemon.socket_path();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(to_child[1]);
+    ::close(to_parent[0]);
+    if (root && (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+      ::_exit(90);
+    }
+    auto step = [&](char code) {
+      char c = code;
+      if (::write(to_parent[1], &c, 1) != 1) ::_exit(91);
+      if (::read(to_child[0], &c, 1) != 1) ::_exit(92);
+    };
+    try {
+      std::vector<std::unique_ptr<Client>> mine;
+      for (int i = 0; i < 3; ++i) mine.push_back(std::make_unique<Client>(socket));
+      try {
+        Client fourth(socket);
+        ::_exit(2);
+      } catch (const Error& e) {
+        if (e.errc() != Errc::kLimitConnections) ::_exit(3);
+        std::string what = e.what();
+        if (what.find("uid " + std::to_string(::getuid()) + " already has 3 connections") ==
+                std::string::npos ||
+            what.find("max-connections-per-uid") == std::string::npos) {
+          ::_exit(4);
+        }
+      }
+      step('f');  // full: the parent connects now
+      mine.pop_back();
+      // The slot frees once the daemon has seen the close.
+      Errc code = Errc::kLimitConnections;
+      for (int i = 0; i < 200 && code == Errc::kLimitConnections; ++i) {
+        code = CodeOf([&] { mine.push_back(std::make_unique<Client>(socket)); });
+        if (code != Errc::kOk) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      if (code != Errc::kOk) ::_exit(5);
+      mine.front()->List();  // still served
+      ::_exit(0);
+    } catch (...) {
+      ::_exit(6);
+    }
+  }
+  ::close(to_child[0]);
+  ::close(to_parent[1]);
+  char c = 0;
+  ASSERT_EQ(::read(to_parent[0], &c, 1), 1);
+  EXPECT_EQ(c, 'f');
+  std::vector<std::unique_ptr<Client>> others;
+  if (root) {
+    for (int i = 0; i < 5; ++i) others.push_back(std::make_unique<Client>(socket));
+    for (auto& client : others) EXPECT_TRUE(client->List().empty());
+  } else {
+    // The same uid as the child, which holds its three.
+    EXPECT_EQ(CodeOf([&] { Client extra(socket); }), Errc::kLimitConnections);
+  }
+  ASSERT_EQ(::write(to_child[1], &c, 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "child status " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1) << "\n"
+      << daemon.log();
+  EXPECT_NE(daemon.log().find("has its limit of 3 connections"), std::string::npos);
+  ::close(to_child[1]);
+  ::close(to_parent[0]);
+  others.clear();
+  testing::ExpectCleanStop(daemon);
 }
 
 TEST_F(LimitsTest, MessageSize) {

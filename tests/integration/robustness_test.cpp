@@ -205,6 +205,86 @@ TEST_F(RobustnessTest, ClientThatNeverReadsIsCutOffAlone) {
   good_->Remove("padding-name-to-make-list-replies-longer");
 }
 
+// Issue 14 point 8: deadlines for the hello and for a frame in progress, short here. An idle
+// connection between complete frames is never cut: clients hold leases for hours.
+class DeadlineTest : public testing::DaemonTest {
+ protected:
+  static constexpr auto kHello = 400ms;
+  static constexpr auto kFrame = 600ms;
+  DeadlineTest()
+      : DaemonTest({"--hello-timeout-ms", std::to_string(kHello.count()), "--frame-timeout-ms",
+                    std::to_string(kFrame.count())}) {}
+  static double Since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+        .count();
+  }
+  // The Error the daemon sends before it closes a connection at its deadline.
+  static void ExpectCutWith(RawSocket& raw, const std::string& setting) {
+    auto reply = raw.ReadReply(10000);
+    ASSERT_TRUE(reply.has_value()) << "no Error before the close";
+    auto* error = std::get_if<proto::ErrorReply>(&*reply);
+    ASSERT_NE(error, nullptr);
+    EXPECT_EQ(error->code, Errc::kTimeout);
+    EXPECT_NE(error->message.find(setting), std::string::npos) << error->message;
+    EXPECT_TRUE(raw.PeerClosed());
+  }
+};
+
+TEST_F(DeadlineTest, AConnectionThatNeverSaysHelloIsCut) {
+  const auto start = std::chrono::steady_clock::now();
+  RawSocket silent(daemon_.socket_path());
+  ASSERT_TRUE(silent.connected());
+  ExpectCutWith(silent, "hello-timeout-ms");
+  // Timers do not fire early; the upper bound is ExpectCutWith's generous wait.
+  EXPECT_GE(Since(start), 0.9 * static_cast<double>(kHello.count()));
+  EXPECT_NE(daemon_.log().find("no Hello within 400 ms of connecting"), std::string::npos)
+      << daemon_.log();
+  // Half a Hello counts the same: it is still no Hello.
+  RawSocket half(daemon_.socket_path());
+  std::vector<std::byte> hello;
+  proto::EncodeRequest(proto::Hello{proto::kVersion, "half"}, 1, 0, hello);
+  hello.resize(hello.size() / 2);
+  ASSERT_TRUE(half.Send(hello));
+  ExpectCutWith(half, "hello-timeout-ms");
+}
+
+TEST_F(DeadlineTest, HalfAFrameIsCutWhileAnIdleCompleteClientStays) {
+  Client client = Connect();
+  client.Create("good", 4096);
+  RawSocket idle(daemon_.socket_path());
+  ASSERT_TRUE(idle.Hello());
+  RawSocket stalled(daemon_.socket_path());
+  ASSERT_TRUE(stalled.Hello());
+  std::vector<std::byte> frame;
+  proto::EncodeRequest(proto::Stat{"good"}, 2, 0, frame);
+  std::vector<std::byte> first(frame.begin(), frame.begin() + 10);  // not even the whole header
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(stalled.Send(first));
+  ExpectCutWith(stalled, "frame-timeout-ms");
+  EXPECT_GE(Since(start), 0.9 * static_cast<double>(kFrame.count()));
+  EXPECT_NE(daemon_.log().find("still incomplete (10 bytes of it arrived; frame-timeout-ms)"),
+            std::string::npos)
+      << daemon_.log();
+
+  // The idle client has now been quiet well past both deadlines; its next request is answered on
+  // the same connection (a RawSocket never reconnects).
+  std::this_thread::sleep_for(kFrame);
+  ASSERT_TRUE(idle.SendRequest(proto::Ping{}, 3));
+  auto pong = idle.ReadReply();
+  ASSERT_TRUE(pong.has_value());
+  EXPECT_TRUE(std::holds_alternative<proto::Pong>(*pong));
+  // A frame sent in pieces that arrive within the deadline is served.
+  ASSERT_TRUE(idle.Send(first));
+  std::this_thread::sleep_for(kFrame / 4);
+  ASSERT_TRUE(idle.Send(std::vector<std::byte>(frame.begin() + 10, frame.end())));
+  auto stat = idle.ReadReply();
+  ASSERT_TRUE(stat.has_value());
+  EXPECT_TRUE(std::holds_alternative<proto::StatOk>(*stat));
+  // So is the library's client, idle all along.
+  EXPECT_EQ(client.Stat("good").size, 4096u);
+  client.Remove("good");
+}
+
 TEST(DaemonShutdown, SigtermStopsCleanlyWithClientsConnected) {
   DaemonProcess daemon;
   Client client(daemon.socket_path());

@@ -78,8 +78,10 @@ class Daemon:
         self.log_path = os.path.join(self.dir, "daemon.log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
+            # No durable state unless a test asks (a later --state-dir wins): with
+            # $XDG_RUNTIME_DIR set the daemon would otherwise keep it there.
             [daemon_binary(), "--socket", self.socket, "--shm-prefix", self.prefix,
-             "--log-level", "debug", *extra_args],
+             "--log-level", "debug", "--state-dir", "none", *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent)
         self._wait_ready()

@@ -63,8 +63,11 @@ DaemonProcess::DaemonProcess(std::vector<std::string> extra_args) {
   shm_prefix_ = "shmlease-test-" + dir_.substr(dir_.size() - 6) + "-" + std::to_string(::getpid());
   log_path_ = dir_ + "/shmleased.log";
 
-  std::vector<std::string> args = {DaemonBinary(), "--socket", socket_path_, "--shm-prefix",
-                                   shm_prefix_, "--log-level", "debug"};
+  // No durable state unless the test asks for it (a later --state-dir wins): with
+  // $XDG_RUNTIME_DIR set, shmleased would otherwise keep state there, outside this test's dir.
+  std::vector<std::string> args = {DaemonBinary(), "--socket",    socket_path_, "--shm-prefix",
+                                   shm_prefix_,    "--log-level", "debug",      "--state-dir",
+                                   "none"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   // Later flags win in shmleased: follow an explicit --socket / --shm-prefix.
   for (size_t i = 0; i + 1 < extra_args.size(); ++i) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <optional>
 #include <string>
 
 namespace shmlease::server {
@@ -69,6 +71,69 @@ TEST(ConfigText, ReclaimGraceBeyondWhatATimerHoldsIsRefused) {
   EXPECT_NE(error.find("reclaim-grace-ms"), std::string::npos) << error;
   config.reclaim_grace_ms = kLongestTimerMs;
   EXPECT_TRUE(Finalize(config, error)) << error;
+}
+
+TEST(ConfigText, DeadlinesBeyondWhatATimerHoldsAreRefused) {
+  for (const char* name : {"hello-timeout-ms", "frame-timeout-ms"}) {
+    Config config;
+    std::string error;
+    ASSERT_TRUE(LoadConfigText(std::string("socket = \"/tmp/x.sock\"\n") + name +
+                                   " = 9223372036854775807\n",
+                               "test.toml", {}, config, error))
+        << error;
+    EXPECT_FALSE(Finalize(config, error));
+    EXPECT_NE(error.find(name), std::string::npos) << error;
+  }
+  Config defaults;
+  EXPECT_EQ(defaults.hello_timeout_ms, 5000u);
+  EXPECT_EQ(defaults.frame_timeout_ms, 10000u);
+  EXPECT_LT(defaults.max_connections_per_uid, defaults.max_connections);
+}
+
+// Sets an environment variable for one scope (nullptr: unset), then puts back what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    value ? ::setenv(name, value, 1) : ::unsetenv(name);
+  }
+  ~ScopedEnv() { old_ ? ::setenv(name_, old_->c_str(), 1) : ::unsetenv(name_); }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// docs/RESTART.md: the flag, else systemd's StateDirectory=, else one directory per prefix under
+// $XDG_RUNTIME_DIR, else none; "none" asks for none.
+TEST(ConfigStateDir, DefaultAndNone) {
+  auto finalized = [](const std::string& flag) {
+    Config config;
+    config.socket = "/tmp/x.sock";
+    config.shm_prefix = "shmlease-abc";
+    config.state_dir = flag;
+    std::string error;
+    EXPECT_TRUE(Finalize(config, error)) << error;
+    return config.state_dir;
+  };
+  {
+    ScopedEnv systemd("STATE_DIRECTORY", "/var/lib/shmlease:/var/lib/other");
+    ScopedEnv run("XDG_RUNTIME_DIR", "/run/user/1000");
+    EXPECT_EQ(finalized(""), "/var/lib/shmlease");
+    EXPECT_EQ(finalized("/srv/state"), "/srv/state");
+    EXPECT_EQ(finalized("none"), "");
+  }
+  {
+    ScopedEnv systemd("STATE_DIRECTORY", nullptr);
+    ScopedEnv run("XDG_RUNTIME_DIR", "/run/user/1000");
+    EXPECT_EQ(finalized(""), "/run/user/1000/shmlease/state-shmlease-abc");
+    EXPECT_EQ(finalized("none"), "");
+  }
+  {
+    ScopedEnv systemd("STATE_DIRECTORY", nullptr);
+    ScopedEnv run("XDG_RUNTIME_DIR", "relative");  // not a runtime directory: ignored
+    EXPECT_EQ(finalized(""), "");
+  }
 }
 
 }  // namespace
