@@ -9,6 +9,7 @@
 #include <string>
 
 #include "config.hpp"
+#include "fd_store.hpp"
 #include "request_handler.hpp"
 #include "segment_registry.hpp"
 #include "session.hpp"
@@ -83,6 +84,9 @@ class Daemon {
   uint64_t refused_no_fds_ = 0;  // connections refused in that episode
   bool listening_ = false;
   bool socket_inherited_ = false;  // socket activation: systemd owns the socket file
+  bool socket_stored_ = false;     // our socket is in the fd store: the next daemon serves it
+  // Segment descriptors the service manager passed back, by id, until Restore() adopts them.
+  std::map<uint64_t, int> passed_segments_;
   bool stopping_ = false;
 };
 
