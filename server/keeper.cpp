@@ -330,6 +330,9 @@ void Keeper::OnMessage() {
     }
     drop();
     if (m.fdstoreremove && !m.fdname.empty()) kept_.Remove(m.fdname);
+    // Only starts that never got ready count towards giving up: a crash loop at start-up, not
+    // a daemon that served and then died.
+    if (m.ready) starts_.clear();
   }
 }
 

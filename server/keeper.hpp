@@ -64,7 +64,8 @@ bool ShouldStartKeeper(const Config& config);
 //  - the daemon exits 0: stopped; the keeper exits 0 and closes what it kept (segments are freed,
 //    as with systemd when a service stops).
 //  - the daemon dies by a signal or exits non-zero: started again at once with every kept
-//    descriptor; more than 5 such starts in 10 s: the keeper gives up with the daemon's status.
+//    descriptor; more than 5 such starts in 10 s that never said READY=1 (a crash loop at
+//    start-up, e.g. an unusable state file): the keeper gives up with the daemon's status.
 //  - SIGTERM, SIGINT: passed on; the keeper exits once the daemon has. SIGHUP: passed on.
 //  - SIGUSR2 (an upgrade by hand): SIGTERM to the daemon, then the daemon binary (the same path,
 //    so a new build put there) is started again with everything kept.

@@ -11,7 +11,9 @@
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/permissions.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <optional>
 
@@ -511,6 +513,27 @@ std::vector<std::string> ListShmObjects(const std::string& prefix) {
   while (dirent* entry = ::readdir(dir)) {
     std::string name = entry->d_name;
     if (name.compare(0, prefix.size(), prefix) == 0) names.push_back(name);
+  }
+  ::closedir(dir);
+  return names;
+}
+
+std::vector<std::string> ListOwnNamelessObjects(const std::string& prefix) {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return names;
+  while (dirent* entry = ::readdir(dir)) {
+    char target[PATH_MAX];
+    std::string link = std::string("/proc/self/fd/") + entry->d_name;
+    ssize_t n = ::readlink(link.c_str(), target, sizeof(target) - 1);
+    if (n <= 0) continue;
+    std::string text(target, static_cast<size_t>(n));
+    if (text.rfind(kShmDir, 0) == 0) continue;  // named ones: ListShmObjects
+    size_t slash = text.rfind('/', text.find(' '));
+    std::string name = text.substr(slash + 1, text.find(' ', slash) - slash - 1);
+    if (name.rfind("memfd:", 0) == 0) name = name.substr(6);
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
   }
   ::closedir(dir);
   return names;

@@ -120,7 +120,10 @@ bool ParseSegment(const std::vector<std::string_view>& words, size_t line_no, ui
     s.backing_bytes = s.size;
     s.backing_page = 0;
   }
-  if (s.backing_bytes < s.size || (s.backing_page != 0 && s.backing_bytes % s.backing_page != 0)) {
+  const bool huge = s.backing == "hugetlb-memfd" || s.backing == "hugetlbfs" ||
+                    s.backing == "tmpfs-huge";
+  if (s.backing_bytes < s.size ||
+      (huge && (s.backing_page == 0 || s.backing_bytes % s.backing_page != 0))) {
     return Fail(error, line_no, "bytes=" + std::to_string(s.backing_bytes) +
                                     " cannot hold size=" + std::to_string(s.size) + " in pages of " +
                                     std::to_string(s.backing_page));
