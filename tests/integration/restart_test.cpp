@@ -20,6 +20,7 @@
 
 #include "daemon_process.hpp"
 #include "daemon_test.hpp"
+#include "huge_page_reservation.hpp"
 #include "wait_for.hpp"
 
 namespace shmlease {
@@ -27,6 +28,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::DaemonProcess;
+using testing::HugePageReservation;
 using testing::WaitFor;
 
 uint8_t PatternByte(uint64_t seed, size_t offset) {
@@ -162,6 +164,12 @@ TEST_F(RestartTest, RepeatedKillsUnderWritersLoseNoByte) {
     p.current_gen = -1;
   }
 
+  // Writer 0's segments are huge-page ones (sealed MFD_HUGETLB memfds kept in the keeper like the
+  // others): one 2 MiB page each, reserved here when the host has none free.
+  HugePageReservation reservation(kSlots + 1);
+  if (::geteuid() == 0) ASSERT_TRUE(reservation.ok()) << reservation.reason();
+  const bool huge = reservation.ok();
+  if (!huge) std::printf("no huge pages (%s): writer 0 uses normal pages\n", reservation.reason().c_str());
   auto daemon = StartDaemon();
   auto slot_name = [](int writer, int slot) {
     return "w" + std::to_string(writer) + "-" + std::to_string(slot);
@@ -179,7 +187,13 @@ TEST_F(RestartTest, RepeatedKillsUnderWritersLoseNoByte) {
         Client c(daemon->socket_path());
         c.set_reconnect_timeout(30s);
         Progress& p = shared->writer[wi];
-        for (int s = 0; s < kSlots; ++s) c.Create(slot_name(wi, s), {.size = kSize, .exist_ok = true});
+        for (int s = 0; s < kSlots; ++s) {
+          SegmentInfo info = c.Create(
+              slot_name(wi, s), {.size = kSize,
+                                 .exist_ok = true,
+                                 .huge = wi == 0 && huge ? HugePages::kYes : HugePages::kNo});
+          if (wi == 0 && huge && info.page_size <= kSize) throw std::runtime_error("not huge");
+        }
         for (int64_t gen = 0; !shared->stop.load(); ++gen) {
           int slot = static_cast<int>(gen % kSlots);
           Lease lease = c.Acquire(slot_name(wi, slot), Mode::kWrite);
