@@ -12,9 +12,11 @@
 #include <boost/interprocess/permissions.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <fstream>
 #include <optional>
 
 #include "huge_pages.hpp"
@@ -216,12 +218,53 @@ int CreateSealedMemfd(const std::string& label, uint64_t bytes, bool hugetlb, st
   return fd;
 }
 
+namespace {
+
+// Bytes held by this process's sealed (normal-page) memfds. They are shmem like /dev/shm but do
+// not count against its size, so a tmpfs sized for the segments (a container's --shm-size, a
+// small /dev/shm) would bound nothing, and a large create would take the host's memory until the
+// OOM killer picks someone. So they count as if they lived in /dev/shm: a create must fit in its
+// free space minus these, and in the memory the kernel says is available.
+std::atomic<uint64_t> g_sealed_bytes{0};
+
+uint64_t MemAvailableBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return UINT64_MAX;  // unknown: no bound from here
+}
+
+// "" when `bytes` more of sealed memory fit; else why not, for the error message.
+std::string SealedRoomFor(uint64_t bytes) {
+  const uint64_t used = g_sealed_bytes.load();
+  const uint64_t shm_free = ShmFreeBytes();
+  const uint64_t shm_room = shm_free > used ? shm_free - used : 0;
+  if (ShmTotalBytes() != 0 && bytes > shm_room) {
+    return std::string(kShmDir) + " has " + FormatSize(shm_free) + " free, and this daemon's " +
+           "sealed segments (memfds, which count as if they lived there) take " +
+           FormatSize(used) + " of it: give " + kShmDir + " more room (docker --shm-size, a " +
+           "larger tmpfs) or remove segments";
+  }
+  const uint64_t available = MemAvailableBytes();
+  if (bytes > available) {
+    return "the host has only " + FormatSize(available) + " of memory available";
+  }
+  return "";
+}
+
+}  // namespace
+
 int ReopenReadOnly(int fd) {
   std::string self = "/proc/self/fd/" + std::to_string(fd);
   return ::open(self.c_str(), O_RDONLY | O_CLOEXEC);
 }
 
 ShmObject::~ShmObject() {
+  if (backing_ == Backing::kSealedMemfd) g_sealed_bytes.fetch_sub(reserved_bytes_);
   if (rw_fd_ >= 0) ::close(rw_fd_);
   if (ro_fd_ >= 0) ::close(ro_fd_);
   if (backing_ == Backing::kPosixShm && !keep_) UnlinkShmObject(name_);
@@ -304,6 +347,11 @@ std::unique_ptr<ShmObject> ShmObject::Create(const ShmRequest& request, Errc& er
   }
 
   if (!request.named) {
+    if (std::string why = SealedRoomFor(request.size); !why.empty()) {
+      error = Errc::kNoSpace;
+      message = "cannot reserve " + FormatSize(request.size) + " of shared memory: " + why;
+      return nullptr;
+    }
     std::string step;
     int rw_fd = CreateSealedMemfd(request.name, request.size, false, step);
     int ro_fd = rw_fd >= 0 ? ReopenReadOnly(rw_fd) : -1;
@@ -326,6 +374,7 @@ std::unique_ptr<ShmObject> ShmObject::Create(const ShmRequest& request, Errc& er
     object->rw_fd_ = rw_fd;
     object->ro_fd_ = ro_fd;
     object->backing_ = Backing::kSealedMemfd;
+    g_sealed_bytes.fetch_add(object->reserved_bytes_);
     return object;
   }
 
@@ -440,6 +489,7 @@ std::unique_ptr<ShmObject> ShmObject::Adopt(int rw_fd, const std::string& name, 
   object->reserved_bytes_ = reserved_bytes;
   object->page_size_ = page_size;
   object->backing_ = backing;
+  if (backing == Backing::kSealedMemfd) g_sealed_bytes.fetch_add(reserved_bytes);
   object->rw_fd_ = rw_fd;
   object->ro_fd_ = ro_fd;
   return object;
