@@ -13,6 +13,8 @@
 #include <cstring>
 #include <string>
 
+#include "shm_backend.hpp"
+
 namespace shmlease::server {
 namespace layout = channel_layout;
 
@@ -40,20 +42,10 @@ std::unique_ptr<SealedPart> SealedPart::Make(const std::string& label, uint64_t 
             " bytes): " + std::strerror(e);
     return nullptr;
   };
-  part->rw_fd_ = ::memfd_create(label.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (part->rw_fd_ < 0) return fail("memfd_create");
-  // A memfd's inode is 0777: without this, a read-only descriptor could be reopened writable
-  // through /proc/self/fd by anyone who may open the daemon's files.
-  if (::fchmod(part->rw_fd_, 0600) != 0) return fail("fchmod");
-  if (::ftruncate(part->rw_fd_, static_cast<off_t>(size)) != 0) return fail("ftruncate");
-  // The memory exists now or the create fails: never a SIGBUS later for a full host.
-  if (int e = ::posix_fallocate(part->rw_fd_, 0, static_cast<off_t>(size)); e != 0) {
-    errno = e;
-    return fail("reserving memory");
-  }
-  if (::fcntl(part->rw_fd_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-    return fail("sealing");
-  }
+  // Sealed, mode 0600 and reserved, exactly like a segment's memfd (shm_backend).
+  std::string step;
+  part->rw_fd_ = CreateSealedMemfd(label, size, false, step);
+  if (part->rw_fd_ < 0) return fail(step.c_str());
   if (int ro = part->OpenReadOnly(); ro >= 0) {
     ::close(ro);
   } else {
@@ -67,9 +59,7 @@ std::unique_ptr<SealedPart> SealedPart::Make(const std::string& label, uint64_t 
 }
 
 int SealedPart::OpenReadOnly() const {
-  // A reopen through /proc: a descriptor of the same memory that cannot be mapped writable.
-  std::string self = "/proc/self/fd/" + std::to_string(rw_fd_);
-  return ::open(self.c_str(), O_RDONLY | O_CLOEXEC);
+  return ReopenReadOnly(rw_fd_);
 }
 
 SealedPart::~SealedPart() {

@@ -86,6 +86,16 @@ const SettingSpec kSettingTable[] = {
      "a directory on hugetlbfs or on a tmpfs mounted with huge=always, used for huge-page "
      "segments when a MFD_HUGETLB memfd cannot be had (\"\": none)",
      kRestart, &Config::huge_dir},
+    {"backing", K::kString,
+     "what normal-page segments are: \"sealed\" (memfds no client can resize, nothing in "
+     "/dev/shm; the default) or \"named\" (POSIX shm objects in /dev/shm under random names: a "
+     "write lease could then resize its segment; docs/RESTART.md)",
+     kRestart, &Config::backing},
+    {"keeper", K::kString,
+     "\"auto\": with a state dir and no service manager (no $NOTIFY_SOCKET), shmleased first "
+     "starts a keeper process that holds the segments' descriptors and restarts the daemon when "
+     "it dies (docs/RESTART.md); \"no\": never",
+     kRestart, &Config::keeper},
 };
 
 bool ParseCount(const std::string& value, uint64_t& out) {
@@ -357,6 +367,14 @@ bool Finalize(Config& config, std::string& error, uint64_t own_bytes) {
               " (292 years, what a timer can count)";
       return false;
     }
+  }
+  if (config.backing != "sealed" && config.backing != "named") {
+    error = "backing must be \"sealed\" or \"named\", not \"" + config.backing + "\"";
+    return false;
+  }
+  if (config.keeper != "auto" && config.keeper != "no") {
+    error = "keeper must be \"auto\" or \"no\", not \"" + config.keeper + "\"";
+    return false;
   }
   if (config.admins.empty()) config.admins = {0, static_cast<uint64_t>(::geteuid())};
   if (config.state_dir.empty()) {

@@ -39,6 +39,8 @@ struct Config {
   uint64_t huge_threshold = 0;  // segments of at least this size get huge pages, best effort; 0 = off
   std::string huge_dir;         // "" = none: a hugetlbfs or huge=always tmpfs directory to use
                                 // when a MFD_HUGETLB memfd cannot be had
+  std::string backing = "sealed";  // "sealed": memfds no one can resize; "named": POSIX shm
+  std::string keeper = "auto";     // "auto": keeper.hpp's rule; "no": never start a keeper
 };
 
 // The state-dir value that means no durable state: segments die with the daemon.

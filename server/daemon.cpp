@@ -63,36 +63,38 @@ Daemon::Daemon(Config config, ConfigSource source)
 
 Daemon::~Daemon() {
   if (spare_fd_ >= 0) ::close(spare_fd_);
-  // Only the socket we bound: whatever else now has its name is not ours to remove.
+  // Only the socket we bound: whatever else now has its name is not ours to remove. A socket in
+  // the fd store stays for the next daemon; the keeper (or the next start, finding it stale)
+  // removes the file once nobody serves it.
   struct stat st {};
-  if (listening_ && !socket_inherited_ &&
+  if (listening_ && !socket_inherited_ && !socket_stored_ &&
       ::fstatat(socket_dir_fd_, socket_name_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
       st.st_dev == socket_dev_ && st.st_ino == socket_ino_) {
     ::unlinkat(socket_dir_fd_, socket_name_.c_str(), 0);
   }
   if (socket_dir_fd_ >= 0) ::close(socket_dir_fd_);
+  for (auto& [id, fd] : passed_segments_) ::close(fd);
   // With a state directory the segments outlive this process, however it ends.
   if (state_.is_open()) registry_.Preserve();
 }
 
 bool Daemon::Listen(std::string& error) {
   namespace fs = std::filesystem;
-  // Socket activation: systemd passes the listening socket (shmleased.socket).
-  int passed = sd_listen_fds(1);
-  if (passed < 0) {
-    error = std::string("cannot read the sockets systemd passed: ") + std::strerror(-passed);
-    return false;
+  // Socket activation: systemd passes the listening socket (shmleased.socket); after a restart
+  // the service manager (systemd or the keeper) also passes what the daemon stored: its own
+  // listening socket and every segment's descriptor (docs/RESTART.md).
+  PassedFds passed;
+  if (!TakePassedFds(passed, error)) return false;
+  passed_segments_ = std::move(passed.segments);
+  for (auto& [name, fd] : passed.others) {
+    spdlog::warn("closing descriptor '{}' passed by the service manager: not a listening socket "
+                 "nor a segment",
+                 name);
+    ::close(fd);
+    RemoveStoredFd(name);
   }
-  if (passed > 1) {
-    error = "systemd passed " + std::to_string(passed) + " sockets; shmleased takes exactly one";
-    return false;
-  }
-  if (passed == 1) {
-    int fd = SD_LISTEN_FDS_START;
-    if (sd_is_socket_unix(fd, SOCK_STREAM, 1, nullptr, 0) <= 0) {
-      error = "the socket systemd passed is not a listening Unix stream socket";
-      return false;
-    }
+  if (passed.listen_fd >= 0) {
+    int fd = passed.listen_fd;
     boost::system::error_code ec;
     acceptor_.assign(stream(), fd, ec);
     if (ec) {
@@ -105,6 +107,7 @@ bool Daemon::Listen(std::string& error) {
       config_.socket = addr.sun_path;
     }
     socket_inherited_ = true;
+    socket_stored_ = passed.listen_name == kListenFdName;
     listening_ = true;
     // systemd starts one instance per socket; its state dir lock guards against a second.
     return Restore(error);
@@ -168,6 +171,16 @@ bool Daemon::Listen(std::string& error) {
   if (ec) {
     error = "cannot listen on " + config_.socket + ": " + ec.message();
     return false;
+  }
+  // With a state dir under a service manager, the socket outlives this process too: clients
+  // queue in its backlog while the daemon restarts, and the next one serves the same socket.
+  if (state_.is_open() && FdStoreAvailable()) {
+    std::string why;
+    if (StoreFd(acceptor_.native_handle(), kListenFdName, why)) {
+      socket_stored_ = true;
+    } else {
+      spdlog::warn("cannot keep the listening socket in the fd store: {}", why);
+    }
   }
   return true;
 }
@@ -294,7 +307,14 @@ void Daemon::RequestStop() {
 }
 
 bool Daemon::Restore(std::string& error) {
-  if (config_.state_dir.empty()) return true;
+  if (config_.state_dir.empty()) {
+    for (auto& [id, fd] : passed_segments_) {
+      ::close(fd);
+      RemoveStoredFd(SegmentFdName(id));
+    }
+    passed_segments_.clear();
+    return true;
+  }
   if (!state_.Open(config_.state_dir, error)) return false;
   PersistedState state;
   bool exists = false;
@@ -313,10 +333,29 @@ bool Daemon::Restore(std::string& error) {
     known.insert(p.shm_name);
     Errc code = Errc::kOk;
     std::string message;
-    std::unique_ptr<ShmObject> shm = ShmObject::Open(p.shm_name, p.size, code, message);
+    Backing backing = Backing::kPosixShm;
+    ParseBackingName(p.backing, backing);  // DecodeState checked it
+    std::unique_ptr<ShmObject> shm;
+    if (!IsNameless(backing)) {
+      shm = ShmObject::Open(p.shm_name, p.size, code, message);
+    } else if (auto it = passed_segments_.find(p.id); it == passed_segments_.end()) {
+      code = Errc::kNotFound;
+      message = "the service manager did not pass its descriptor back (" +
+                SegmentFdName(p.id) +
+                "; the fd store is emptied when the service stops, and kept when it restarts)";
+    } else {
+      int fd = it->second;
+      passed_segments_.erase(it);
+      shm = ShmObject::Adopt(fd, p.shm_name, backing, p.size, p.backing_bytes,
+                             p.backing_page != 0 ? p.backing_page
+                                                 : static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)),
+                             code, message);
+      if (!shm) RemoveStoredFd(SegmentFdName(p.id));
+    }
     if (!shm) {
       spdlog::warn("segment '{}' (id {}) of the state file is dropped: {}{}", p.name, p.id, message,
-                   code == Errc::kNotFound ? "" : "; the object is left in place");
+                   code == Errc::kNotFound || IsNameless(backing) ? ""
+                                                                  : "; the object is left in place");
       continue;
     }
     auto segment = std::make_unique<Segment>();
@@ -330,6 +369,14 @@ bool Daemon::Restore(std::string& error) {
     ++adopted;
     removed += p.removed ? 1 : 0;
   }
+  // Stored descriptors the state does not list: stored, then a crash before the state said so.
+  for (auto& [id, fd] : passed_segments_) {
+    spdlog::warn("dropping stored descriptor {}: the state file lists no such segment",
+                 SegmentFdName(id));
+    ::close(fd);
+    RemoveStoredFd(SegmentFdName(id));
+  }
+  passed_segments_.clear();
   // Objects under our prefix that the state does not list were created but never recorded (a
   // crash between the two): nobody was told of them, so they are ours to free. Without a state
   // file we cannot tell whose they are and leave them (Run() warns).
@@ -350,6 +397,22 @@ bool Daemon::Restore(std::string& error) {
     return false;
   }
   registry_.set_on_change([this] { SaveState(); });
+  // Nameless segments survive a restart only in the service manager's fd store.
+  if (!FdStoreAvailable()) {
+    spdlog::warn("no service manager ($NOTIFY_SOCKET unset, --keeper=no): sealed segments will "
+                 "not survive a restart of this daemon; use --backing named or run with the keeper");
+  }
+  registry_.set_on_backing([](const Segment& segment, bool added) {
+    std::string name = SegmentFdName(segment.id);
+    if (!added) {
+      RemoveStoredFd(name);
+      return;
+    }
+    std::string why;
+    if (!StoreFd(segment.shm->rw_fd(), name, why)) {
+      spdlog::warn("segment '{}' will not survive a restart: {}", segment.name, why);
+    }
+  });
   spdlog::info("state {}: re-adopted {} segment(s) ({} removed, kept {} ms for their holders), "
                "start {}",
                state_.path(), adopted, removed, config_.reclaim_grace_ms, boot_);

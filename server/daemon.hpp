@@ -11,6 +11,7 @@
 #include <string>
 
 #include "config.hpp"
+#include "fd_store.hpp"
 #include "request_handler.hpp"
 #include "segment_registry.hpp"
 #include "session.hpp"
@@ -92,6 +93,9 @@ class Daemon {
   std::string socket_name_;        // the socket's name in it
   dev_t socket_dev_ = 0;           // and the socket file bound there, removed only if still it
   ino_t socket_ino_ = 0;
+  bool socket_stored_ = false;     // our socket is in the fd store: the next daemon serves it
+  // Segment descriptors the service manager passed back, by id, until Restore() adopts them.
+  std::map<uint64_t, int> passed_segments_;
   bool stopping_ = false;
 };
 

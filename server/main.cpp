@@ -10,6 +10,7 @@
 #include "config.hpp"
 #include "daemon.hpp"
 #include "huge_pages.hpp"
+#include "keeper.hpp"
 
 int main(int argc, char** argv) {
   shmlease::server::Config parsed;
@@ -46,6 +47,8 @@ int main(int argc, char** argv) {
     spdlog::error("bad configuration: {}", error);
     return 2;
   }
+  // Before anything is created: the keeper holds what the daemon stores and restarts it.
+  if (shmlease::server::ShouldStartKeeper(config)) return shmlease::server::RunKeeper(argv);
   try {
     shmlease::server::Daemon daemon(config, source);
     if (!daemon.Listen(error)) {

@@ -107,7 +107,8 @@ void RequestHandler::OnCreate(const SessionPtr& s, uint32_t id, const proto::Cre
   creating_[segment->id].push_back({s, id});
   boost::asio::post(workers_, [this, segment_id = segment->id,
                                request = ShmRequest{segment->shm_name, segment->size,
-                                                    segment->pages, config_.huge_dir}] {
+                                                    segment->pages, config_.huge_dir,
+                                                    config_.backing == "named"}] {
     Errc e = Errc::kOk;
     std::string text;
     std::unique_ptr<ShmObject> shm = ShmObject::Create(request, e, text);

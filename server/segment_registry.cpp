@@ -229,8 +229,17 @@ void SegmentRegistry::Complete(uint64_t id, std::unique_ptr<ShmObject> shm) {
   segment->counted_bytes = real;
   segment->page_size = shm->page_size();
   segment->huge_fallback = shm->huge_fallback();
+  // What a restart needs to find the memory again: a named object's real (random) name, and the
+  // backing with its geometry for a descriptor out of the fd store.
+  segment->shm_name = shm->name();
+  segment->backing = BackingName(shm->backing());
+  segment->backing_bytes = real;
+  segment->backing_page = shm->page_size();
   segment->shm = std::move(shm);
   segment->creating = false;
+  // Stored before the state lists it: a crash in between leaves a stored descriptor the next
+  // start does not know, which it drops; never a listed segment whose memory is gone.
+  if (on_backing_ && IsNameless(segment->shm->backing())) on_backing_(*segment, true);
   Changed();
 }
 
@@ -264,6 +273,9 @@ void SegmentRegistry::Destroy(uint64_t id) {
   bool recorded = !segment->creating;
   if (!segment->removed) by_name_.erase(segment->name);
   total_bytes_ -= segment->counted_bytes;
+  if (recorded && on_backing_ && segment->shm && IsNameless(segment->shm->backing())) {
+    on_backing_(*segment, false);
+  }
   by_id_.erase(it);
   if (recorded) Changed();
 }
@@ -274,7 +286,9 @@ bool SegmentRegistry::Adopt(std::unique_ptr<Segment> segment) {
   segment->creating = false;
   Segment* raw = segment.get();
   next_id_ = std::max(next_id_, raw->id + 1);
-  total_bytes_ += raw->size;
+  raw->counted_bytes = raw->shm ? raw->shm->reserved_bytes() : raw->size;
+  raw->page_size = raw->shm ? raw->shm->page_size() : 0;
+  total_bytes_ += raw->counted_bytes;
   if (!raw->removed) by_name_.emplace(raw->name, raw);
   by_id_.emplace(raw->id, std::move(segment));
   return true;

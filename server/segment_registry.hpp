@@ -77,6 +77,11 @@ class SegmentRegistry {
   // --- Durable state (docs/RESTART.md) ---
   // Called after every change the state file records: a segment completed, removed or freed.
   void set_on_change(std::function<void()> on_change) { on_change_ = std::move(on_change); }
+  // Called when a segment with a nameless backing (IsNameless) gets its memory (true: store its
+  // descriptor with the service manager) and when it is freed (false: drop it from there).
+  void set_on_backing(std::function<void(const Segment&, bool)> on_backing) {
+    on_backing_ = std::move(on_backing);
+  }
   // For changes made to a segment's fields in place (owner, group, mode): records them.
   void Changed() {
     if (on_change_ && !preserved_) on_change_();
@@ -104,6 +109,7 @@ class SegmentRegistry {
   uint64_t total_bytes_ = 0;
   uint64_t next_id_ = 1;
   std::function<void()> on_change_;
+  std::function<void(const Segment&, bool)> on_backing_;
   bool preserved_ = false;
 };
 

@@ -14,6 +14,7 @@
 #include <set>
 #include <utility>
 
+#include "shm_backend.hpp"
 #include "shmlease/fd_io.hpp"
 #include "safe_dir.hpp"
 #include "shmlease/format.hpp"
@@ -63,7 +64,7 @@ bool Fail(std::string& error, size_t line, const std::string& why) {
 }
 
 // Parses the fields of one "segment" line; checks every rule a segment obeys when created.
-bool ParseSegment(const std::vector<std::string_view>& words, size_t line_no,
+bool ParseSegment(const std::vector<std::string_view>& words, size_t line_no, uint32_t version,
                   const std::string& prefix, PersistedSegment& s, std::string& error) {
   if (words.size() < 2 || !ParseInt(words[1], s.id) || s.id == 0) {
     return Fail(error, line_no, "segment line without a valid id");
@@ -79,12 +80,19 @@ bool ParseSegment(const std::vector<std::string_view>& words, size_t line_no,
   static const char* const kKeys[] = {"name",      "size",        "format",    "shape",
                                       "created",   "creator-pid", "creator-uid", "owner-uid",
                                       "owner-gid", "mode",        "removed",   "shm"};
-  if (fields.size() != std::size(kKeys)) {
-    return Fail(error, line_no, "a segment has exactly " + std::to_string(std::size(kKeys)) +
+  static const char* const kKeysV2[] = {"backing", "bytes", "page"};
+  const size_t expected = std::size(kKeys) + (version >= 2 ? std::size(kKeysV2) : 0);
+  if (fields.size() != expected) {
+    return Fail(error, line_no, "a segment has exactly " + std::to_string(expected) +
                                     " fields, this one " + std::to_string(fields.size()));
   }
   for (const char* key : kKeys) {
     if (fields.count(key) == 0) return Fail(error, line_no, std::string("missing field ") + key);
+  }
+  if (version >= 2) {
+    for (const char* key : kKeysV2) {
+      if (fields.count(key) == 0) return Fail(error, line_no, std::string("missing field ") + key);
+    }
   }
   s.name = fields["name"];
   s.format = fields["format"];
@@ -99,6 +107,28 @@ bool ParseSegment(const std::vector<std::string_view>& words, size_t line_no,
     return Fail(error, line_no, "a number field does not parse");
   }
   s.removed = removed == 1;
+  if (version >= 2) {
+    Backing backing;
+    if (!ParseBackingName(fields["backing"], backing)) {
+      return Fail(error, line_no, "unknown backing '" + std::string(fields["backing"]) + "'");
+    }
+    s.backing = fields["backing"];
+    if (!ParseInt(fields["bytes"], s.backing_bytes) || !ParseInt(fields["page"], s.backing_page)) {
+      return Fail(error, line_no, "a number field does not parse");
+    }
+  } else {
+    s.backing = BackingName(Backing::kPosixShm);
+    s.backing_bytes = s.size;
+    s.backing_page = 0;
+  }
+  const bool huge = s.backing == "hugetlb-memfd" || s.backing == "hugetlbfs" ||
+                    s.backing == "tmpfs-huge";
+  if (s.backing_bytes < s.size ||
+      (huge && (s.backing_page == 0 || s.backing_bytes % s.backing_page != 0))) {
+    return Fail(error, line_no, "bytes=" + std::to_string(s.backing_bytes) +
+                                    " cannot hold size=" + std::to_string(s.size) + " in pages of " +
+                                    std::to_string(s.backing_page));
+  }
   if (!IsValidName(s.name)) return Fail(error, line_no, "invalid segment name '" + s.name + "'");
   auto itemsize = FormatItemSize(s.format);
   if (!itemsize) return Fail(error, line_no, "invalid format '" + s.format + "'");
@@ -107,9 +137,15 @@ bool ParseSegment(const std::vector<std::string_view>& words, size_t line_no,
     return Fail(error, line_no, "shape does not match size");
   }
   // Never let a state file make the daemon open (and later unlink) a name that is not its own.
-  if (s.shm_name != prefix + "." + std::to_string(s.id)) {
-    return Fail(error, line_no, "shm name '" + s.shm_name + "' is not " + prefix + "." +
-                                    std::to_string(s.id));
+  const std::string own = prefix + "." + std::to_string(s.id);
+  bool suffixed = s.shm_name.size() == own.size() + 17 && s.shm_name.compare(0, own.size(), own) == 0 &&
+                  s.shm_name[own.size()] == '.' &&
+                  s.shm_name.find_first_not_of("0123456789abcdef", own.size() + 1) == std::string::npos;
+  if (s.shm_name != own && !(suffixed && s.backing == BackingName(Backing::kPosixShm))) {
+    return Fail(error, line_no, "shm name '" + s.shm_name + "' is not " + own +
+                                    (s.backing == BackingName(Backing::kPosixShm)
+                                         ? " or " + own + ".<16 hex digits>"
+                                         : ""));
   }
   return true;
 }
@@ -137,7 +173,9 @@ std::string EncodeState(const PersistedState& state) {
            " creator-uid=" + std::to_string(s.creator_uid) +
            " owner-uid=" + std::to_string(s.owner_uid) +
            " owner-gid=" + std::to_string(s.owner_gid) + " mode=" + mode +
-           " removed=" + (s.removed ? "1" : "0") + " shm=" + s.shm_name + "\n";
+           " removed=" + (s.removed ? "1" : "0") + " shm=" + s.shm_name +
+           " backing=" + s.backing + " bytes=" + std::to_string(s.backing_bytes) +
+           " page=" + std::to_string(s.backing_page) + "\n";
   }
   uint64_t sum = Fnv1a64(out);
   out += "end " + std::to_string(state.segments.size()) + " fnv1a64=" + Hex16(sum) + "\n";
@@ -167,6 +205,7 @@ bool DecodeState(std::string_view text, PersistedState& state, std::string& erro
   std::set<uint64_t> ids;
   std::set<std::string> names;
   bool have_prefix = false, have_next = false, have_boot = false;
+  uint32_t version = 0;
   while (pos < body.size()) {
     size_t nl = body.find('\n', pos);
     std::string_view line = body.substr(pos, nl - pos);
@@ -174,13 +213,12 @@ bool DecodeState(std::string_view text, PersistedState& state, std::string& erro
     ++line_no;
     auto words = Split(line);
     if (line_no == 1) {
-      uint32_t version = 0;
       if (words.size() != 2 || words[0] != kStateMagic || !ParseInt(words[1], version)) {
         return Fail(error, line_no, "not a shmleased state file");
       }
-      if (version != kStateVersion) {
+      if (version != 1 && version != kStateVersion) {
         return Fail(error, line_no, "state format version " + std::to_string(version) +
-                                        "; this shmleased reads version " +
+                                        "; this shmleased reads versions 1 and " +
                                         std::to_string(kStateVersion));
       }
       continue;
@@ -202,7 +240,7 @@ bool DecodeState(std::string_view text, PersistedState& state, std::string& erro
         return Fail(error, line_no, "segment before prefix, next-id and boot");
       }
       PersistedSegment s;
-      if (!ParseSegment(words, line_no, state.shm_prefix, s, error)) return false;
+      if (!ParseSegment(words, line_no, version, state.shm_prefix, s, error)) return false;
       if (s.id >= state.next_id) return Fail(error, line_no, "segment id not below next-id");
       if (!ids.insert(s.id).second) return Fail(error, line_no, "segment id twice");
       if (!s.removed && !names.insert(s.name).second) {

@@ -13,18 +13,23 @@
 
 namespace shmlease::server {
 
-// Format version 1, text, one record per line, fields separated by single spaces:
-//   shmlease-state 1
+// Format version 2, text, one record per line, fields separated by single spaces:
+//   shmlease-state 2
 //   prefix <shm prefix>
 //   next-id <u64>
 //   boot <u64>                          daemon starts on this state so far (lease id epochs)
 //   segment <id> name=<name> size=<u64> format=<fmt> shape=<d1>x<d2>... created=<i64 ns>
 //           creator-pid=<u32> creator-uid=<u32> owner-uid=<u32> owner-gid=<u32> mode=<octal>
-//           removed=<0|1> shm=<shm object name>          (one line; zero or more segments)
+//           removed=<0|1> shm=<shm object name> backing=<sealed|named|hugetlb-memfd|hugetlbfs|
+//           tmpfs-huge> bytes=<u64 bytes the backing holds> page=<u64 its page size>
+//                                                         (one line; zero or more segments)
 //   end <segment count> fnv1a64=<16 hex digits of FNV-1a 64 over every byte before this line>
 // Names, formats and shm names cannot hold spaces or '=' (their rules forbid them), so no quoting.
+// shm is <prefix>.<id> (a memfd's label, or the start of a named object's name) or, for backing
+// named, <prefix>.<id>.<16 hex digits>. Version 1 lines lack backing, bytes and page: they load
+// as backing named, bytes = size, page 0 (unknown), the only backing version 1 could keep.
 inline constexpr std::string_view kStateMagic = "shmlease-state";
-inline constexpr uint32_t kStateVersion = 1;
+inline constexpr uint32_t kStateVersion = 2;
 inline constexpr const char* kStateFileName = "shmleased.state";
 inline constexpr const char* kLockFileName = "lock";
 
@@ -42,6 +47,11 @@ struct PersistedSegment {
   uint32_t mode = 0600;
   bool removed = false;
   std::string shm_name;
+  // How to re-adopt it: "named" ones by shm_name, every other backing from the descriptor kept in
+  // the service manager's file-descriptor store as "seg-<id>" (docs/RESTART.md).
+  std::string backing = "named";
+  uint64_t backing_bytes = 0;  // what the backing holds: size, or size rounded up to huge pages
+  uint64_t backing_page = 0;   // its page size; 0 = unknown (version 1)
 
   bool operator==(const PersistedSegment&) const = default;
 };

@@ -81,6 +81,11 @@ def check_units(deploy, daemon, scratch):
                  "ReadWritePaths=/dev/shm", "CapabilityBoundingSet="):
         check(re.search("^" + re.escape(line) + "$", service, re.M),
               f"shmleased.service lacks {line}")
+    # Sealed segments (the default backing) survive a restart only in the fd store: room for
+    # every segment (max-segments defaults to 4096) and the listening socket.
+    m = re.search(r"^FileDescriptorStoreMax=([0-9]+)$", service, re.M)
+    check(m and int(m.group(1)) > 4096,
+          "shmleased.service needs FileDescriptorStoreMax= above max-segments (4096)")
     for key in ("DynamicUser", "PrivateUsers", "ProtectProc", "InaccessiblePaths"):
         check(not re.search(f"^{key}=", service, re.M), f"shmleased.service must not set {key}=")
     with open(os.path.join(deploy, "shmleased.socket")) as f:

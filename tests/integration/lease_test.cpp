@@ -344,13 +344,17 @@ TEST_F(LeaseTest, RemoveWhileLeasedDefersTheFree) {
   EXPECT_TRUE(daemon_.ShmObjects().empty());
 }
 
-// Lines of /proc/self/maps that map one of this daemon's shm objects.
+// Lines of /proc/self/maps that map one of this daemon's segments: a sealed memfd
+// ("/memfd:<prefix>.<id> (deleted)") or, with --backing named, a shm object in /dev/shm.
 size_t MappingsOf(const std::string& prefix) {
   std::ifstream maps("/proc/self/maps");
   std::string line;
   size_t count = 0;
   while (std::getline(maps, line)) {
-    if (line.find("/dev/shm/" + prefix) != std::string::npos) ++count;
+    if (line.find("/dev/shm/" + prefix) != std::string::npos ||
+        line.find("/memfd:" + prefix + ".") != std::string::npos) {
+      ++count;
+    }
   }
   return count;
 }

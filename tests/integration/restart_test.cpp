@@ -20,6 +20,7 @@
 
 #include "daemon_process.hpp"
 #include "daemon_test.hpp"
+#include "huge_page_reservation.hpp"
 #include "wait_for.hpp"
 
 namespace shmlease {
@@ -27,6 +28,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::DaemonProcess;
+using testing::HugePageReservation;
 using testing::WaitFor;
 
 uint8_t PatternByte(uint64_t seed, size_t offset) {
@@ -162,6 +164,14 @@ TEST_F(RestartTest, RepeatedKillsUnderWritersLoseNoByte) {
     p.current_gen = -1;
   }
 
+  // Writer 0's segments are huge-page ones (sealed MFD_HUGETLB memfds kept in the keeper like the
+  // others): one 2 MiB page each, reserved here when the host has none free.
+  HugePageReservation reservation(kSlots + 1);
+  if (::geteuid() == 0) {
+    ASSERT_TRUE(reservation.ok()) << reservation.reason();
+  }
+  const bool huge = reservation.ok();
+  if (!huge) std::printf("no huge pages (%s): writer 0 uses normal pages\n", reservation.reason().c_str());
   auto daemon = StartDaemon();
   auto slot_name = [](int writer, int slot) {
     return "w" + std::to_string(writer) + "-" + std::to_string(slot);
@@ -179,7 +189,13 @@ TEST_F(RestartTest, RepeatedKillsUnderWritersLoseNoByte) {
         Client c(daemon->socket_path());
         c.set_reconnect_timeout(30s);
         Progress& p = shared->writer[wi];
-        for (int s = 0; s < kSlots; ++s) c.Create(slot_name(wi, s), {.size = kSize, .exist_ok = true});
+        for (int s = 0; s < kSlots; ++s) {
+          SegmentInfo info = c.Create(
+              slot_name(wi, s), {.size = kSize,
+                                 .exist_ok = true,
+                                 .huge = wi == 0 && huge ? HugePages::kYes : HugePages::kNo});
+          if (wi == 0 && huge && info.page_size <= kSize) throw std::runtime_error("not huge");
+        }
         for (int64_t gen = 0; !shared->stop.load(); ++gen) {
           int slot = static_cast<int>(gen % kSlots);
           Lease lease = c.Acquire(slot_name(wi, slot), Mode::kWrite);
@@ -402,8 +418,10 @@ TEST_F(RestartTest, ClosedClientsAndForkedChildrenDoNotReconnect) {
 
 // (4) A corrupt state file, or a state directory that cannot be one, stops the start-up with a
 // clear error.
+// (Named backing: its objects stay in /dev/shm whatever the state file says; a sealed segment would
+// go with the keeper when it gives up on a daemon that cannot start.)
 TEST_F(RestartTest, CorruptStateRefusesToStart) {
-  auto daemon = StartDaemon();
+  auto daemon = StartDaemon({"--backing", "named"});
   {
     Client c(daemon->socket_path());
     c.Create("x", 4096);
@@ -452,9 +470,59 @@ TEST_F(RestartTest, StateOfAnotherPrefixRefusesToStart) {
   }
 }
 
-// (5) SIGTERM with a state directory (systemctl restart) keeps the segments and their data.
-TEST_F(RestartTest, CleanStopWithStateKeepsData) {
+// (5) A restart by hand (SIGUSR2 to the keeper: SIGTERM to the daemon, then the same binary again,
+// as `systemctl restart` with the fd store) keeps the segments and their data.
+TEST_F(RestartTest, CleanRestartWithStateKeepsData) {
   auto daemon = StartDaemon();
+  ASSERT_GT(daemon->keeper_pid(), 0) << "a state dir and no $NOTIFY_SOCKET start the keeper";
+  const pid_t first = daemon->pid();
+  Client c(daemon->socket_path());
+  SegmentInfo before = c.Create("kept", {.format = "f", .shape = {256}});
+  {
+    Lease w = c.Acquire("kept", Mode::kWrite);
+    Fill(w.writable_data(), 5);
+  }
+  daemon->Restart();
+  EXPECT_NE(daemon->pid(), first);
+  EXPECT_NE(daemon->log().find("shmleased exited with status 0; starting"), std::string::npos)
+      << daemon->log();
+  EXPECT_EQ(daemon->ShmObjects().size(), 1u);
+  SegmentInfo after = c.Stat("kept");
+  EXPECT_EQ(after.id, before.id);
+  EXPECT_EQ(after.format, "f");
+  Lease r = c.Acquire("kept", Mode::kRead);
+  EXPECT_EQ(FirstMismatch(r.data(), 5, 0, 1024), 1024u);
+  // Ids go on from where they were: a new segment never reuses one.
+  EXPECT_GT(c.Create("new", 64).id, before.id);
+  r.Release();
+  RemoveAllAndStop(*daemon);
+}
+
+// Stopping the keeper (SIGTERM) stops the service: like systemd's store when a unit stops, the
+// keeper releases what it held and the segments are freed; the next start says so and has none.
+TEST_F(RestartTest, StopOfTheKeeperFreesTheSegments) {
+  auto daemon = StartDaemon();
+  {
+    Client c(daemon->socket_path());
+    c.Create("gone", 4096);
+  }
+  EXPECT_EQ(daemon->ShmObjects().size(), 1u);
+  EXPECT_EQ(daemon->KeptDescriptors(), 1u) << "the keeper holds the segment's descriptor";
+  int status = daemon->Stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon->log();
+  EXPECT_TRUE(daemon->ShmObjects().empty());
+  EXPECT_FALSE(std::filesystem::exists(daemon->socket_path())) << "the keeper removes the socket";
+  daemon->Start();
+  EXPECT_NE(daemon->log().find("did not pass its descriptor back"), std::string::npos)
+      << daemon->log();
+  EXPECT_TRUE(Client(daemon->socket_path()).List().empty());
+  RemoveAllAndStop(*daemon);
+}
+
+// --backing named: SIGTERM without a keeper leaves the objects in /dev/shm for the next start.
+TEST_F(RestartTest, CleanStopWithNamedBackingKeepsData) {
+  auto daemon = StartDaemon({"--backing", "named", "--keeper", "no"});
+  EXPECT_EQ(daemon->keeper_pid(), -1);
   Client c(daemon->socket_path());
   SegmentInfo before = c.Create("kept", {.format = "f", .shape = {256}});
   {
@@ -465,13 +533,9 @@ TEST_F(RestartTest, CleanStopWithStateKeepsData) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon->log();
   EXPECT_EQ(daemon->ShmObjects().size(), 1u);
   daemon->Start();
-  SegmentInfo after = c.Stat("kept");
-  EXPECT_EQ(after.id, before.id);
-  EXPECT_EQ(after.format, "f");
+  EXPECT_EQ(c.Stat("kept").id, before.id);
   Lease r = c.Acquire("kept", Mode::kRead);
   EXPECT_EQ(FirstMismatch(r.data(), 5, 0, 1024), 1024u);
-  // Ids go on from where they were: a new segment never reuses one.
-  EXPECT_GT(c.Create("new", 64).id, before.id);
   r.Release();
   RemoveAllAndStop(*daemon);
 }

@@ -155,13 +155,24 @@ TEST_F(AccessTest, SegmentsCreatedByOthersBelongToThemAndTheShmObjectsStayPrivat
   EXPECT_EQ(info.owner_uid, 65534u);
   EXPECT_EQ(info.owner_gid, 65534u);
   EXPECT_EQ(info.mode, 0600u);
-  // The object in /dev/shm is the daemon's, mode 0600: no way in by name.
+  // The memory is a sealed memfd of the daemon's, mode 0600, with no name in /dev/shm: no way in
+  // by name, and no writable reopen through /proc by anyone but the daemon's user.
   auto objects = daemon_.ShmObjects();
   ASSERT_EQ(objects.size(), 1u);
   struct stat st {};
-  ASSERT_EQ(::stat(("/dev/shm/" + objects[0]).c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0600u);
-  EXPECT_EQ(st.st_uid, ::geteuid());
+  EXPECT_NE(::lstat(("/dev/shm/" + objects[0]).c_str(), &st), 0) << "a name in /dev/shm";
+  const std::string fds = "/proc/" + std::to_string(daemon_.pid()) + "/fd";
+  size_t seen = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(fds)) {
+    std::error_code ec;
+    std::string target = std::filesystem::read_symlink(entry.path(), ec).string();
+    if (ec || target.find("/memfd:" + objects[0] + " ") == std::string::npos) continue;
+    ASSERT_EQ(::stat(entry.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << target;
+    EXPECT_EQ(st.st_uid, ::geteuid()) << target;
+    ++seen;
+  }
+  EXPECT_GE(seen, 1u) << "no descriptor of the daemon names the segment's memfd";
   EXPECT_EQ(AsNobody("rm mine").status, 0);
 }
 

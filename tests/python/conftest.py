@@ -31,6 +31,8 @@ import pytest
 import shmlease
 
 SHM_DIR = Path("/dev/shm")
+# server/keeper.cpp logs this, with the daemon's pid, each time it starts the daemon.
+KEEPER_STARTED = "keeper: started shmleased (pid "
 _daemon_counter = itertools.count()
 _name_counter = itertools.count()
 NOBODY = 65534  # uid and gid of the user tests switch to
@@ -102,14 +104,35 @@ class Daemon:
                 time.sleep(0.02)
 
     @property
+    def keeper_pid(self) -> int | None:
+        """With a --state-dir, shmleased runs as a keeper whose child is the daemon."""
+        return self.proc.pid if KEEPER_STARTED in self.log() else None
+
+    @property
     def pid(self) -> int:
-        return self.proc.pid
+        """The daemon: the keeper's latest child (from its log line), else the process started."""
+        log = self.log()
+        at = log.rfind(KEEPER_STARTED)
+        if at < 0:
+            return self.proc.pid
+        return int(log[at + len(KEEPER_STARTED):].split(")", 1)[0])
 
     def log(self) -> str:
         return Path(self.log_path).read_text(errors="replace")
 
     def shm_objects(self) -> list[str]:
-        return sorted(p.name for p in SHM_DIR.iterdir() if p.name.startswith(self.prefix))
+        """Its segment memory that exists: names in /dev/shm under its prefix, and the memfds of
+        that prefix that the daemon or its keeper holds open (the default, sealed backing)."""
+        names = {p.name for p in SHM_DIR.iterdir() if p.name.startswith(self.prefix)}
+        for pid in {self.pid, self.proc.pid}:
+            try:
+                links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            except OSError:
+                continue
+            for link in links:
+                if link.startswith(f"/memfd:{self.prefix}."):
+                    names.add(link[len("/memfd:"):].split(" ", 1)[0])
+        return sorted(names)
 
     def stop(self) -> int:
         """SIGTERM, wait, and return the exit code (SIGKILL after 10 s)."""

@@ -9,10 +9,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -23,6 +25,31 @@ namespace shmlease::testing {
 namespace {
 
 constexpr const char* kReadyLine = " ready: listening on ";
+// server/keeper.cpp logs this with the daemon's pid each time it starts one.
+constexpr const char* kKeeperStarted = "keeper: started shmleased (pid ";
+
+// Whether `pid` has died (gone, or a zombie its parent has not reaped yet).
+bool Dead(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  size_t paren = text.rfind(')');
+  return text.empty() || paren == std::string::npos || paren + 2 >= text.size() ||
+         text[paren + 2] == 'Z' || text[paren + 2] == 'X';
+}
+
+// Targets of /proc/<pid>/fd/* links.
+std::vector<std::string> FdTargets(pid_t pid) {
+  std::vector<std::string> out;
+  if (pid <= 0) return out;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::error_code link_ec;
+    auto target = std::filesystem::read_symlink(it->path(), link_ec);
+    if (!link_ec) out.push_back(target.string());
+  }
+  return out;
+}
 
 bool CanConnect(const std::string& path) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -86,18 +113,25 @@ DaemonProcess::DaemonProcess(std::vector<std::string> extra_args) {
   }
 }
 
+size_t DaemonProcess::ReadyLines() const {
+  std::string text = log();
+  size_t count = 0;
+  for (size_t at = text.find(kReadyLine); at != std::string::npos; at = text.find(kReadyLine, at + 1)) {
+    ++count;
+  }
+  return count;
+}
+
 void DaemonProcess::Start() {
-  if (pid_ > 0) throw std::runtime_error("shmleased is already running");
   // The log is appended to across restarts: this start is ready when one more ready line shows.
-  auto ready_lines = [this] {
-    std::string text = log();
-    size_t count = 0;
-    for (size_t at = text.find(kReadyLine); at != std::string::npos; at = text.find(kReadyLine, at + 1)) {
-      ++count;
-    }
-    return count;
-  };
-  const size_t ready_before = ready_lines();
+  const size_t ready_before = ReadyLines();
+  if (keeper_paused_ && pid_ > 0) {
+    keeper_paused_ = false;
+    ::kill(pid_, SIGCONT);  // it reaps the killed daemon and starts the next one
+    WaitReady(ready_before);
+    return;
+  }
+  if (pid_ > 0) throw std::runtime_error("shmleased is already running");
   std::vector<char*> argv;
   for (auto& a : args_) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -116,13 +150,18 @@ void DaemonProcess::Start() {
     std::perror("execv shmleased");
     ::_exit(127);
   }
+  WaitReady(ready_before);
+}
+
+void DaemonProcess::WaitReady(size_t ready_before) {
   // Ready once it accepts connections and has logged its ready line: the socket listens a moment
   // before the daemon has said it is ready, as systemd waits for READY=1 after the bind.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (!CanConnect(socket_path_) || ready_lines() <= ready_before) {
+  while (!CanConnect(socket_path_) || ReadyLines() <= ready_before) {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
+      status_ = status;
       throw std::runtime_error("shmleased exited during start-up:\n" + log());
     }
     if (std::chrono::steady_clock::now() > deadline) {
@@ -131,6 +170,22 @@ void DaemonProcess::Start() {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  keeper_ = log().find(kKeeperStarted) != std::string::npos;
+}
+
+void DaemonProcess::Restart() {
+  if (!keeper_ || pid_ <= 0) throw std::runtime_error("Restart() needs a running keeper");
+  const size_t ready_before = ReadyLines();
+  ::kill(pid_, SIGUSR2);
+  WaitReady(ready_before);
+}
+
+pid_t DaemonProcess::pid() const {
+  if (!keeper_ || pid_ <= 0) return pid_;
+  std::string text = log();
+  size_t at = text.rfind(kKeeperStarted);
+  if (at == std::string::npos) return -1;
+  return static_cast<pid_t>(std::atoi(text.c_str() + at + std::strlen(kKeeperStarted)));
 }
 
 DaemonProcess::~DaemonProcess() {
@@ -161,6 +216,18 @@ std::string DaemonProcess::log() const {
 
 int DaemonProcess::Kill(int signo) {
   if (pid_ <= 0) return status_;
+  if (keeper_) {
+    const pid_t daemon = pid();
+    ::kill(pid_, SIGSTOP);
+    keeper_paused_ = true;
+    ::kill(daemon, signo);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!Dead(daemon) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    // The daemon's wait status is the keeper's to read; this is what a kill by signo gives.
+    return signo;
+  }
   ::kill(pid_, signo);
   ::waitpid(pid_, &status_, 0);
   pid_ = -1;
@@ -170,6 +237,10 @@ int DaemonProcess::Kill(int signo) {
 int DaemonProcess::Stop(std::chrono::milliseconds grace) {
   if (pid_ <= 0) return status_;
   const size_t logged_before = log().size();
+  if (keeper_paused_) {
+    keeper_paused_ = false;
+    ::kill(pid_, SIGCONT);
+  }
   ::kill(pid_, SIGTERM);
   const auto start = std::chrono::steady_clock::now();
   auto deadline = start + grace;
@@ -210,13 +281,41 @@ size_t DaemonProcess::OpenDescriptors() const {
 std::vector<std::string> DaemonProcess::ShmObjects() const {
   std::vector<std::string> names;
   DIR* dir = ::opendir("/dev/shm");
-  if (dir == nullptr) return names;
-  while (dirent* entry = ::readdir(dir)) {
-    std::string name = entry->d_name;
-    if (name.rfind(shm_prefix_, 0) == 0) names.push_back(name);
+  if (dir != nullptr) {
+    while (dirent* entry = ::readdir(dir)) {
+      std::string name = entry->d_name;
+      if (name.rfind(shm_prefix_, 0) == 0) names.push_back(name);
+    }
+    ::closedir(dir);
   }
-  ::closedir(dir);
+  // "/memfd:<prefix>.<id> (deleted)", "/dev/hugepages/<prefix>.<id> (deleted)".
+  const std::string marker = "/" + shm_prefix_ + ".";
+  const std::string memfd_marker = "/memfd:" + shm_prefix_ + ".";
+  for (pid_t holder : {pid(), keeper_pid()}) {
+    if (holder <= 0 || Dead(holder)) continue;
+    for (const std::string& target : FdTargets(holder)) {
+      size_t at = target.find(memfd_marker);
+      size_t skip = memfd_marker.size() - marker.size() + 1;
+      if (at == std::string::npos) {
+        at = target.find(marker);
+        skip = 1;
+      }
+      if (at == std::string::npos || target.rfind("/dev/shm/", 0) == 0) continue;
+      std::string name = target.substr(at + skip, target.find(' ', at) - at - skip);
+      if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    }
+  }
   return names;
+}
+
+size_t DaemonProcess::KeptDescriptors() const {
+  size_t count = 0;
+  if (keeper_pid() <= 0 || Dead(keeper_pid())) return 0;
+  for (const std::string& target : FdTargets(keeper_pid())) {
+    count += target.find("/" + shm_prefix_ + ".") != std::string::npos ||
+             target.find("/memfd:" + shm_prefix_ + ".") != std::string::npos;
+  }
+  return count;
 }
 
 }  // namespace shmlease::testing

@@ -16,12 +16,14 @@
 
 namespace shmlease::testing {
 
-// Stops `daemon` (SIGTERM) and checks that it exited with status 0 and that nothing of its is left
-// in /dev/shm.
+// Stops `daemon` (SIGTERM) and checks that it exited with status 0 and that nothing of its is left:
+// no name in /dev/shm, no process (daemon or keeper) holding its segments' memory. While it runs,
+// ShmObjects() counts the memfds it and its keeper hold: tests check those before the stop.
 inline void ExpectCleanStop(DaemonProcess& daemon) {
   int status = daemon.Stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon.log();
   EXPECT_TRUE(daemon.ShmObjects().empty()) << "shm objects left behind";
+  EXPECT_EQ(daemon.KeptDescriptors(), 0u);
 }
 
 // Removes every segment the daemon lists (their memory goes with their last leases).

@@ -1,5 +1,6 @@
 #include "inprocess_daemon.hpp"
 
+#include <algorithm>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
@@ -78,7 +79,11 @@ int InProcessDaemon::Stop() {
 }
 
 std::vector<std::string> InProcessDaemon::ShmObjects() const {
-  return server::ListShmObjects(config_.shm_prefix + ".");
+  std::vector<std::string> names = server::ListShmObjects(config_.shm_prefix + ".");
+  for (std::string& name : server::ListOwnNamelessObjects(config_.shm_prefix + ".")) {
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(std::move(name));
+  }
+  return names;
 }
 
 }  // namespace shmlease::testing

@@ -43,7 +43,8 @@ class InProcessDaemon {
   int Stop();
   bool running() const { return thread_.joinable(); }
 
-  // Names in /dev/shm that start with this daemon's prefix.
+  // This daemon's segment memory that exists: names in /dev/shm that start with its prefix, and
+  // the memfds of that prefix this process holds (the daemon runs in it; clients close theirs).
   std::vector<std::string> ShmObjects() const;
 
  private:

@@ -32,7 +32,14 @@ class SegmentRegistryTest : public ::testing::Test {
     if (!registry_) registry_ = std::make_unique<SegmentRegistry>(config_);
     return *registry_;
   }
-  std::vector<std::string> ShmObjects() const { return ListShmObjects(config_.shm_prefix + "."); }
+  // Its memory that exists: named objects, and the memfds this process (the registry) holds.
+  std::vector<std::string> ShmObjects() const {
+    std::vector<std::string> names = ListShmObjects(config_.shm_prefix + ".");
+    for (std::string& name : ListOwnNamelessObjects(config_.shm_prefix + ".")) {
+      names.push_back(std::move(name));
+    }
+    return names;
+  }
 
   // Reserve() that must fail: returns its code, and the message in `message`.
   Errc RefusalOf(const proto::Create& request, Creator creator = {},
@@ -52,7 +59,8 @@ class SegmentRegistryTest : public ::testing::Test {
     EXPECT_NE(segment, nullptr) << message;
     if (segment == nullptr) return nullptr;
     std::unique_ptr<ShmObject> shm =
-        ShmObject::Create({segment->shm_name, segment->size, segment->pages, ""}, error, message);
+        ShmObject::Create({segment->shm_name, segment->size, segment->pages, "", named_}, error,
+                          message);
     EXPECT_NE(shm, nullptr) << message;
     if (shm == nullptr) {
       registry().Abandon(segment->id);
@@ -64,6 +72,7 @@ class SegmentRegistryTest : public ::testing::Test {
 
   Config config_;
   std::unique_ptr<SegmentRegistry> registry_;
+  bool named_ = false;  // Create() makes POSIX shm objects (--backing named), not sealed memfds
 };
 
 TEST_F(SegmentRegistryTest, ReservesCompletesFindsAndDestroys) {
@@ -278,7 +287,9 @@ TEST_F(SegmentRegistryTest, RecordsEveryCompletedChange) {
 
 // A daemon that keeps its segments for the next one (a state directory) frees nothing on the way
 // out, and the next one adopts them with their ids.
+// (Named backing: a sealed memfd outlives its registry only in an fd store, restart_test.)
 TEST_F(SegmentRegistryTest, PreservedSegmentsOutliveTheRegistryAndAreAdopted) {
+  named_ = true;
   Segment* s = Create({.name = "kept", .size = 4096, .format = "I"});
   ASSERT_NE(s, nullptr);
   PersistedSegment persisted = *s;

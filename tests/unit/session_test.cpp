@@ -144,7 +144,8 @@ TEST_F(SessionTest, StoppingFromAnotherThreadEndsEverySession) {
 }
 
 // A test process that dies by a signal runs no destructor: the next in-process daemon removes
-// what it left in /dev/shm (found by the dead pid in the prefix), so nothing piles up.
+// what it left in /dev/shm (found by the dead pid in the prefix), so nothing piles up. (Only named
+// backings can be left: a memfd dies with the process.)
 TEST(InProcessDaemon, RemovesWhatATestKilledBySignalLeftBehind) {
   int report[2];
   ASSERT_EQ(::pipe(report), 0);
@@ -152,7 +153,7 @@ TEST(InProcessDaemon, RemovesWhatATestKilledBySignalLeftBehind) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     ::close(report[0]);
-    testing::InProcessDaemon daemon;
+    testing::InProcessDaemon daemon(std::map<std::string, std::string>{{"backing", "named"}});
     Client c(daemon.socket_path());
     c.Create("left", 4096);
     const std::string& prefix = daemon.shm_prefix();

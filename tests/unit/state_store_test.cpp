@@ -18,9 +18,12 @@ PersistedState Sample() {
   s.next_id = 9;
   s.boot = 3;
   s.segments.push_back(
-      {1, "frames", 24, "f", {2, 3}, -5, 10, 1000, 1000, 100, 0640, false, "shmlease-abc.1"});
-  s.segments.push_back(
-      {7, "frames", 4096, "", {}, 123456789, 11, 0, 0, 0, 0600, true, "shmlease-abc.7"});
+      {1, "frames", 24, "f", {2, 3}, -5, 10, 1000, 1000, 100, 0640, false, "shmlease-abc.1",
+       "sealed", 24, 4096});
+  s.segments.push_back({7, "frames", 4096, "", {}, 123456789, 11, 0, 0, 0, 0600, true,
+                        "shmlease-abc.7.00112233445566ff", "named", 4096, 4096});
+  s.segments.push_back({8, "huge", 4096, "", {}, 1, 11, 0, 0, 0, 0600, false, "shmlease-abc.8",
+                        "hugetlb-memfd", 2 << 20, 2 << 20});
   return s;
 }
 
@@ -117,7 +120,7 @@ TEST(StateFormat, EveryShapeASegmentCanHaveRoundTrips) {
     const uint64_t id = state.segments.size() + 1;
     state.segments.push_back({id, "s" + std::to_string(id), size, std::move(format),
                               std::move(shape), 1, 1, 1, 1, 1, 0600, false,
-                              "p." + std::to_string(id)});
+                              "p." + std::to_string(id), "sealed", size, 4096});
   };
   add("", {}, 4096);
   add("f", {}, 64);
@@ -137,6 +140,57 @@ TEST(StateFormat, EveryShapeASegmentCanHaveRoundTrips) {
   std::string error;
   ASSERT_TRUE(DecodeState(text, decoded, error)) << error;
   EXPECT_EQ(decoded, state);
+}
+
+// Version 2 says per segment how to find its memory again; version 1 files (all POSIX shm) load.
+TEST(StateFormat, Version2RecordsTheBackingAndVersion1StillLoads) {
+  const std::string text = EncodeState(Sample());
+  EXPECT_EQ(text.rfind("shmlease-state 2\n", 0), 0u) << text;
+  EXPECT_NE(text.find(" backing=hugetlb-memfd bytes=2097152 page=2097152\n"), std::string::npos)
+      << text;
+  std::string v1 = "shmlease-state 1\nprefix p\nnext-id 5\nboot 1\n"
+                   "segment 1 name=a size=4096 format= shape= created=1 creator-pid=1 "
+                   "creator-uid=1 owner-uid=1 owner-gid=1 mode=600 removed=0 shm=p.1\n";
+  PersistedState decoded;
+  std::string error;
+  ASSERT_TRUE(DecodeState(Resign(v1), decoded, error)) << error;
+  ASSERT_EQ(decoded.segments.size(), 1u);
+  EXPECT_EQ(decoded.segments[0].backing, "named");
+  EXPECT_EQ(decoded.segments[0].backing_bytes, 4096u);
+}
+
+// A state file can never make the daemon adopt another's name, nor hold its bytes in too little.
+TEST(StateFormat, Version2RuleBreakingBackingsAreRefused) {
+  const std::string head = "shmlease-state 2\nprefix p\nnext-id 5\nboot 1\n";
+  const std::string good = "name=a size=4096 format= shape= created=1 creator-pid=1 "
+                           "creator-uid=1 owner-uid=1 owner-gid=1 mode=600 removed=0";
+  struct Case {
+    std::string segments;
+    std::string expect;  // "" = accepted
+  } cases[] = {
+      {"segment 1 " + good + " shm=p.1 backing=sealed bytes=4096 page=4096\n", ""},
+      {"segment 1 " + good + " shm=p.1.0123456789abcdef backing=named bytes=4096 page=4096\n", ""},
+      {"segment 1 " + good + " shm=p.1.0123456789abcdef backing=sealed bytes=4096 page=4096\n",
+       "shm name"},
+      {"segment 1 " + good + " shm=p.1.other backing=named bytes=4096 page=4096\n", "shm name"},
+      {"segment 1 " + good + " shm=p.1 backing=floppy bytes=4096 page=4096\n", "unknown backing"},
+      {"segment 1 " + good + " shm=p.1 backing=sealed bytes=100 page=4096\n", "cannot hold"},
+      {"segment 1 " + good + " shm=p.1 backing=hugetlb-memfd bytes=6000 page=4096\n",
+       "cannot hold"},
+      {"segment 1 " + good + " shm=p.1\n", "fields"},
+  };
+  for (const Case& c : cases) {
+    std::string text = Resign(head + c.segments);
+    PersistedState decoded;
+    std::string error;
+    bool ok = DecodeState(text, decoded, error);
+    if (c.expect.empty()) {
+      EXPECT_TRUE(ok) << c.segments << error;
+    } else {
+      EXPECT_FALSE(ok) << c.segments;
+      EXPECT_NE(error.find(c.expect), std::string::npos) << error;
+    }
+  }
 }
 
 TEST(StateFormat, MalformedShapesAreRefused) {
