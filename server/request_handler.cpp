@@ -13,7 +13,16 @@ namespace shmlease::server {
 
 RequestHandler::RequestHandler(boost::asio::io_context& io, const Config& config,
                                SegmentRegistry& registry, SessionManager& sessions)
-    : io_(io), config_(config), registry_(registry), sessions_(sessions) {}
+    : io_(io), config_(config), registry_(registry), sessions_(sessions) {
+  // A removed segment's quota is paid by the uids whose leases keep it alive.
+  registry_.set_lease_holders([this](uint64_t segment_id) {
+    std::vector<uint32_t> uids;
+    for (const LeaseRecord& lease : table_.HoldersOf(segment_id)) {
+      if (const Session* holder = sessions_.Find(lease.conn_id)) uids.push_back(holder->peer().uid);
+    }
+    return uids;
+  });
+}
 
 void RequestHandler::Handle(const SessionPtr& s, const proto::Header& header,
                             proto::Request&& request) {
@@ -169,20 +178,46 @@ void RequestHandler::OnAcquire(const SessionPtr& s, uint32_t id, const proto::Ac
             id);
     return;
   }
-  if (table_.ConnLeaseCount(s->id()) + table_.TicketsOf(s->id()).size() >=
-      config_.max_leases_per_connection) {
-    s->Send(proto::ErrorReply{Errc::kLimitLeases,
-                              "this connection holds its limit of " +
-                                  std::to_string(config_.max_leases_per_connection) + " leases"},
+  // An exclusive lease locks every other client out, the owner too: it takes the right to write
+  // (or ownership), never read permission alone (issue 14).
+  if (m.exclusive != 0 && s->peer().uid != segment->owner_uid &&
+      !Allowed(s->peer(), *segment, Access::kWrite)) {
+    spdlog::info("uid {} (pid {}) refused an exclusive read lease on '{}': no write permission",
+                 s->peer().uid, s->peer().pid, segment->name);
+    s->Send(proto::ErrorReply{Errc::kPermissionDenied,
+                              fmt::format("uid {} may not take an exclusive lease on segment '{}': "
+                                          "exclusive locks everyone else out and needs write "
+                                          "permission (or ownership); ask for a shared read lease",
+                                          s->peer().uid, segment->name)},
             id);
     return;
   }
-  auto result = table_.Request(segment->id, s->id(), m.mode, m.exclusive != 0, m.timeout_ms != 0);
+  if (table_.ConnLeaseCount(s->id()) + table_.ConnTicketCount(s->id()) >=
+      config_.max_leases_per_connection) {
+    s->Send(proto::ErrorReply{Errc::kLimitLeases,
+                              "this connection holds its limit of " +
+                                  std::to_string(config_.max_leases_per_connection) +
+                                  " leases (max-leases-per-connection, waiting requests counted)"},
+            id);
+    return;
+  }
+  // Past a waiter limit the request may still be granted at once, but it may not queue.
+  std::string wait_limit = m.timeout_ms != 0 ? WaitLimitReached(*s) : std::string();
+  auto result = table_.Request(segment->id, s->id(), m.mode, m.exclusive != 0,
+                               m.timeout_ms != 0 && wait_limit.empty());
   switch (result.outcome) {
     case LeaseTable::Outcome::kGranted:
       SendGrant(*s, id, result.lease);
       return;
     case LeaseTable::Outcome::kWouldBlock:
+      if (!wait_limit.empty()) {
+        s->Send(proto::ErrorReply{Errc::kLimitLeases, "segment '" + m.name + "' is leased " +
+                                                          (m.exclusive ? "by others" : "exclusively") +
+                                                          " and this request may not wait: " +
+                                                          wait_limit},
+                id);
+        return;
+      }
       s->Send(proto::ErrorReply{Errc::kTimeout,
                                 "segment '" + m.name + "' is leased " +
                                     (m.exclusive ? "by others" : "exclusively") +
@@ -191,6 +226,7 @@ void RequestHandler::OnAcquire(const SessionPtr& s, uint32_t id, const proto::Ac
       return;
     case LeaseTable::Outcome::kQueued: {
       Wait wait{s, id, nullptr};
+      wait.counted = UidWaitCount(waits_by_uid_, s->peer().uid);
       wait.mode = m.mode;
       wait.exclusive = m.exclusive != 0;
       wait.timeout_ms = m.timeout_ms;
@@ -213,6 +249,20 @@ void RequestHandler::OnAcquire(const SessionPtr& s, uint32_t id, const proto::Ac
       return;
     }
   }
+}
+
+std::string RequestHandler::WaitLimitReached(const Session& s) const {
+  if (table_.ConnTicketCount(s.id()) >= config_.max_waiters_per_connection) {
+    return "this connection already has " + std::to_string(config_.max_waiters_per_connection) +
+           " lease requests waiting (max-waiters-per-connection)";
+  }
+  auto uid = waits_by_uid_.find(s.peer().uid);
+  if (uid != waits_by_uid_.end() && uid->second >= config_.max_waiters_per_uid) {
+    return "uid " + std::to_string(s.peer().uid) + " already has " +
+           std::to_string(config_.max_waiters_per_uid) +
+           " lease requests waiting on all its connections (max-waiters-per-uid)";
+  }
+  return {};
 }
 
 void RequestHandler::SendGrant(Session& session, uint32_t request_id, const LeaseRecord& lease) {
@@ -373,9 +423,13 @@ void RequestHandler::OnChmod(const SessionPtr& s, uint32_t id, const proto::Chmo
   Segment* segment = FindReady(*s, id, m.name);
   if (segment == nullptr) return;
   if (s->peer().uid != segment->owner_uid && !IsAdmin(s->peer())) {
+    // The owner's uid only to a caller who may read the segment (and see it in stat anyway).
+    std::string owner = Allowed(s->peer(), *segment, Access::kRead)
+                            ? " (uid " + std::to_string(segment->owner_uid) + ")"
+                            : std::string();
     s->Send(proto::ErrorReply{Errc::kPermissionDenied,
-                              "only the owner (uid " + std::to_string(segment->owner_uid) +
-                                  ") or an administrator may chmod '" + m.name + "'"},
+                              "only the owner" + owner + " or an administrator may chmod '" +
+                                  m.name + "'"},
             id);
     return;
   }
@@ -410,7 +464,7 @@ void RequestHandler::OnStats(const SessionPtr& s, uint32_t id) {
     client.uid = session.peer().uid;
     client.gid = session.peer().gid;
     client.process = session.peer().process;
-    client.waiting = static_cast<uint32_t>(table_.TicketsOf(session.id()).size());
+    client.waiting = static_cast<uint32_t>(table_.ConnTicketCount(session.id()));
     for (uint64_t lease_id : table_.LeasesOf(session.id())) {
       auto lease = table_.Find(lease_id);
       const Segment* segment = lease ? registry_.FindById(lease->segment_id) : nullptr;
@@ -451,12 +505,16 @@ bool RequestHandler::CheckAccess(Session& s, uint32_t id, const Segment& segment
   spdlog::info("uid {} (pid {}) refused {} access to '{}' (owner {}:{}, mode {:04o})", s.peer().uid,
                s.peer().pid, access == Access::kWrite ? "write" : "read", segment.name,
                segment.owner_uid, segment.owner_gid, segment.mode);
-  s.Send(proto::ErrorReply{Errc::kPermissionDenied,
-                           fmt::format("uid {} may not {} segment '{}' (owner {}:{}, mode {:04o})",
-                                       s.peer().uid, access == Access::kWrite ? "write" : "read",
-                                       segment.name, segment.owner_uid, segment.owner_gid,
-                                       segment.mode)},
-         id);
+  // Owner and mode are for those who may read the segment (stat shows them the same); anyone
+  // else learns only that the name is taken, which create tells everybody anyway (docs/PROTOCOL.md,
+  // "Who sees what").
+  std::string text = fmt::format("uid {} may not {} segment '{}'", s.peer().uid,
+                                 access == Access::kWrite ? "write" : "read", segment.name);
+  text += Allowed(s.peer(), segment, Access::kRead)
+              ? fmt::format(" (owner {}:{}, mode {:04o})", segment.owner_uid, segment.owner_gid,
+                            segment.mode)
+              : " (ask its owner for access)";
+  s.Send(proto::ErrorReply{Errc::kPermissionDenied, text}, id);
   return false;
 }
 
