@@ -9,8 +9,10 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "channel_registry.hpp"
 #include "config.hpp"
@@ -27,7 +29,8 @@ class RequestHandler {
 
   void Handle(const std::shared_ptr<Session>& session, const proto::Header& header,
               proto::Request&& request);
-  // Releases every lease and wait of a closing session.
+  // Releases every lease and wait of a closing session: at once for up to 2048 waits, more a
+  // slice per turn of the loop (its leases after its last wait).
   void OnClose(Session& session);
 
   const LeaseTable& table() const { return table_; }
@@ -129,7 +132,12 @@ class RequestHandler {
   // Sends AcquireOk for a granted lease, passing the descriptor if this connection lacks it.
   void SendGrant(Session& session, uint32_t request_id, const LeaseRecord& lease);
   void OnWaitExpired(uint64_t ticket);
-  // Replies to every queued request that can now be granted on `segment_id`.
+  // OnClose's work: withdraws tickets[done...] of closed connection `conn_id` a slice at a time,
+  // then releases its leases and logs `who` disconnected.
+  void WithdrawClosed(uint64_t conn_id, std::vector<uint64_t> tickets, size_t done,
+                      std::string who);
+  // Replies to every queued request that can now be granted on `segment_id` (granting none to a
+  // closed connection).
   void PromoteWaiters(uint64_t segment_id);
   // Frees a removed segment whose last lease is gone, telling connections that mapped it.
   void FreeIfUnused(uint64_t segment_id);

@@ -266,6 +266,40 @@ TEST_F(WaiterLimits, PerConnectionAndPerUidAreRefusedNamingTheLimit) {
   holder.Remove("free");
 }
 
+// A closed connection's waits are withdrawn a slice at a time: when the segment is released
+// before all of them are, those that reach the head are skipped, and the live waiter behind them
+// is granted (nothing is granted to the closed connection, nothing stalls).
+class ClosedWaits : public testing::DaemonTest {};
+
+TEST_F(ClosedWaits, NeverHoldUpThoseBehindThem) {
+  Client holder = Connect();
+  holder.Create("q", 4096);
+  Lease held = holder.Acquire("q", Mode::kWrite, {.exclusive = true});
+  auto many = std::make_unique<RawSocket>(daemon_.socket_path());
+  ASSERT_TRUE(many->Hello());
+  std::vector<std::byte> burst;
+  for (uint32_t i = 0; i < 10000; ++i) {  // several slices of the withdrawal
+    proto::EncodeRequest(proto::Acquire{"q", proto::LeaseMode::kWrite, 1, proto::kWaitForever},
+                         10 + i, 0, burst);
+  }
+  ASSERT_TRUE(many->Send(burst));
+  ASSERT_TRUE(many->SendRequest(proto::Ping{}, 2));
+  ASSERT_TRUE(many->ReadReply(60000).has_value());
+  RawSocket behind(daemon_.socket_path());
+  ASSERT_TRUE(behind.Hello());
+  ASSERT_TRUE(behind.SendRequest(proto::Acquire{"q", proto::LeaseMode::kRead, 0, 5000}, 7));
+  EXPECT_TRUE(Waits(behind));
+  many.reset();
+  held.Release();
+  proto::Header header;
+  auto reply = behind.ReadReply(3000, &header);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_TRUE(std::holds_alternative<proto::AcquireOk>(*reply));
+  EXPECT_EQ(header.request_id, 7u);
+  EXPECT_TRUE(testing::WaitFor([&] { return holder.Stat("q").waiting == 0; }));
+  holder.Remove("q");
+}
+
 // A segment another user may read but not write: a shared read lease is fine, an exclusive one
 // (which would lock the owner out) is refused; with write permission, or as owner, it is granted.
 TEST(ExclusiveLeases, NeedWritePermissionOrOwnership) {
