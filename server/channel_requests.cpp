@@ -46,11 +46,12 @@ bool RequestHandler::CheckChannelAccess(Session& s, uint32_t id, const ChannelOb
   const char* what = access == Access::kWrite ? "write to" : "read from";
   spdlog::info("uid {} (pid {}) refused: may not {} channel '{}'", s.peer().uid, s.peer().pid, what,
                c.name);
-  s.Send(
-      proto::ErrorReply{Errc::kPermissionDenied,
-                        fmt::format("uid {} may not {} channel '{}' (owner {}:{}, mode {:04o})",
-                                    s.peer().uid, what, c.name, c.owner_uid, c.owner_gid, c.mode)},
-      id);
+  // Owner and mode only to those who may read the channel, as for segments (CheckAccess).
+  std::string text = fmt::format("uid {} may not {} channel '{}'", s.peer().uid, what, c.name);
+  text += Allowed(s.peer(), c.owner_uid, c.owner_gid, c.mode, Access::kRead)
+              ? fmt::format(" (owner {}:{}, mode {:04o})", c.owner_uid, c.owner_gid, c.mode)
+              : " (ask its owner for access)";
+  s.Send(proto::ErrorReply{Errc::kPermissionDenied, text}, id);
   return false;
 }
 

@@ -47,8 +47,14 @@ const SettingSpec kSettingTable[] = {
     {"max-connections-per-uid", K::kCount,
      "most connections of one uid at once; admins are exempt (0: no per-uid limit)", kLive,
      nullptr, &Config::max_connections_per_uid},
-    {"max-leases-per-connection", K::kCount, "most leases one connection may hold", kLive, nullptr,
+    {"max-leases-per-connection", K::kCount,
+     "most leases one connection may hold, its waiting requests counted", kLive, nullptr,
      &Config::max_leases_per_connection},
+    {"max-waiters-per-connection", K::kCount, "most lease requests one connection may have waiting",
+     kLive, nullptr, &Config::max_waiters_per_connection},
+    {"max-waiters-per-uid", K::kCount,
+     "most lease requests all connections of one uid may have waiting", kLive, nullptr,
+     &Config::max_waiters_per_uid},
     {"max-message-size", K::kSize, "largest request body accepted", kRestart, nullptr,
      &Config::max_message_size},
     {"max-pending-reply-bytes", K::kSize,
@@ -357,6 +363,11 @@ bool Finalize(Config& config, std::string& error, uint64_t own_bytes) {
   if (config.max_connections == 0 || config.max_segments == 0 ||
       config.max_leases_per_connection == 0) {
     error = "max-connections, max-segments and max-leases-per-connection must be at least 1";
+    return false;
+  }
+  if (config.max_waiters_per_connection == 0 || config.max_waiters_per_uid == 0) {
+    error = "max-waiters-per-connection and max-waiters-per-uid must be at least 1 (a timeout of 0 "
+            "already asks for a lease without waiting)";
     return false;
   }
   for (auto [name, value] : {std::pair{"reclaim-grace-ms", config.reclaim_grace_ms},

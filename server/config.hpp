@@ -26,7 +26,12 @@ struct Config {
   uint64_t max_segment_size = 0;  // 0 = max_total_bytes
   uint64_t max_connections = 1024;
   uint64_t max_connections_per_uid = 128;  // admins are exempt; 0 = no per-uid limit
-  uint64_t max_leases_per_connection = 65536;
+  uint64_t max_leases_per_connection = 65536;  // held and waiting, together
+  // Lease requests waiting at once. Per uid, so that many connections of one user cannot make the
+  // daemon hold unbounded waits; the default lets one uid queue the 200,000 of issue 14's attack
+  // (harmless since queues cost only their own work) and bounds it to ~100 MB.
+  uint64_t max_waiters_per_connection = 65536;
+  uint64_t max_waiters_per_uid = 262144;
   uint64_t max_message_size = 65536;
   uint64_t max_pending_reply_bytes = 4 << 20;  // a client that stops reading is cut off past this
   uint64_t hello_timeout_ms = 5000;   // a connection that has not said Hello by then is closed

@@ -48,8 +48,9 @@ LeaseTable::RequestResult LeaseTable::Request(uint64_t segment_id, uint64_t conn
   }
   result.outcome = Outcome::kQueued;
   result.ticket = next_ticket_++;
-  s.queue.push_back(Waiter{result.ticket, conn_id, mode, exclusive});
-  ticket_segment_.emplace(result.ticket, segment_id);
+  auto node = s.queue.insert(s.queue.end(), Waiter{result.ticket, conn_id, mode, exclusive});
+  tickets_.emplace(result.ticket, TicketRef{segment_id, node});
+  tickets_by_conn_[conn_id].insert(result.ticket);
   return result;
 }
 
@@ -80,25 +81,33 @@ std::vector<Grant> LeaseTable::Promote(uint64_t segment_id) {
   while (!queue.empty() && Grantable(seg->second, queue.front().exclusive)) {
     Waiter w = queue.front();
     queue.pop_front();
-    ticket_segment_.erase(w.ticket);
+    Unindex(w.ticket, w.conn_id);
     grants.push_back(Grant{w.ticket, Add(segment_id, w.conn_id, w.mode, w.exclusive)});
   }
   return grants;
 }
 
 bool LeaseTable::Cancel(uint64_t ticket) {
-  auto t = ticket_segment_.find(ticket);
-  if (t == ticket_segment_.end()) return false;
-  uint64_t segment_id = t->second;
-  ticket_segment_.erase(t);
-  auto seg = segments_.find(segment_id);
+  auto t = tickets_.find(ticket);
+  if (t == tickets_.end()) return false;
+  TicketRef ref = t->second;
+  auto seg = segments_.find(ref.segment_id);
   if (seg == segments_.end()) InvariantBroken("ticket of an unknown segment");
-  auto& queue = seg->second.queue;
-  auto w = std::find_if(queue.begin(), queue.end(), [&](const Waiter& x) { return x.ticket == ticket; });
-  if (w == queue.end()) InvariantBroken("ticket missing from its queue");
-  queue.erase(w);
-  DropIfIdle(segment_id);
+  if (ref.node->ticket != ticket) InvariantBroken("ticket's queue node holds another ticket");
+  uint64_t conn_id = ref.node->conn_id;
+  seg->second.queue.erase(ref.node);
+  Unindex(ticket, conn_id);
+  DropIfIdle(ref.segment_id);
   return true;
+}
+
+void LeaseTable::Unindex(uint64_t ticket, uint64_t conn_id) {
+  if (tickets_.erase(ticket) != 1) InvariantBroken("ticket not indexed");
+  auto conn = tickets_by_conn_.find(conn_id);
+  if (conn == tickets_by_conn_.end() || conn->second.erase(ticket) != 1) {
+    InvariantBroken("ticket not in its connection's set");
+  }
+  if (conn->second.empty()) tickets_by_conn_.erase(conn);
 }
 
 std::vector<uint64_t> LeaseTable::CancelAll(uint64_t segment_id) {
@@ -107,7 +116,7 @@ std::vector<uint64_t> LeaseTable::CancelAll(uint64_t segment_id) {
   if (seg == segments_.end()) return tickets;
   for (const Waiter& w : seg->second.queue) {
     tickets.push_back(w.ticket);
-    ticket_segment_.erase(w.ticket);
+    Unindex(w.ticket, w.conn_id);
   }
   seg->second.queue.clear();
   DropIfIdle(segment_id);
@@ -123,14 +132,16 @@ std::vector<uint64_t> LeaseTable::LeasesOf(uint64_t conn_id) const {
 }
 
 std::vector<uint64_t> LeaseTable::TicketsOf(uint64_t conn_id) const {
-  std::vector<uint64_t> tickets;
-  for (const auto& [segment_id, s] : segments_) {
-    for (const Waiter& w : s.queue) {
-      if (w.conn_id == conn_id) tickets.push_back(w.ticket);
-    }
-  }
+  auto it = tickets_by_conn_.find(conn_id);
+  if (it == tickets_by_conn_.end()) return {};
+  std::vector<uint64_t> tickets(it->second.begin(), it->second.end());
   std::sort(tickets.begin(), tickets.end());
   return tickets;
+}
+
+size_t LeaseTable::ConnTicketCount(uint64_t conn_id) const {
+  auto it = tickets_by_conn_.find(conn_id);
+  return it == tickets_by_conn_.end() ? 0 : it->second.size();
 }
 
 SegmentCounts LeaseTable::Counts(uint64_t segment_id) const {
@@ -167,9 +178,9 @@ std::vector<LeaseRecord> LeaseTable::HoldersOf(uint64_t segment_id) const {
 }
 
 std::optional<uint64_t> LeaseTable::SegmentOfTicket(uint64_t ticket) const {
-  auto it = ticket_segment_.find(ticket);
-  if (it == ticket_segment_.end()) return std::nullopt;
-  return it->second;
+  auto it = tickets_.find(ticket);
+  if (it == tickets_.end()) return std::nullopt;
+  return it->second.segment_id;
 }
 
 void LeaseTable::DropIfIdle(uint64_t segment_id) {

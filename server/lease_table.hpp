@@ -6,11 +6,16 @@
 // exclusive. An exclusive lease is granted only when no other lease exists on the segment; while it
 // is held no other lease is granted. Requests that cannot be granted at once wait in arrival order
 // (strict FIFO per segment, so a waiting exclusive request is not starved by a stream of shared ones).
+//
+// Cost: every operation costs the work of its own connection or segment, never the number of
+// other clients' waiters (issue 14: one uid queueing 200,000 waits must not slow anyone else). A
+// queue is a std::list; each ticket keeps the iterator of its node, and each connection the set
+// of its tickets, so Cancel, TicketsOf and a closing connection touch only what they own.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
@@ -72,9 +77,13 @@ class LeaseTable {
   // Withdraws every queued request of `segment_id` (it was removed); returns their tickets.
   std::vector<uint64_t> CancelAll(uint64_t segment_id);
 
-  // Every lease and queued ticket of a connection, for release when it closes.
+  // Every lease and queued ticket of a connection, for release when it closes; ascending. They
+  // cost O(k log k) in the connection's own k leases or tickets.
   std::vector<uint64_t> LeasesOf(uint64_t conn_id) const;
   std::vector<uint64_t> TicketsOf(uint64_t conn_id) const;
+  // How many requests of a connection wait, and of everyone: O(1).
+  size_t ConnTicketCount(uint64_t conn_id) const;
+  size_t TotalWaiting() const { return tickets_.size(); }
 
   // Lease ids from here on start at `first` (never lower than now): a restarted daemon starts a new
   // range so that its ids cannot be mistaken for an earlier process's (docs/RESTART.md).
@@ -101,17 +110,26 @@ class LeaseTable {
     uint32_t readers = 0;
     uint32_t writers = 0;
     bool exclusive_held = false;
-    std::deque<Waiter> queue;
+    std::list<Waiter> queue;  // arrival order; nodes stay put, so tickets keep iterators
+  };
+  struct TicketRef {
+    uint64_t segment_id;
+    std::list<Waiter>::iterator node;  // into segments_[segment_id].queue
   };
 
   bool Grantable(const SegmentState& s, bool exclusive) const;
   LeaseRecord Add(uint64_t segment_id, uint64_t conn_id, LeaseMode mode, bool exclusive);
   void DropIfIdle(uint64_t segment_id);
+  // Forgets a ticket's index entries (not its queue node).
+  void Unindex(uint64_t ticket, uint64_t conn_id);
 
   std::unordered_map<uint64_t, SegmentState> segments_;
   std::unordered_map<uint64_t, LeaseRecord> leases_;
   std::unordered_map<uint64_t, std::unordered_set<uint64_t>> by_conn_;  // conn -> lease ids
-  std::unordered_map<uint64_t, uint64_t> ticket_segment_;                // ticket -> segment
+  // Values of an unordered_map never move, so the list iterators in tickets_ stay valid while
+  // their segment's state exists (DropIfIdle erases it only once its queue is empty).
+  std::unordered_map<uint64_t, TicketRef> tickets_;
+  std::unordered_map<uint64_t, std::unordered_set<uint64_t>> tickets_by_conn_;  // conn -> tickets
   uint64_t next_lease_ = 1;
   uint64_t next_ticket_ = 1;
 };

@@ -37,7 +37,7 @@ void RequestHandler::OnReclaim(const SessionPtr& s, uint32_t id, const proto::Re
     Segment* segment = Match(registry_, lease.segment_id, lease.created_unix_ns);
     if (segment == nullptr) {
       result.status = Errc::kNotFound;
-    } else if (table_.ConnLeaseCount(s->id()) + table_.TicketsOf(s->id()).size() >=
+    } else if (table_.ConnLeaseCount(s->id()) + table_.ConnTicketCount(s->id()) >=
                config_.max_leases_per_connection) {
       result.status = Errc::kLimitLeases;
     } else if (!Allowed(s->peer(), *segment,

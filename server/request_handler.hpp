@@ -9,7 +9,10 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "channel_registry.hpp"
 #include "config.hpp"
@@ -26,7 +29,8 @@ class RequestHandler {
 
   void Handle(const std::shared_ptr<Session>& session, const proto::Header& header,
               proto::Request&& request);
-  // Releases every lease and wait of a closing session.
+  // Releases every lease and wait of a closing session: at once for up to 2048 waits, more a
+  // slice per turn of the loop (its leases after its last wait).
   void OnClose(Session& session);
 
   const LeaseTable& table() const { return table_; }
@@ -38,6 +42,37 @@ class RequestHandler {
   void FreeUnclaimed();
 
  private:
+  // Counts one wait against its uid for as long as it lives (max-waiters-per-uid): every way a
+  // wait ends erases it from waits_, and that gives the count back.
+  class UidWaitCount {
+   public:
+    UidWaitCount() = default;
+    UidWaitCount(std::unordered_map<uint32_t, uint64_t>& counts, uint32_t uid)
+        : counts_(&counts), uid_(uid) {
+      ++counts[uid];
+    }
+    UidWaitCount(UidWaitCount&& other) noexcept
+        : counts_(std::exchange(other.counts_, nullptr)), uid_(other.uid_) {}
+    UidWaitCount& operator=(UidWaitCount&& other) noexcept {
+      if (this != &other) {
+        GiveBack();
+        counts_ = std::exchange(other.counts_, nullptr);
+        uid_ = other.uid_;
+      }
+      return *this;
+    }
+    ~UidWaitCount() { GiveBack(); }
+
+   private:
+    void GiveBack() {
+      if (counts_ == nullptr) return;
+      auto it = counts_->find(uid_);
+      if (it != counts_->end() && --it->second == 0) counts_->erase(it);
+      counts_ = nullptr;
+    }
+    std::unordered_map<uint32_t, uint64_t>* counts_ = nullptr;
+    uint32_t uid_ = 0;
+  };
   struct Wait {
     std::weak_ptr<Session> session;
     uint32_t request_id = 0;
@@ -45,6 +80,7 @@ class RequestHandler {
     proto::LeaseMode mode = proto::LeaseMode::kRead;  // as asked, for the timeout's message
     bool exclusive = false;
     int64_t timeout_ms = 0;
+    UidWaitCount counted;
   };
   using SessionPtr = std::shared_ptr<Session>;
 
@@ -73,8 +109,11 @@ class RequestHandler {
   bool Allowed(const Peer& peer, const Segment& segment, Access access) const;
   bool Allowed(const Peer& peer, uint32_t owner_uid, uint32_t owner_gid, uint32_t mode,
                Access access) const;
-  // Replies kPermissionDenied and returns false when `access` is not allowed.
+  // Replies kPermissionDenied and returns false when `access` is not allowed. The reply names
+  // the segment's owner and mode only to a caller who may read it (who sees them in stat anyway).
   bool CheckAccess(Session& s, uint32_t id, const Segment& segment, Access access);
+  // Refuses (kLimitLeases, naming the setting) a request that would wait past a waiter limit.
+  std::string WaitLimitReached(const Session& s) const;
   void OnReclaim(const SessionPtr& s, uint32_t id, const proto::Reclaim& m);
 
   // --- Channels (channel_requests.cpp) ---
@@ -93,7 +132,12 @@ class RequestHandler {
   // Sends AcquireOk for a granted lease, passing the descriptor if this connection lacks it.
   void SendGrant(Session& session, uint32_t request_id, const LeaseRecord& lease);
   void OnWaitExpired(uint64_t ticket);
-  // Replies to every queued request that can now be granted on `segment_id`.
+  // OnClose's work: withdraws tickets[done...] of closed connection `conn_id` a slice at a time,
+  // then releases its leases and logs `who` disconnected.
+  void WithdrawClosed(uint64_t conn_id, std::vector<uint64_t> tickets, size_t done,
+                      std::string who);
+  // Replies to every queued request that can now be granted on `segment_id` (granting none to a
+  // closed connection).
   void PromoteWaiters(uint64_t segment_id);
   // Frees a removed segment whose last lease is gone, telling connections that mapped it.
   void FreeIfUnused(uint64_t segment_id);
@@ -105,7 +149,8 @@ class RequestHandler {
   SessionManager& sessions_;
   LeaseTable table_;
   ChannelRegistry channels_;
-  std::unordered_map<uint64_t, Wait> waits_;  // by ticket
+  std::unordered_map<uint32_t, uint64_t> waits_by_uid_;  // before waits_: outlives its counts
+  std::unordered_map<uint64_t, Wait> waits_;             // by ticket
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   struct CreateWaiter {
     std::weak_ptr<Session> session;

@@ -87,6 +87,13 @@ bool SegmentRegistry::MatchesExisting(const Segment& existing, const proto::Crea
               error, message);
 }
 
+bool SegmentRegistry::Charged(const Segment& segment, uint32_t uid) const {
+  if (!segment.removed || !lease_holders_) return segment.owner_uid == uid;
+  std::vector<uint32_t> holders = lease_holders_(segment.id);
+  if (holders.empty()) return segment.owner_uid == uid;
+  return std::find(holders.begin(), holders.end(), uid) != holders.end();
+}
+
 Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator, Errc& error,
                                   std::string& message) {
   proto::Create c = request;
@@ -169,14 +176,15 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
     uint64_t owned_bytes = 0;
     uint64_t owned_segments = 0;
     for (const auto& [other_id, other] : by_id_) {
-      if (other->owner_uid != creator.uid) continue;
+      if (!Charged(*other, creator.uid)) continue;
       owned_bytes += other->size;
       ++owned_segments;
     }
     if (config_.quota_segments != 0 && owned_segments >= config_.quota_segments) {
       Fail(Errc::kQuotaSegments,
            "uid " + std::to_string(creator.uid) + " already owns its quota of " +
-               std::to_string(config_.quota_segments) + " segments",
+               std::to_string(config_.quota_segments) +
+               " segments (removed ones it still holds leases on counted)",
            error, message);
       return nullptr;
     }
@@ -184,7 +192,7 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
       Fail(Errc::kQuotaBytes,
            "creating " + FormatSize(c.size) + " would pass uid " + std::to_string(creator.uid) +
                "'s quota of " + FormatSize(config_.quota_bytes) + " (" + FormatSize(owned_bytes) +
-               " owned)",
+               " owned, removed segments it still holds leases on counted)",
            error, message);
       return nullptr;
     }

@@ -1,6 +1,7 @@
 // The daemon's segments: by name (while named) and by id (until freed), with the limits on their
 // number and bytes. Owns every ShmObject; a segment's memory is released when Destroy() drops it.
-// A removed segment keeps counting against the limits until it is destroyed.
+// A removed segment keeps counting against the limits until it is destroyed; against the quotas
+// of the uids whose leases keep it alive (docs/PROTOCOL.md, "Limits and quotas").
 #pragma once
 
 #include <cstdint>
@@ -74,6 +75,16 @@ class SegmentRegistry {
   // Frees the segment's memory and forgets it.
   void Destroy(uint64_t id);
 
+  // Who pays quota for a removed segment: the uids holding leases on it, told by the lease
+  // table's owner (RequestHandler). Its owner pays only while it holds one too, or while nobody
+  // does (the memory is then about to be freed); a removed segment nobody can reach otherwise
+  // keeps the owner out of its own quota for as long as another user holds on to it.
+  void set_lease_holders(std::function<std::vector<uint32_t>(uint64_t segment_id)> holders) {
+    lease_holders_ = std::move(holders);
+  }
+  // True when `segment` counts against `uid`'s quotas (by the rule above).
+  bool Charged(const Segment& segment, uint32_t uid) const;
+
   // --- Durable state (docs/RESTART.md) ---
   // Called after every change the state file records: a segment completed, removed or freed.
   void set_on_change(std::function<void()> on_change) { on_change_ = std::move(on_change); }
@@ -110,6 +121,7 @@ class SegmentRegistry {
   uint64_t next_id_ = 1;
   std::function<void()> on_change_;
   std::function<void(const Segment&, bool)> on_backing_;
+  std::function<std::vector<uint32_t>(uint64_t)> lease_holders_;
   bool preserved_ = false;
 };
 

@@ -88,6 +88,7 @@ void CheckFile(std::string_view text) {
   FUZZ_CHECK(
       config.max_connections > 0 && config.max_segments > 0 && config.max_leases_per_connection > 0,
       Show(config));
+  FUZZ_CHECK(config.max_waiters_per_connection > 0 && config.max_waiters_per_uid > 0, Show(config));
   FUZZ_CHECK(!config.admins.empty(), Show(config));
   FUZZ_CHECK(config.reclaim_grace_ms <= static_cast<uint64_t>(server::kLongestTimerMs),
              Show(config));

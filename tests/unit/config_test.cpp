@@ -134,6 +134,22 @@ TEST(ConfigStateDir, DefaultAndNone) {
     ScopedEnv run("XDG_RUNTIME_DIR", "relative");  // not a runtime directory: ignored
     EXPECT_EQ(finalized(""), "");
   }
+
+TEST(ConfigText, WaiterLimitsAreSettingsOfAtLeastOne) {
+  Config config;
+  EXPECT_EQ(config.max_waiters_per_connection, 65536u);
+  EXPECT_EQ(config.max_waiters_per_uid, 262144u) << "room for issue 14's 200,000 waits";
+  std::string error;
+  ASSERT_TRUE(LoadConfigText("max-waiters-per-connection = 3\nmax-waiters-per-uid = 5\n",
+                             "test.toml", {}, config, error))
+      << error;
+  EXPECT_EQ(config.max_waiters_per_connection, 3u);
+  EXPECT_EQ(config.max_waiters_per_uid, 5u);
+  config.socket = "shmleased-test.sock";
+  EXPECT_TRUE(Finalize(config, error)) << error;
+  config.max_waiters_per_uid = 0;
+  EXPECT_FALSE(Finalize(config, error));
+  EXPECT_NE(error.find("max-waiters-per-uid"), std::string::npos) << error;
 }
 
 }  // namespace

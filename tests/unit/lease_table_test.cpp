@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <vector>
+
 namespace shmlease::server {
 namespace {
 
@@ -168,6 +173,124 @@ TEST(LeaseTable, FindReportsTheRecord) {
   EXPECT_EQ(found->conn_id, 3u);
   EXPECT_EQ(found->mode, kW);
   EXPECT_FALSE(t.Find(a.lease.lease_id + 100).has_value());
+}
+
+// Issue 14: one uid queued 200,000 waits and every other client slowed to ~1 s a request, because
+// TicketsOf walked every queue and Cancel searched its queue. What a connection asks about its own
+// waits must not see anyone else's.
+constexpr uint64_t kOthersWaiting = 200000;
+
+// Ten attacker connections (100..109), each holding an exclusive lease on its own segment
+// (1000..1009) and queueing 20,000 more behind it.
+void QueueOthers(LeaseTable& t) {
+  for (uint64_t c = 0; c < 10; ++c) {
+    ASSERT_EQ(t.Request(1000 + c, 100 + c, kW, true, true).outcome, Outcome::kGranted);
+    for (uint64_t i = 0; i < kOthersWaiting / 10; ++i) {
+      ASSERT_EQ(t.Request(1000 + c, 100 + c, kW, true, true).outcome, Outcome::kQueued);
+    }
+  }
+}
+
+TEST(LeaseTable, OthersWaitersAreInvisibleToAConnectionsOwnBookkeeping) {
+  LeaseTable t;
+  QueueOthers(t);
+  EXPECT_EQ(t.TotalWaiting(), kOthersWaiting);
+  EXPECT_EQ(t.Counts(1003).waiting, kOthersWaiting / 10);
+  EXPECT_EQ(t.ConnTicketCount(103), kOthersWaiting / 10);
+  auto holder = t.Request(1, 10, kW, true, true);
+  auto wait = t.Request(1, 11, kR, false, true);
+  ASSERT_EQ(wait.outcome, Outcome::kQueued);
+  EXPECT_EQ(t.TicketsOf(11), (std::vector<uint64_t>{wait.ticket}));
+  EXPECT_EQ(t.ConnTicketCount(11), 1u);
+  EXPECT_EQ(t.ConnTicketCount(10), 0u);
+  EXPECT_EQ(t.Counts(1).waiting, 1u);
+  ASSERT_TRUE(t.Release(holder.lease.lease_id, 10).has_value());
+  auto grants = t.Promote(1);
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0].ticket, wait.ticket);
+  EXPECT_EQ(t.ConnTicketCount(11), 0u);
+  EXPECT_EQ(t.TotalWaiting(), kOthersWaiting);
+
+  // One attacker closes: its tickets are found without walking the others'.
+  std::vector<uint64_t> tickets = t.TicketsOf(104);
+  ASSERT_EQ(tickets.size(), kOthersWaiting / 10);
+  EXPECT_TRUE(std::is_sorted(tickets.begin(), tickets.end()));
+  for (uint64_t ticket : tickets) ASSERT_TRUE(t.Cancel(ticket));
+  EXPECT_EQ(t.Counts(1004).waiting, 0u);
+  EXPECT_EQ(t.Counts(1005).waiting, kOthersWaiting / 10);
+  EXPECT_EQ(t.TotalWaiting(), kOthersWaiting - kOthersWaiting / 10);
+}
+
+// Cancel takes a node out by its handle: in any order, the rest keep strict arrival order.
+TEST(LeaseTable, CancelsInAnyOrderKeepStrictFifo) {
+  LeaseTable t;
+  auto holder = t.Request(1, 1, kW, true, true);
+  std::vector<uint64_t> tickets;
+  for (uint64_t i = 0; i < 1000; ++i) {
+    auto r = t.Request(1, 10 + i % 7, i % 3 == 0 ? kW : kR, i % 5 == 0, true);
+    ASSERT_EQ(r.outcome, Outcome::kQueued);
+    tickets.push_back(r.ticket);
+  }
+  std::vector<uint64_t> kept;
+  for (size_t i = 0; i < tickets.size(); ++i) {
+    if (i % 4 == 1 || i % 9 == 0) {
+      EXPECT_TRUE(t.Cancel(tickets[tickets.size() - 1 - i]));  // from the back
+    }
+  }
+  for (size_t i = 0; i < tickets.size(); ++i) {
+    size_t j = tickets.size() - 1 - i;
+    if (!(i % 4 == 1 || i % 9 == 0)) kept.push_back(tickets[j]);
+  }
+  std::reverse(kept.begin(), kept.end());
+  EXPECT_EQ(t.Counts(1).waiting, kept.size());
+  size_t waiting_sum = 0;
+  for (uint64_t c = 10; c < 17; ++c) waiting_sum += t.ConnTicketCount(c);
+  EXPECT_EQ(waiting_sum, kept.size());
+  ASSERT_TRUE(t.Release(holder.lease.lease_id, 1).has_value());
+  std::vector<uint64_t> granted;
+  for (int round = 0; round < 2000 && granted.size() < kept.size(); ++round) {
+    std::vector<Grant> grants = t.Promote(1);
+    for (const Grant& g : grants) granted.push_back(g.ticket);
+    for (const Grant& g : grants) ASSERT_TRUE(t.Release(g.lease.lease_id, g.lease.conn_id).has_value());
+  }
+  EXPECT_EQ(granted, kept);
+  EXPECT_EQ(t.TotalWaiting(), 0u);
+  EXPECT_EQ(t.TotalLeases(), 0u);
+}
+
+// The same as a cost: one connection's acquire, wait, cancel and close bookkeeping takes about as
+// long with 200,000 others waiting as with none (it walked all of them: ~1,000 times longer).
+// A ratio of medians with a wide margin, so that a loaded machine does not fail it.
+TEST(LeaseTable, OwnWorkCostsTheSameWithOthersWaiting) {
+  auto batch_us = [](LeaseTable& t) {
+    std::vector<double> samples;
+    for (int b = 0; b < 15; ++b) {
+      auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < 200; ++i) {
+        auto holder = t.Request(1, 10, kW, true, true);
+        auto w = t.Request(1, 11, kR, false, true);
+        auto w2 = t.Request(1, 11, kW, true, true);
+        if (t.TicketsOf(11).size() != 2 || t.ConnTicketCount(11) != 2) std::abort();
+        t.Cancel(w2.ticket);
+        t.Release(holder.lease.lease_id, 10);
+        for (const Grant& g : t.Promote(1)) t.Release(g.lease.lease_id, g.lease.conn_id);
+        (void)w;
+      }
+      samples.push_back(std::chrono::duration<double, std::micro>(
+                            std::chrono::steady_clock::now() - start)
+                            .count());
+    }
+    std::nth_element(samples.begin(), samples.begin() + samples.size() / 2, samples.end());
+    return samples[samples.size() / 2];
+  };
+  LeaseTable quiet;
+  double unloaded = batch_us(quiet);
+  LeaseTable busy;
+  QueueOthers(busy);
+  double loaded = batch_us(busy);
+  EXPECT_EQ(busy.TotalWaiting(), kOthersWaiting);
+  EXPECT_LT(loaded, 25 * std::max(unloaded, 50.0))
+      << "unloaded median " << unloaded << " us, loaded " << loaded << " us per 200 rounds";
 }
 
 }  // namespace

@@ -240,6 +240,37 @@ TEST_F(SegmentRegistryTest, QuotasCountWhatEachUidOwns) {
   for (Segment* s : {a1, b1}) registry().Destroy(s->id);
 }
 
+// A removed segment is paid for by the uids whose leases keep it alive (issue 14, point 9); its
+// owner only while it holds one too, or while nobody does.
+TEST_F(SegmentRegistryTest, ARemovedSegmentIsChargedToItsHolders) {
+  config_.quota_bytes = 8 << 10;
+  const Creator alice{10, 1000, 1000};
+  const Creator bob{11, 1001, 1001};
+  std::vector<uint32_t> holders;
+  registry().set_lease_holders([&](uint64_t) { return holders; });
+  Segment* a = Create({.name = "a", .size = 8 << 10}, alice);
+  ASSERT_NE(a, nullptr);
+  EXPECT_TRUE(registry().Charged(*a, 1000));
+  holders = {1001};
+  EXPECT_TRUE(registry().Charged(*a, 1000)) << "named: its owner pays, whoever leases it";
+  EXPECT_FALSE(registry().Charged(*a, 1001));
+  ASSERT_EQ(registry().Unname("a"), a);
+  EXPECT_FALSE(registry().Charged(*a, 1000)) << "removed, kept alive by bob only";
+  EXPECT_TRUE(registry().Charged(*a, 1001));
+  std::string message;
+  EXPECT_EQ(RefusalOf({.name = "b", .size = 4096}, bob, &message), Errc::kQuotaBytes);
+  EXPECT_NE(message.find("removed segments it still holds leases on"), std::string::npos)
+      << message;
+  Segment* again = Create({.name = "a", .size = 8 << 10}, alice);
+  ASSERT_NE(again, nullptr) << "alice let go of what she removed";
+  holders = {1000, 1001};
+  EXPECT_TRUE(registry().Charged(*a, 1000)) << "the owner holds it too";
+  holders = {};
+  EXPECT_TRUE(registry().Charged(*a, 1000)) << "nobody holds it: about to be freed, the owner's";
+  EXPECT_FALSE(registry().Charged(*a, 1001));
+  for (Segment* s : {a, again}) registry().Destroy(s->id);
+}
+
 TEST_F(SegmentRegistryTest, ExistOkMatchesAsACreateWouldComplete) {
   Segment* raw = Create({.name = "raw", .size = 4096});
   Segment* grid = Create({.name = "grid", .format = "f", .shape = {16, 16}});
