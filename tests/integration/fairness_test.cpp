@@ -92,7 +92,14 @@ std::vector<double> VictimRounds(Client& victim, int rounds) {
 }
 
 constexpr int kAttackConnections = 10;
-constexpr int kWaitsPerConnection = 20000;  // 200,000 in all, the issue's number
+// 200,000 in all, the issue's number, in the plain build. Under ASan and TSan (the daemon is
+// built with them too, and runs each request 5-20x slower) a tenth: those stages look for memory
+// errors and races on the same paths; the plain stage holds the figures.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr int kWaitsPerConnection = 2000;
+#else
+constexpr int kWaitsPerConnection = 20000;
+#endif
 
 // The attack of issue 14, on the daemon's default limits (which allow it: with queues that cost
 // only their own work it is harmless). Ten connections of another uid each take an exclusive lease
@@ -188,7 +195,8 @@ TEST(Fairness, AnotherUidsTwoHundredThousandWaitersSlowNobodyAndStallNobodyWhenT
   }
   EXPECT_EQ(victim.Stat("victim").waiting, 0u);
   std::cout << "victim acquire+release: " << quiet << " us unloaded, " << loaded
-            << " us loaded (median), " << worst / 1e3 << " ms worst while 200,000 waits left\n";
+            << " us loaded (median), " << worst / 1e3 << " ms worst while "
+            << kAttackConnections * kWaitsPerConnection << " waits left\n";
   testing::RemoveAllSegments(daemon);
   testing::ExpectCleanStop(daemon);
 }

@@ -134,6 +134,7 @@ TEST(ConfigStateDir, DefaultAndNone) {
     ScopedEnv run("XDG_RUNTIME_DIR", "relative");  // not a runtime directory: ignored
     EXPECT_EQ(finalized(""), "");
   }
+}
 
 TEST(ConfigText, WaiterLimitsAreSettingsOfAtLeastOne) {
   Config config;
