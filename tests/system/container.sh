@@ -125,11 +125,15 @@ head -c 4194304 /dev/urandom >"$SYS_RUN/frames.bin"
 client create frames 4MiB --mode 0660 >/dev/null
 client_put frames <"$SYS_RUN/frames.bin" >/dev/null
 client cat frames | cmp -s - "$SYS_RUN/frames.bin" || sys_die "another container reads other bytes than one wrote"
-listing=$(docker exec "$daemon" ls -ln /dev/shm)
-grep -q ' 10001 10001 4194304 ' <<<"$listing" || sys_die "the daemon container's /dev/shm has no 4 MiB object: $listing"
+# The memory is a sealed memfd the daemon (PID 1 of its container) holds, private to its user;
+# nothing of it has a name in any /dev/shm.
+listing=$(docker exec "$daemon" ls -A /dev/shm)
+[[ -z $listing ]] || sys_die "the daemon container's /dev/shm is not empty (sealed segments have no name there): $listing"
+memfds=$(docker exec "$daemon" sh -c 'for f in /proc/1/fd/*; do case $(readlink "$f") in /memfd:*) stat -L -c "%u %a %s" "$f";; esac; done')
+grep -q '^10001 600 4194304$' <<<"$memfds" || sys_die "the daemon holds no private 4 MiB memfd: $memfds"
 client_shm=$(docker run --rm "${common[@]}" --entrypoint ls "$image" -A /dev/shm)
 [[ -z $client_shm ]] || sys_die "a client container's /dev/shm is not empty: $client_shm"
-sys_pass "4 MiB put by one client container read back by another; the memory is the daemon container's /dev/shm object, client containers' /dev/shm stay empty"
+sys_pass "4 MiB put by one client container read back by another; the memory is a sealed memfd of the daemon's (uid 10001, mode 0600), every /dev/shm stays empty"
 
 # A client that only writes into its mapped lease (no request carries bytes), and another
 # container that reads: the same pages.

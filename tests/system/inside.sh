@@ -213,14 +213,20 @@ status_of() { sed -n "s/^$1:[[:space:]]*//p" "/proc/$pid/status"; }
 [[ $(status_of Seccomp) == 2 ]] || die "the daemon runs without a seccomp filter"
 [[ $(readlink "/proc/$pid/ns/net") != "$(readlink /proc/1/ns/net)" ]] || die "the daemon shares the network namespace"
 [[ $(readlink "/proc/$pid/ns/mnt") != "$(readlink /proc/1/ns/mnt)" ]] || die "the daemon shares the mount namespace"
-# The segments are in the one /dev/shm everybody shares: the daemon's objects seen from outside
-# its namespace are the ones it has open.
-objects=$(find /dev/shm -maxdepth 1 -user shmlease -perm 0600 -name 'shmlease-*' | wc -l)
-((objects == 3)) || die "/dev/shm outside the daemon's namespace holds $objects objects of the daemon, not 3: $(ls -l /dev/shm)"
-inode=$(stat -c %i "$(find /dev/shm -maxdepth 1 -user shmlease -name 'shmlease-*' | head -n 1)")
-held_inodes=$(stat -L -c %i "/proc/$pid/fd/"* 2>/dev/null || true)
-grep -qxF "$inode" <<<"$held_inodes" || die "the daemon does not hold the object in /dev/shm it should"
-pass "the running daemon: user shmlease, no_new_privs, no capabilities, seccomp filter, own mount and network namespaces; its 3 segment objects are in the shared /dev/shm"
+# The segments are sealed memfds of the daemon's (docs/RESTART.md): nothing of it in /dev/shm,
+# where anyone could see or squat a name, and its 3 segments are memfds it holds (each twice: the
+# read-write and the read-only descriptor), private to its user.
+objects=$(find /dev/shm -maxdepth 1 -user shmlease -name 'shmlease-*' | wc -l)
+((objects == 0)) || die "/dev/shm holds $objects objects of the daemon; sealed segments have no name there: $(ls -l /dev/shm)"
+memfds=()
+for fd in "/proc/$pid/fd/"*; do
+  [[ $(readlink "$fd") =~ ^/memfd:shmlease-[^\ ]*\.[0-9]+\ \(deleted\)$ ]] || continue
+  [[ $(stat -L -c '%U %a' "$fd") == "shmlease 600" ]] || die "segment memfd $(readlink "$fd") is $(stat -L -c '%U %a' "$fd"), not shmlease 600"
+  memfds+=("$(stat -L -c %i "$fd")")
+done
+inodes=$(printf '%s\n' "${memfds[@]}" | sort -u | wc -l)
+((inodes == 3)) || die "the daemon holds $inodes segment memfds, not 3: $(ls -l "/proc/$pid/fd/")"
+pass "the running daemon: user shmlease, no_new_privs, no capabilities, seccomp filter, own mount and network namespaces; its 3 segments are sealed memfds of its own (mode 0600), none in /dev/shm"
 
 # The probe: the installed unit with only what it runs changed, so every sandbox option applies.
 unit=$prefix/lib/systemd/system/shmleased.service
