@@ -568,8 +568,8 @@ std::vector<std::string> ListShmObjects(const std::string& prefix) {
   return names;
 }
 
-std::vector<std::string> ListOwnNamelessObjects(const std::string& prefix) {
-  std::vector<std::string> names;
+std::vector<std::string> ListOwnShmObjects(const std::string& prefix) {
+  std::vector<std::string> names = ListShmObjects(prefix);
   DIR* dir = ::opendir("/proc/self/fd");
   if (dir == nullptr) return names;
   while (dirent* entry = ::readdir(dir)) {
@@ -578,7 +578,7 @@ std::vector<std::string> ListOwnNamelessObjects(const std::string& prefix) {
     ssize_t n = ::readlink(link.c_str(), target, sizeof(target) - 1);
     if (n <= 0) continue;
     std::string text(target, static_cast<size_t>(n));
-    if (text.rfind(kShmDir, 0) == 0) continue;  // named ones: ListShmObjects
+    if (text.rfind(kShmDir, 0) == 0) continue;  // named ones: listed above
     size_t slash = text.rfind('/', text.find(' '));
     std::string name = text.substr(slash + 1, text.find(' ', slash) - slash - 1);
     if (name.rfind("memfd:", 0) == 0) name = name.substr(6);

@@ -133,9 +133,10 @@ inline constexpr int kSegmentSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
 // Names in /dev/shm that start with `prefix` (left over by an earlier daemon on the same prefix).
 std::vector<std::string> ListShmObjects(const std::string& prefix);
-// Names of the memfds (and unlinked huge-dir files) that this process holds open and whose name
-// starts with `prefix`, each once: the nameless backings' counterpart of ListShmObjects.
-std::vector<std::string> ListOwnNamelessObjects(const std::string& prefix);
+// Every segment memory of `prefix` that exists for this process, each once: the names in /dev/shm
+// (ListShmObjects) and the memfds (and unlinked huge-dir files) this process holds open, by the
+// name they were made with. For tests that check that nothing is left behind.
+std::vector<std::string> ListOwnShmObjects(const std::string& prefix);
 // Unlinks a shm object by name; false if it could not be.
 bool UnlinkShmObject(const std::string& name);
 // Bytes free in the filesystem that backs POSIX shm (/dev/shm), or 0 if unknown.

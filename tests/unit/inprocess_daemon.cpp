@@ -79,11 +79,7 @@ int InProcessDaemon::Stop() {
 }
 
 std::vector<std::string> InProcessDaemon::ShmObjects() const {
-  std::vector<std::string> names = server::ListShmObjects(config_.shm_prefix + ".");
-  for (std::string& name : server::ListOwnNamelessObjects(config_.shm_prefix + ".")) {
-    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(std::move(name));
-  }
-  return names;
+  return server::ListOwnShmObjects(config_.shm_prefix + ".");
 }
 
 }  // namespace shmlease::testing

@@ -33,13 +33,7 @@ class SegmentRegistryTest : public ::testing::Test {
     return *registry_;
   }
   // Its memory that exists: named objects, and the memfds this process (the registry) holds.
-  std::vector<std::string> ShmObjects() const {
-    std::vector<std::string> names = ListShmObjects(config_.shm_prefix + ".");
-    for (std::string& name : ListOwnNamelessObjects(config_.shm_prefix + ".")) {
-      names.push_back(std::move(name));
-    }
-    return names;
-  }
+  std::vector<std::string> ShmObjects() const { return ListOwnShmObjects(config_.shm_prefix + "."); }
 
   // Reserve() that must fail: returns its code, and the message in `message`.
   Errc RefusalOf(const proto::Create& request, Creator creator = {},
