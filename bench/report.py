@@ -193,8 +193,7 @@ def run_steps(runner: Runner, only: list[str], results: dict) -> None:
     if "pipeline" in only:
         frames = ["--frames", "40", "--queue-frames", "5"] if quick else []
         runner.run("pipeline", [py, "bench/python/pipeline_bench.py", "--daemon", daemon,
-                                "--markdown", runner.doc, *frames],
-                   missed_marker="**shmlease channels / multiprocessing.Queue:")
+                                "--markdown", runner.doc, *frames])
     if "channel" in only:
         iterations, rounds = {"full": (3000, 3), "quick": (500, 2), "smoke": (100, 1)}[runner.mode]
         out = runner.run("channel", [runner.path("bench", "channel_bench"), str(iterations),

@@ -1,5 +1,6 @@
-"""8 MiB frames through the three-stage pipeline of examples/pipeline, over shmlease channels and
-over multiprocessing.Queue, in one run; writes the ratio to its section of docs/BENCHMARKS.md.
+"""8 MiB frames through the three-stage pipeline of examples/pipeline, over shmlease channels, over
+multiprocessing.Queue, and with no IPC at all (the three stages' work in one process), in one run;
+writes what the transport costs to its section of docs/BENCHMARKS.md.
 
     PYTHONPATH=BUILD/python /usr/bin/python3 bench/python/pipeline_bench.py --daemon BUILD/server/shmleased
 
@@ -53,6 +54,7 @@ def main() -> int:
                 raise SystemExit("shmleased did not start")
             time.sleep(0.02)
         time.sleep(0.2)
+        none = run("none", args.frames, env)
         channels = run("shmlease", args.frames, env)
         queue = run("queue", args.queue_frames, env)
     finally:
@@ -63,20 +65,41 @@ def main() -> int:
     if left:
         raise SystemExit(f"shmleased left {left} in /dev/shm")
 
-    ratio = channels["frames_per_s"] / queue["frames_per_s"]
+    cores = len(os.sched_getaffinity(0))
+    stage_us = none["stage_us"]
+    # With no IPC, `cores` processes could at best overlap the stages: the rate is bounded by the
+    # slowest stage and by the total work shared out over the cores.
+    ideal_fps = 1e6 / max(max(stage_us.values()), sum(stage_us.values()) / cores)
+    vs_none = channels["frames_per_s"] / none["frames_per_s"]
+    vs_ideal = channels["frames_per_s"] / ideal_fps
+    vs_queue = channels["frames_per_s"] / queue["frames_per_s"]
     rows = [
         "| transport | frames | frames/s | latency p50 | latency p99 |",
         "|---|---:|---:|---:|---:|",
     ]
-    for r in (channels, queue):
+    for r in (none, channels, queue):
         rows.append(f"| {r['transport']} | {r['frames']} | {r['frames_per_s']:.1f} | "
                     f"{r['latency_us_p50'] / 1e3:.2f} ms | {r['latency_us_p99'] / 1e3:.2f} ms |")
-    report = "\n".join(rows) + (f"\n\n**shmlease channels / multiprocessing.Queue: {ratio:.0f}x** "
-                                "frames/s (target >= 100x)\n")
+    rows += [
+        "",
+        "The stages' work per frame, with no IPC: " + ", ".join(
+            f"{k} {v:.0f} us" for k, v in stage_us.items()) + f" ({sum(stage_us.values()):.0f} us in all).",
+        "",
+        "| what the transport costs (frames/s) | ratio |",
+        "|---|---:|",
+        f"| pipeline over channels / the same work in one process, no IPC | **{vs_none:.2f}x** |",
+        f"| pipeline over channels / the best {cores} cores could do with no IPC "
+        f"({ideal_fps:.0f} frames/s: the slowest stage, or all the work over {cores} cores) "
+        f"| **{vs_ideal:.2f}x** |",
+        f"| pipeline over channels / over multiprocessing.Queue (copies every frame twice) "
+        f"| {vs_queue:.0f}x |",
+    ]
+    report = "\n".join(rows) + "\n"
     print(report)
     if args.markdown:
         write_section(args.markdown, BEGIN, END, "\n".join([
-            "## 8 MiB frames through the three-stage Python pipeline, one run (issue 4)",
+            "## 8 MiB frames through the three-stage Python pipeline: what the transport costs "
+            "(issues 4 and 15)",
             "",
             "```",
             "PYTHONPATH=BUILD/python /usr/bin/python3 bench/python/pipeline_bench.py "
@@ -84,12 +107,16 @@ def main() -> int:
             "```",
             "",
             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs; load average at the end "
-            f"{os.getloadavg()[0]:.2f}. Both pipelines in the same run, same stages "
-            "(examples/pipeline/pipeline.py).",
+            f"{os.getloadavg()[0]:.2f}. All three in the same run, same stages "
+            "(examples/pipeline/pipeline.py; `--transport none` does the three stages' work in "
+            "one process into the same rotating buffers). A ratio near 1 against the best the "
+            "cores allow means the transport costs nothing the stages notice; the zero-work "
+            "frame rate through a channel against a hand-built shared-memory ring is in "
+            "[Python frames per second through a channel](#python-frames-per-second-through-a-channel-back-to-back-issues-13-and-15).",
             "",
             report,
         ]))
-    return 0 if ratio >= 100 else 1
+    return 0
 
 
 if __name__ == "__main__":

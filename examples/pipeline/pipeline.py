@@ -3,6 +3,7 @@
 
     python3 pipeline.py run --frames 200 --shape 1080 1920 3        # over shmlease channels
     python3 pipeline.py run --frames 200 --transport queue          # the same over mp.Queue
+    python3 pipeline.py run --frames 200 --transport none           # the stages' work, no IPC
 
 `run` starts the three stages (over channels: `pipeline.py producer|transform|consumer` as three
 subprocesses; over queues: three multiprocessing processes) and prints what the consumer measured:
@@ -11,6 +12,10 @@ frames/s and latency (producer's publish -> consumer has the frame), and a last 
 The producer fills frame i with i % 256; the transform writes 255 - x into its own frame; the
 consumer checks the value. Over channels no frame byte is copied between processes: each stage
 reads its input slot in place and writes its output slot in place.
+
+`--transport none` does the same three stages' work in one process, one frame after the other,
+into the same number of rotating buffers, with no IPC at all: what the pipeline would cost if
+moving frames were free. It also reports each stage's time per frame.
 """
 
 from __future__ import annotations
@@ -147,6 +152,58 @@ def run_queue(args) -> int:
     return max(p.exitcode for p in procs)
 
 
+# ------------------------------------------------------------------ no IPC at all
+
+def run_none(args) -> int:
+    """The three stages' work on one core, frame after frame, into `slots` rotating buffers each
+    for the producer's and the transform's output (what the channels give them)."""
+    shape = tuple(args.shape)
+    raw = [np.empty(shape, dtype=np.uint8) for _ in range(args.slots)]
+    out = [np.empty(shape, dtype=np.uint8) for _ in range(args.slots)]
+    for buf in raw + out:  # touched once before the clock starts, as a channel's slots are
+        buf.fill(1)
+    stage_ns = {"producer": 0, "transform": 0, "consumer": 0}
+    latencies, start = [], None
+    for i in range(args.frames):
+        t0 = time.monotonic_ns()
+        if start is None:
+            start = t0
+        a = raw[i % args.slots]
+        a.fill(i % 256)
+        t1 = time.monotonic_ns()
+        b = out[i % args.slots]
+        np.subtract(255, a, out=b)
+        t2 = time.monotonic_ns()
+        expect = 255 - (i % 256)
+        if b.flat[0] != expect or b.flat[-1] != expect:
+            raise SystemExit(f"frame {i}: got {b.flat[0]}, expected {expect}")
+        t3 = time.monotonic_ns()
+        latencies.append(t3 - t0)
+        stage_ns["producer"] += t1 - t0
+        stage_ns["transform"] += t2 - t1
+        stage_ns["consumer"] += t3 - t2
+    elapsed = (time.monotonic_ns() - start) / 1e9 if start else 0.0
+    frames = max(args.frames, 1)
+    # The same JSON as the other transports (rate over every frame: no first frame to wait for),
+    # plus each stage's mean time per frame.
+    print("stages, per frame: " + ", ".join(f"{k} {v / frames / 1e3:.0f} us"
+                                              for k, v in stage_ns.items()), flush=True)
+    lat = np.array(latencies, dtype=np.float64) / 1e3
+    result = {
+        "transport": "none (the stages' work in one process)",
+        "frames": args.frames,
+        "frame_bytes": int(np.prod(shape)),
+        "frames_per_s": args.frames / elapsed if elapsed > 0 else 0.0,
+        "latency_us_p50": float(np.percentile(lat, 50)) if len(lat) else 0.0,
+        "latency_us_p99": float(np.percentile(lat, 99)) if len(lat) else 0.0,
+        "stage_us": {k: v / frames / 1e3 for k, v in stage_ns.items()},
+    }
+    print(f"none: {args.frames} frames of {result['frame_bytes']} B: "
+          f"{result['frames_per_s']:.1f} frames/s", flush=True)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def run_channels(args) -> int:
     import shmlease
     me = [sys.executable, os.path.abspath(__file__)]
@@ -182,11 +239,11 @@ def main() -> int:
     ap.add_argument("--shape", type=int, nargs="+", default=[1080, 1920, 3])
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--name", default=f"pipeline-{os.getpid()}")
-    ap.add_argument("--transport", choices=["shmlease", "queue"], default="shmlease")
+    ap.add_argument("--transport", choices=["shmlease", "queue", "none"], default="shmlease")
     ap.add_argument("--timeout", type=float, default=300)
     args = ap.parse_args()
     if args.stage == "run":
-        return run_queue(args) if args.transport == "queue" else run_channels(args)
+        return {"queue": run_queue, "none": run_none, "shmlease": run_channels}[args.transport](args)
     {"producer": producer, "transform": transform, "consumer": consumer}[args.stage](args)
     return 0
 

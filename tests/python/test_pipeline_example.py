@@ -29,3 +29,19 @@ def test_pipeline_runs_and_reports(daemon, transport):
     assert result["frame_bytes"] == 64 * 48 * 3
     assert result["frames_per_s"] > 0
     assert 0 < result["latency_us_p50"] <= result["latency_us_p99"]
+
+
+def test_pipeline_with_no_ipc_reports_each_stage():
+    """`--transport none`, the benchmark's no-IPC baseline: the same three stages' work in one
+    process, checked frame by frame, with each stage's time per frame."""
+    out = subprocess.run(
+        [sys.executable, str(PIPELINE), "run", "--frames", "30", "--shape", "64", "48", "3",
+         "--transport", "none"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["frames"] == 30
+    assert result["frame_bytes"] == 64 * 48 * 3
+    assert result["frames_per_s"] > 0
+    assert set(result["stage_us"]) == {"producer", "transform", "consumer"}
+    assert all(v > 0 for v in result["stage_us"].values())
+    assert 0 < result["latency_us_p50"] <= result["latency_us_p99"]
