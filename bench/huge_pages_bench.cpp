@@ -260,13 +260,13 @@ int Main(int argc, char** argv) {
   normal.huge = HugePages::kNo;
   c.Create("bench-4k", normal);
   Fill(c, "bench-4k");
+  const int small_reps = std::min(reps, 3);  // each 1 GiB read in 4 KiB pages is slow
   double small = measure("shmlease, 4 KiB pages: 2nd process connects, leases 1 GiB, reads every byte",
-                         std::min(reps, 3), [&] { return InChild([&] { return AttachAndRead(socket, "bench-4k"); }); });
+                         small_reps, [&] { return InChild([&] { return AttachAndRead(socket, "bench-4k"); }); });
   double small_touch = measure("shmlease, 4 KiB pages: the same, touching one byte per 4 KiB",
-                               std::min(reps, 3), [&] {
+                               small_reps, [&] {
                                  return InChild([&] { return AttachAndRead(socket, "bench-4k", true); });
                                });
-  const int small_reps = std::min(reps, 3);
   double small_populated = measure(
       "shmlease, 4 KiB pages, populate=true: 2nd process connects, leases 1 GiB, reads every byte",
       small_reps, [&] { return InChild([&] { return AttachAndRead(socket, "bench-4k", false, true); }); });
@@ -373,7 +373,7 @@ int Main(int argc, char** argv) {
          "read; it is only larger where the faults dominate (the touch rows). `populate` pays for "
          "the page tables before the first read rather than during it (one more pass over the "
          "pages), so it bounds the cost of each later access, not the total.\n";
-    s << "\nMedians of " << reps << " runs (1 GiB huge and raw), " << std::min(reps, 3)
+    s << "\nMedians of " << reps << " runs (1 GiB huge and raw), " << small_reps
       << " (1 GiB in 4 KiB pages, each way), " << frame_reps
       << " (8 MiB frame). The benchmark reserves the huge pages it needs as root (vm.nr_hugepages) "
          "and restores the setting when done.\n\n"

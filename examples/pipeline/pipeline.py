@@ -33,7 +33,8 @@ import numpy as np
 TS = struct.Struct("<q")  # the producer's time.monotonic_ns(), carried in the frame metadata
 
 
-def _report(latencies_ns: list[int], elapsed_s: float, frames: int, transport: str, nbytes: int):
+def _report(latencies_ns: list[int], elapsed_s: float, frames: int, transport: str, nbytes: int,
+            **extra):
     lat = np.array(latencies_ns, dtype=np.float64) / 1e3
     result = {
         "transport": transport,
@@ -42,6 +43,7 @@ def _report(latencies_ns: list[int], elapsed_s: float, frames: int, transport: s
         "frames_per_s": frames / elapsed_s if elapsed_s > 0 else 0.0,
         "latency_us_p50": float(np.percentile(lat, 50)) if len(lat) else 0.0,
         "latency_us_p99": float(np.percentile(lat, 99)) if len(lat) else 0.0,
+        **extra,
     }
     print(f"consumer: {frames} frames of {nbytes} B over {transport}: "
           f"{result['frames_per_s']:.1f} frames/s, latency p50 {result['latency_us_p50']:.0f} us, "
@@ -163,11 +165,10 @@ def run_none(args) -> int:
     for buf in raw + out:  # touched once before the clock starts, as a channel's slots are
         buf.fill(1)
     stage_ns = {"producer": 0, "transform": 0, "consumer": 0}
-    latencies, start = [], None
+    latencies = []
+    start = time.monotonic_ns()
     for i in range(args.frames):
         t0 = time.monotonic_ns()
-        if start is None:
-            start = t0
         a = raw[i % args.slots]
         a.fill(i % 256)
         t1 = time.monotonic_ns()
@@ -182,25 +183,13 @@ def run_none(args) -> int:
         stage_ns["producer"] += t1 - t0
         stage_ns["transform"] += t2 - t1
         stage_ns["consumer"] += t3 - t2
-    elapsed = (time.monotonic_ns() - start) / 1e9 if start else 0.0
-    frames = max(args.frames, 1)
-    # The same JSON as the other transports (rate over every frame: no first frame to wait for),
-    # plus each stage's mean time per frame.
-    print("stages, per frame: " + ", ".join(f"{k} {v / frames / 1e3:.0f} us"
-                                              for k, v in stage_ns.items()), flush=True)
-    lat = np.array(latencies, dtype=np.float64) / 1e3
-    result = {
-        "transport": "none (the stages' work in one process)",
-        "frames": args.frames,
-        "frame_bytes": int(np.prod(shape)),
-        "frames_per_s": args.frames / elapsed if elapsed > 0 else 0.0,
-        "latency_us_p50": float(np.percentile(lat, 50)) if len(lat) else 0.0,
-        "latency_us_p99": float(np.percentile(lat, 99)) if len(lat) else 0.0,
-        "stage_us": {k: v / frames / 1e3 for k, v in stage_ns.items()},
-    }
-    print(f"none: {args.frames} frames of {result['frame_bytes']} B: "
-          f"{result['frames_per_s']:.1f} frames/s", flush=True)
-    print(json.dumps(result), flush=True)
+    elapsed = (time.monotonic_ns() - start) / 1e9
+    stage_us = {k: v / max(args.frames, 1) / 1e3 for k, v in stage_ns.items()}
+    print("stages, per frame: " + ", ".join(f"{k} {v:.0f} us" for k, v in stage_us.items()),
+          flush=True)
+    # The rate over every frame (no first frame to wait for), plus each stage's mean time.
+    _report(latencies, elapsed, args.frames, "none (the stages' work in one process)",
+            int(np.prod(shape)), stage_us=stage_us)
     return 0
 
 

@@ -1,6 +1,5 @@
 #include "inprocess_daemon.hpp"
 
-#include <algorithm>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
