@@ -110,8 +110,8 @@ void ChannelObject::DetachWriter(layout::WriterState end) {
   PublishRoster();
 }
 
-std::optional<uint32_t> ChannelObject::AttachReader(uint64_t session, uint32_t pid, Errc& code,
-                                                    std::string& error) {
+std::optional<uint32_t> ChannelObject::AttachReader(uint64_t session, uint32_t pid, bool holder,
+                                                    Errc& code, std::string& error) {
   for (uint32_t i = 0; i < layout::kMaxReaders; ++i) {
     ChannelReader& r = readers[i];
     if (r.session != 0) continue;
@@ -119,23 +119,29 @@ std::optional<uint32_t> ChannelObject::AttachReader(uint64_t session, uint32_t p
     if (!page) return std::nullopt;
     layout::FramesHeader& h = header();
     auto* state = static_cast<layout::ReaderPage*>(page->data());
-    // The reader receives the frames published from now on.
-    state->last_taken.store(h.published.load());
+    // The reader receives the frames published from now on; a holder takes none.
+    state->last_taken.store(holder ? UINT64_MAX : h.published.load());
     r.session = session;
     r.pid = pid;
+    r.holder = holder;
     r.generation = next_generation++;
     r.page = std::move(page);
     h.entries[i].generation.store(r.generation);
     h.entries[i].reason.store(0);
     h.entries[i].state.store(layout::kEntryActive);
-    h.active_readers.fetch_add(1);
-    ++info.readers;
+    if (holder) {
+      ++info.holders;
+    } else {
+      h.active_readers.fetch_add(1);
+      ++info.readers;
+    }
     PublishRoster();
     return i;
   }
   code = Errc::kLimitLeases;
-  error =
-      "channel '" + info.name + "' has " + std::to_string(layout::kMaxReaders) + " readers already";
+  error = "channel '" + info.name + "' has all " + std::to_string(layout::kMaxReaders) +
+          " reader places taken: " + std::to_string(info.readers) + " by readers, " +
+          std::to_string(info.holders) + " by holders of frames passed from other processes";
   return std::nullopt;
 }
 
@@ -145,14 +151,19 @@ void ChannelObject::DetachReader(uint32_t index, layout::EntryState state, uint3
   layout::FramesHeader& h = header();
   h.entries[index].reason.store(reason);
   h.entries[index].state.store(state);
-  h.active_readers.fetch_sub(1);
-  --info.readers;
+  if (r.holder) {
+    --info.holders;
+  } else {
+    h.active_readers.fetch_sub(1);
+    --info.readers;
+  }
   // The writer may sleep on this reader's page: wake it to look at the roster again.
   auto* page = static_cast<layout::ReaderPage*>(r.page->data());
   page->released.fetch_add(1);
   WakeAll(page->released);
   r.session = 0;
   r.pid = 0;
+  r.holder = false;
   r.page.reset();
   PublishRoster();
 }

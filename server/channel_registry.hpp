@@ -49,11 +49,12 @@ struct ChannelReader {
   uint64_t session = 0;  // 0: the place is free
   uint64_t generation = 0;
   uint32_t pid = 0;
+  bool holder = false;  // ChannelRole::kHolder: counted in info.holders, not among the readers
   std::unique_ptr<SealedPart> page;
 };
 
 struct ChannelObject {
-  proto::ChannelInfo info;  // geometry and owner; writer_pid and readers kept current
+  proto::ChannelInfo info;  // geometry and owner; writer_pid, readers, holders kept current
   std::unique_ptr<SealedPart> frames;
   uint64_t writer_session = 0;  // 0: none
   uint64_t writer_generation = 0;
@@ -69,8 +70,9 @@ struct ChannelObject {
   // Roster changes, each published to the participants (roster_version bumped, sleepers woken).
   uint64_t AttachWriter(uint64_t session, uint32_t pid);
   void DetachWriter(channel_layout::WriterState end);
-  // The place index, or nullopt when all kMaxReaders are taken.
-  std::optional<uint32_t> AttachReader(uint64_t session, uint32_t pid, Errc& code,
+  // The place index, or nullopt when all kMaxReaders are taken. A holder's page starts with
+  // `last_taken` at its maximum: it is past every frame, so the writer never waits for it to read.
+  std::optional<uint32_t> AttachReader(uint64_t session, uint32_t pid, bool holder, Errc& code,
                                        std::string& error);
   // Frees place `index` (kEntryFree) or marks it evicted with `reason`.
   void DetachReader(uint32_t index, channel_layout::EntryState state, uint32_t reason);

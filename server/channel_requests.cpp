@@ -199,7 +199,8 @@ void RequestHandler::OnChannelAttach(const SessionPtr& s, uint32_t id,
   }
   Errc code = Errc::kOk;
   std::string error;
-  std::optional<uint32_t> index = ch->AttachReader(s->id(), pid, code, error);
+  const bool holder = m.role == proto::ChannelRole::kHolder;
+  std::optional<uint32_t> index = ch->AttachReader(s->id(), pid, holder, code, error);
   if (!index) {
     s->Send(proto::ErrorReply{code, error}, id);
     return;
@@ -218,7 +219,8 @@ void RequestHandler::OnChannelAttach(const SessionPtr& s, uint32_t id,
     ch->DetachReader(*index, layout::kEntryFree, 0);
     return;
   }
-  spdlog::debug("channel '{}': pid {} reads as reader {}", m.name, pid, *index);
+  spdlog::debug("channel '{}': pid {} {} as reader {}", m.name, pid, holder ? "holds" : "reads",
+                *index);
 }
 
 void RequestHandler::OnChannelPart(const SessionPtr& s, uint32_t id, const proto::ChannelPart& m) {

@@ -288,13 +288,18 @@ struct Cancel {
 
 // --- Channels ---
 enum class ChannelPolicy : uint8_t { kBlock = 1, kLatest = 2 };
-enum class ChannelRole : uint8_t { kReader = 1, kWriter = 2 };
+// A holder is a reader place that takes no frames of its own: it holds frames another process
+// took, by slot and sequence number (an array of a frame sent to another process). It never makes
+// the writer wait for frames it has not read, and is not counted among the readers.
+enum class ChannelRole : uint8_t { kReader = 1, kWriter = 2, kHolder = 3 };
 // What a ChannelPart asks for: the asker's own reader page (a reader, read-write), or a reader's
 // page read-only (the writer, to see which frames that reader holds).
 enum class ChannelPartKind : uint8_t { kOwnPage = 1, kReaderPage = 2 };
 namespace wire {
 constexpr auto Policy(auto& p) { return OneOf<ChannelPolicy::kBlock, ChannelPolicy::kLatest>(p); }
-constexpr auto Role(auto& r) { return OneOf<ChannelRole::kReader, ChannelRole::kWriter>(r); }
+constexpr auto Role(auto& r) {
+  return OneOf<ChannelRole::kReader, ChannelRole::kWriter, ChannelRole::kHolder>(r);
+}
 constexpr auto PartKind(auto& k) {
   return OneOf<ChannelPartKind::kOwnPage, ChannelPartKind::kReaderPage>(k);
 }
@@ -322,6 +327,7 @@ struct ChannelInfo {
   uint32_t mode = 0600;  // read = may read frames, write = may be the writer
   uint32_t writer_pid = 0;  // 0: no writer attached
   uint32_t readers = 0;
+  uint32_t holders = 0;  // places holding frames for other processes (ChannelRole::kHolder)
   static auto Fields(auto& m) {
     return std::tuple{wire::Int(m.id),          wire::Str(m.name),
                       wire::Str(m.format),      wire::Shape(m.shape),
@@ -332,7 +338,7 @@ struct ChannelInfo {
                       wire::Int(m.reader_timeout_ms), wire::Int(m.created_unix_ns),
                       wire::Int(m.owner_uid),   wire::Int(m.owner_gid),
                       wire::Int(m.mode),        wire::Int(m.writer_pid),
-                      wire::Int(m.readers)};
+                      wire::Int(m.readers),     wire::Int(m.holders)};
   }
   bool operator==(const ChannelInfo&) const = default;
 };
