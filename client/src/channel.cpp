@@ -170,6 +170,13 @@ struct ChannelShared {
   ReaderPage* own = nullptr;  // nobody else can write it (only the daemon, before we attach)
   bool busy_poll = false;
 
+  // Holder (Channel::Hold): a reader place that takes no frames. How many Frames hold each slot
+  // (several arrays of one frame may arrive); the slot's `held` bit goes with the last of them.
+  // Frames are released from any thread: the count and the bit change under `hold_mutex`.
+  bool holder = false;
+  std::mutex hold_mutex;
+  std::array<uint32_t, layout::kMaxSlots> hold_count{};
+
   // Writer (one thread at a time, as the Writer).
   std::array<std::optional<PeerPage>, layout::kMaxReaders> peers;
   // The places of `peers` that were mapped at the last roster change, in order: claim and publish
@@ -203,9 +210,10 @@ struct ChannelShared {
   void Leave() noexcept {
     if (!attached) return;
     attached = false;
-    proto::ChannelDetach detach{info.id,
-                                writer ? proto::ChannelRole::kWriter : proto::ChannelRole::kReader,
-                                index, generation};
+    const proto::ChannelRole role = writer   ? proto::ChannelRole::kWriter
+                                    : holder ? proto::ChannelRole::kHolder
+                                             : proto::ChannelRole::kReader;
+    proto::ChannelDetach detach{info.id, role, index, generation};
     if (!connection || !connection->alive()) return;
     if (writer) {
       // Answered, so that a writer() that follows on any connection finds the place free.
@@ -269,7 +277,13 @@ struct ChannelShared {
   }
   // Frames may be released from any thread: atomic updates of the mask.
   void ReleaseSlot(uint32_t i) {
-    own->held.fetch_and(~(uint64_t{1} << i));
+    if (holder) {
+      std::lock_guard lock(hold_mutex);
+      if (hold_count[i] == 0 || --hold_count[i] > 0) return;
+      own->held.fetch_and(~(uint64_t{1} << i));
+    } else {
+      own->held.fetch_and(~(uint64_t{1} << i));
+    }
     NudgeWriter();
   }
   // The writer generation whose stream has ended, or kNoEnd while a writer is active or none came.
@@ -413,6 +427,17 @@ std::span<std::byte> Frame::writable_data() const {
 }
 
 std::shared_ptr<const void> Frame::mapping_owner() const noexcept { return shared_; }
+
+FrameLocation Frame::location() const {
+  if (!shared_) throw Error(Errc::kInvalidArgument, "an empty frame has no location");
+  if (writer_) {
+    throw Error(Errc::kInvalidArgument,
+                "channel '" + shared_->name +
+                    "': a claimed frame is the writer's alone until it is published; no other "
+                    "process can hold it");
+  }
+  return {shared_->name, shared_->info.id, shared_->info.created_unix_ns, slot_, seq_};
+}
 
 bool Frame::held() const noexcept {
   if (!shared_ || !shared_->attached || !shared_->connection->alive()) return false;
@@ -1127,18 +1152,21 @@ Writer Channel::writer(const WriterOptions& options) {
   return w;
 }
 
-Reader Channel::reader(const ReaderOptions& options) {
-  detail::Response r =
-      shared_->connection->Call(proto::ChannelAttach{shared_->name, proto::ChannelRole::kReader});
+namespace {
+
+// Attaches a reader place (`role` kReader or kHolder) and maps the frames read-only and the
+// place's own page read-write.
+std::shared_ptr<ChannelShared> AttachReaderPlace(const ChannelShared& handle,
+                                                 proto::ChannelRole role) {
+  detail::Response r = handle.connection->Call(proto::ChannelAttach{handle.name, role});
   proto::ChannelAttachOk ok = detail::Expect<proto::ChannelAttachOk>(r);
-  Reader reader;
-  reader.shared_ = MakeShared(shared_->connection, ok.info);
-  ChannelShared& sh = *reader.shared_;
+  std::shared_ptr<ChannelShared> out = MakeShared(handle.connection, ok.info);
+  ChannelShared& sh = *out;
   sh.attached = true;
+  sh.holder = role == proto::ChannelRole::kHolder;
   sh.reconnects = sh.connection->reconnects();
   sh.index = ok.index;
   sh.generation = ok.generation;
-  sh.busy_poll = options.busy_poll;
   if (sh.index >= layout::kMaxReaders) {
     Fail(Errc::kBadMessage,
          "channel '" + sh.name + "': the daemon gave a reader place out of range");
@@ -1151,12 +1179,81 @@ Reader Channel::reader(const ReaderOptions& options) {
       detail::PartMapping::Map(page, layout::kReaderPageBytes, true,
                                "channel '" + sh.name + "': mapping this reader's page");
   sh.own = static_cast<layout::ReaderPage*>(sh.own_mapping.base);
+  return out;
+}
+
+}  // namespace
+
+Reader Channel::reader(const ReaderOptions& options) {
+  Reader reader;
+  reader.shared_ = AttachReaderPlace(*shared_, proto::ChannelRole::kReader);
+  ChannelShared& sh = *reader.shared_;
+  sh.busy_poll = options.busy_poll;
   auto rs = std::make_shared<detail::ReaderState>();
   // The daemon set where we start: the frames published from our attach on are ours.
   rs->last = sh.own->last_taken.load();
   rs->last_for_helper.store(rs->last, std::memory_order_relaxed);
   reader.state_ = std::move(rs);
   return reader;
+}
+
+Frame Channel::Hold(const FrameLocation& where) {
+  const std::string& name = shared_->name;
+  std::shared_ptr<ChannelShared> place = holder_.lock();
+  if (place && (!place->StillAttached() || !place->connection->Unbroken(place->reconnects))) {
+    place.reset();  // evicted, or the connection it was known by is gone: a fresh place
+  }
+  if (!place) {
+    place = AttachReaderPlace(*shared_, proto::ChannelRole::kHolder);
+    holder_ = place;
+  }
+  ChannelShared& sh = *place;
+  if (sh.info.id != where.channel_id || sh.info.created_unix_ns != where.channel_created_unix_ns) {
+    // `place` is given back when it goes out of scope (no frame holds it).
+    Fail(Errc::kNotFound, "channel '" + name + "' was removed and created again since frame " +
+                              std::to_string(where.seq) +
+                              " was taken (channel id " + std::to_string(where.channel_id) +
+                              " -> " + std::to_string(sh.info.id) +
+                              "): refusing to view another channel's memory");
+  }
+  if (where.slot >= sh.slot_count()) {
+    Fail(Errc::kInvalidArgument, "channel '" + name + "' has " + std::to_string(sh.slot_count()) +
+                                     " slots: there is no slot " + std::to_string(where.slot));
+  }
+  const uint32_t i = where.slot;
+  const uint64_t bit = uint64_t{1} << i;
+  SlotHeader& s = sh.slot(i);
+  {
+    std::lock_guard lock(sh.hold_mutex);
+    // Hold first, then check that the slot still has the frame (the writer claims first, then
+    // looks at the holders: one of the two sees the other), as Reader::TryNext does.
+    if (sh.hold_count[i] == 0) sh.own->held.fetch_or(bit);  // seq_cst
+    ++sh.hold_count[i];
+  }
+  Frame out;
+  out.shared_ = place;  // from here on, the slot goes back with `out` if anything below fails
+  out.slot_ = i;
+  if (s.state.load() != layout::kSlotPublished || s.seq.load() != where.seq) {
+    Fail(Errc::kNotFound, "channel '" + name + "': frame " + std::to_string(where.seq) +
+                              " is no longer in slot " + std::to_string(i) +
+                              " (the writer reused the slot: no reader held the frame while it "
+                              "was on its way to this process)");
+  }
+  // Read once: the bound checked is the size used.
+  const uint32_t meta_size = s.meta_size.load(std::memory_order_relaxed);
+  const uint64_t length =
+      sh.info.variable ? s.length.load(std::memory_order_relaxed) : sh.info.frame_bytes;
+  if (meta_size > kMaxFrameMeta || length > sh.info.frame_bytes) {
+    Fail(Errc::kBadMessage, "channel '" + name + "': frame " + std::to_string(where.seq) +
+                                " has a length or metadata size no honest writer writes");
+  }
+  out.data_ = sh.slot_data(i);
+  out.size_ = static_cast<size_t>(length);
+  out.seq_ = where.seq;
+  out.timestamp_ns_ = s.timestamp_ns.load();
+  out.meta_ = s.meta;
+  out.meta_size_ = meta_size;
+  return out;
 }
 
 void Channel::Remove(Client& client, std::string_view name) {

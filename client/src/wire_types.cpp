@@ -159,6 +159,7 @@ ChannelInfo FromWire(const proto::ChannelInfo& c) {
   out.mode = c.mode;
   out.writer_pid = c.writer_pid;
   out.readers = c.readers;
+  out.holders = c.holders;
   out.created_unix_ns = c.created_unix_ns;
   return out;
 }

@@ -25,6 +25,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::CodeOf;
+using testing::FailureOf;
 
 class ChannelTest : public testing::DaemonTest {
  protected:
@@ -69,6 +70,19 @@ class ChannelTest : public testing::DaemonTest {
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);
   }
+  // Channel `name` on `c` with a reader and a writer, and frame 1 (every element 1) taken by the
+  // reader.
+  struct FirstFrame {
+    FirstFrame(Client& c, const std::string& name, const ChannelOptions& options)
+        : ch(c, name, options), r(ch.reader()), w(ch.writer()) {
+      Send(w, 1);
+      first = r.Next(1s);
+    }
+    Channel ch;
+    Reader r;
+    Writer w;
+    Frame first;
+  };
   static uint32_t ValueOf(const Frame& f) {
     auto v = f.as<uint32_t>();
     for (uint32_t x : v) EXPECT_EQ(x, v[0]);  // never a torn frame
@@ -380,6 +394,165 @@ TEST_F(ChannelTest, BusyPollReader) {
   });
   for (uint64_t s = 1; s <= 100; ++s) EXPECT_EQ(r.Next(2s).seq(), s);
   t.join();
+}
+
+// --- Holding another process's frame (Channel::Hold): how arrays of frames travel ---------------
+
+// Polls the daemon until the channel has `n` holders (a holder leaves with a one-way message).
+void ExpectHoldersSoon(Client& c, const std::string& name, uint32_t n) {
+  for (int i = 0; i < 200 && Channel::Stat(c, name).holders != n; ++i) ::usleep(10000);
+  EXPECT_EQ(Channel::Stat(c, name).holders, n);
+}
+
+TEST_F(ChannelTest, AHolderKeepsItsSlotAndNeverMakesTheWriterWait) {
+  Client c = Connect();
+  FirstFrame one(c, "hold", Small(ChannelPolicy::kBlock, 3));
+  const FrameLocation where = one.first.location();
+  EXPECT_EQ(where.channel_name, "hold");
+  EXPECT_EQ(where.seq, 1u);
+  Client other = Connect();
+  Channel theirs(other, "hold");
+  Frame held = theirs.Hold(where);
+  EXPECT_TRUE(held.held());
+  EXPECT_FALSE(held.writable());
+  EXPECT_EQ(held.seq(), 1u);
+  EXPECT_EQ(ValueOf(held), 1u);
+  ChannelInfo info = Channel::Stat(c, "hold");
+  EXPECT_EQ(info.readers, 1u);  // a holder is not a reader: wait_for_readers does not count it
+  EXPECT_EQ(info.holders, 1u);
+  EXPECT_EQ(one.w.reader_count(), 1u);
+  one.first.Release();
+  // Only the holder has frame 1 now. The writer goes round the two other slots (the holder has
+  // read "everything", so the block policy never waits for it) and never into the held one.
+  for (uint32_t i = 2; i <= 30; ++i) {
+    Send(one.w, i, 1s);
+    EXPECT_EQ(ValueOf(one.r.Next(1s)), i);
+  }
+  EXPECT_EQ(ValueOf(held), 1u);
+  // Two more frames fill the two free slots; with the third held the writer must wait.
+  Send(one.w, 31, 1s);
+  Send(one.w, 32, 1s);
+  EXPECT_EQ(CodeOf([&] { one.w.Claim(30ms); }), Errc::kTimeout);
+  held.Release();
+  EXPECT_EQ(one.r.Next(1s).seq(), 31u);  // the reader lets go of 31: its slot is free too
+  Send(one.w, 33, 1s);
+  ExpectHoldersSoon(c, "hold", 0);
+}
+
+TEST_F(ChannelTest, HoldsOfOneHandleShareOnePlaceAndTheSlotGoesWithTheLast) {
+  Client c = Connect();
+  FirstFrame one(c, "share", Small(ChannelPolicy::kLatest, 2));
+  Client other = Connect();
+  Channel theirs(other, "share");
+  Frame a = theirs.Hold(one.first.location());
+  Frame b = theirs.Hold(one.first.location());
+  EXPECT_EQ(Channel::Stat(c, "share").holders, 1u);
+  one.first.Release();
+  Send(one.w, 2);
+  Frame second = one.r.Next(1s);  // now the reader holds one slot and `a`/`b` the other
+  a.Release();
+  EXPECT_EQ(CodeOf([&] { one.w.Claim(30ms); }), Errc::kTimeout);  // `b` still holds frame 1
+  EXPECT_EQ(ValueOf(b), 1u);
+  b.Release();
+  Frame claimed = one.w.Claim(1s);
+  EXPECT_TRUE(claimed.valid());
+  ExpectHoldersSoon(c, "share", 0);
+}
+
+TEST_F(ChannelTest, HoldRefusesWhatIsNoLongerThere) {
+  Client c = Connect();
+  Client other = Connect();
+  FrameLocation gone;
+  {
+    FirstFrame one(c, "again", Small(ChannelPolicy::kBlock, 2));
+    gone = one.first.location();
+    one.first.Release();  // nobody holds frame 1
+    Channel theirs(other, "again");
+    Send(one.w, 2);
+    one.r.Next(1s);
+    Send(one.w, 3);  // into frame 1's slot
+    one.r.Next(1s);
+    const auto reused = FailureOf([&] { theirs.Hold(gone); });
+    EXPECT_EQ(reused.code, Errc::kNotFound);
+    EXPECT_TRUE(reused.Says("frame 1 is no longer in slot")) << reused.message;
+    FrameLocation no_slot = gone;
+    no_slot.slot = 2;
+    EXPECT_EQ(CodeOf([&] { theirs.Hold(no_slot); }), Errc::kInvalidArgument);
+    Frame claimed = one.w.Claim(1s);
+    EXPECT_EQ(CodeOf([&] { claimed.location(); }), Errc::kInvalidArgument);
+    EXPECT_EQ(CodeOf([&] { Frame().location(); }), Errc::kInvalidArgument);
+    Channel::Remove(c, "again");
+  }
+  // Created again under the name, with a frame 1 in the same slot: never taken for the old one.
+  Channel ch(c, "again", Small(ChannelPolicy::kBlock, 2));
+  Writer w = ch.writer();
+  Send(w, 7);
+  Channel theirs(other, "again");
+  const auto recreated = FailureOf([&] { theirs.Hold(gone); });
+  EXPECT_EQ(recreated.code, Errc::kNotFound);
+  EXPECT_TRUE(recreated.Says("removed and created again")) << recreated.message;
+  ExpectHoldersSoon(c, "again", 0);
+}
+
+TEST_F(ChannelTest, AKilledHolderGivesItsSlotBack) {
+  Client c = Connect();
+  FirstFrame one(c, "kh", Small(ChannelPolicy::kLatest, 2));
+  const FrameLocation where = one.first.location();
+  pid_t child = -1;
+  ASSERT_NO_FATAL_FAILURE(ForkParticipant(child, "kh", [where](Channel& cch, const auto& ready) {
+    Frame held = cch.Hold(where);
+    ready();
+    ::pause();
+  }));
+  one.first.Release();
+  Send(one.w, 2);
+  Frame second = one.r.Next(1s);
+  EXPECT_EQ(CodeOf([&] { one.w.Claim(30ms); }), Errc::kTimeout);  // the child holds the other slot
+  EXPECT_EQ(Channel::Stat(c, "kh").holders, 1u);
+  KillChild(child);
+  Frame claimed = one.w.Claim(2s);  // the daemon gave the dead holder's place back
+  EXPECT_TRUE(claimed.valid());
+  EXPECT_EQ(Channel::Stat(c, "kh").holders, 0u);
+}
+
+TEST_F(ChannelTest, WhenAllReaderPlacesAreTakenTheErrorSaysByWhom) {
+  Client c = Connect();
+  FirstFrame one(c, "full", Small(ChannelPolicy::kLatest, 2));
+  std::vector<Reader> readers;
+  for (int i = 0; i < 62; ++i) readers.push_back(one.ch.reader());
+  Client other = Connect();
+  Channel theirs(other, "full");
+  Frame held = theirs.Hold(one.first.location());  // the 64th place
+  const auto full = FailureOf([&] { one.ch.reader(); });
+  EXPECT_EQ(full.code, Errc::kLimitLeases);
+  EXPECT_TRUE(full.Says("all 64 reader places taken: 63 by readers, 1 by holders of frames"))
+      << full.message;
+  held.Release();
+  ExpectHoldersSoon(c, "full", 0);
+  Reader last = one.ch.reader();  // the holder's place is free again
+  EXPECT_EQ(Channel::Stat(c, "full").readers, 64u);
+}
+
+TEST_F(ChannelTest, AHolderThatKeepsTheWriterFromEverySlotIsEvictedLikeAReader) {
+  Client c = Connect();
+  ChannelOptions options = Small(ChannelPolicy::kLatest, 2);
+  options.reader_timeout = 100ms;
+  FirstFrame one(c, "evict", options);
+  Client other = Connect();
+  Channel theirs(other, "evict");
+  std::vector<Frame> held;
+  held.push_back(theirs.Hold(one.first.location()));
+  one.first.Release();
+  Send(one.w, 2);
+  held.push_back(theirs.Hold(one.r.Next(1s).location()));
+  // The reader holds nothing now, the holder both slots: it blocks the writer beyond 100 ms.
+  Frame claimed = one.w.Claim(5s);
+  EXPECT_TRUE(claimed.valid());
+  for (const Frame& f : held) EXPECT_FALSE(f.held());
+  EXPECT_EQ(ValueOf(held[0]), 1u);  // its mapping stays readable
+  // The writer took frame 1's slot: holding it again is refused; frame 2 is still there.
+  EXPECT_EQ(CodeOf([&] { theirs.Hold(held[0].location()); }), Errc::kNotFound);
+  EXPECT_EQ(ValueOf(theirs.Hold(held[1].location())), 2u);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include "shmlease/client.hpp"
 
@@ -14,6 +15,21 @@ inline Errc CodeOf(const std::function<void()>& call) {
     return e.errc();
   }
   return Errc::kOk;
+}
+
+// The Errc and message a call fails with; {kOk, ""} when it succeeds.
+struct Failure {
+  Errc code = Errc::kOk;
+  std::string message;
+  bool Says(const std::string& text) const { return message.find(text) != std::string::npos; }
+};
+inline Failure FailureOf(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return {e.errc(), e.what()};
+  }
+  return {};
 }
 
 }  // namespace shmlease::testing

@@ -99,7 +99,21 @@ struct ChannelInfo {
   uint32_t mode = 0600;
   uint32_t writer_pid = 0;  // 0: no writer
   uint32_t readers = 0;
+  // Places that hold frames for other processes (Channel::Hold), not counted in `readers`.
+  uint32_t holders = 0;
   int64_t created_unix_ns = 0;
+};
+
+// Where a reader's frame is: enough for another process to hold the same frame
+// (Channel::Hold), which is how a numpy array of a frame travels by reference (docs/PYTHON.md,
+// "Arrays between processes"). The channel is named by its identity, not only its name, so that
+// a channel removed and created again under the name is never taken for this one.
+struct FrameLocation {
+  std::string channel_name;
+  uint64_t channel_id = 0;
+  int64_t channel_created_unix_ns = 0;
+  uint32_t slot = 0;
+  uint64_t seq = 0;
 };
 
 // One frame: a slot leased for reading (from a Reader) or for writing (from Writer::Claim).
@@ -148,12 +162,17 @@ class Frame {
   int64_t timestamp_ns() const noexcept { return timestamp_ns_; }
   std::span<const std::byte> meta() const noexcept { return {meta_, meta_size_}; }
   uint64_t missed() const noexcept { return missed_; }
+  // A reader's (or a held) frame: where it is, for Channel::Hold in another process. Throws
+  // Error(kInvalidArgument) for a claimed frame (it is the writer's alone until published) and
+  // for an empty one.
+  FrameLocation location() const;
   // Keeps the mapped memory alive (for exporters that may outlive the frame).
   std::shared_ptr<const void> mapping_owner() const noexcept;
 
  private:
   friend class Writer;
   friend class Reader;
+  friend class Channel;
   std::shared_ptr<detail::ChannelShared> shared_;
   std::byte* data_ = nullptr;
   size_t size_ = 0;
@@ -278,6 +297,18 @@ class Channel {
   Writer writer(const WriterOptions& options);
   Reader reader(const ReaderOptions& options = {});
 
+  // Holds the frame another process took (its Frame::location()): a read-only Frame of the same
+  // slot, which the writer does not reuse until this one is released, exactly as for a reader's
+  // frame. The first call attaches a holder place (read permission needed, like a reader); the
+  // calls that follow while any frame held through it lives share it, and it is given back with
+  // the last of them. A holder receives no frames, never makes the writer wait for frames it has
+  // not read, and is not counted among the readers (ChannelInfo::holders). Its frames are lost as
+  // a reader's are: evicted past the reader timeout, or with the connection. Throws
+  // Error(kNotFound) when the frame is no longer in its slot (the writer reused it: nobody held
+  // it meanwhile) or the channel is not the one located (removed, or created again under the
+  // name), Error(kInvalidArgument) for a slot the channel does not have.
+  Frame Hold(const FrameLocation& where);
+
   const std::string& name() const noexcept;
   const std::string& format() const noexcept;
   const std::vector<uint64_t>& shape() const noexcept;
@@ -299,6 +330,7 @@ class Channel {
 
  private:
   std::shared_ptr<detail::ChannelShared> shared_;  // the daemon's view; no mapping
+  std::weak_ptr<detail::ChannelShared> holder_;    // the holder place, while a held frame lives
 };
 
 }  // namespace shmlease
