@@ -1,8 +1,12 @@
-"""numpy arrays of leases travel between processes by reference; Client.share and Client.array.
+"""numpy arrays of leases and frames travel between processes by reference; Client.share and
+Client.array.
 
 Ownership: a pickled lease-backed array holds nothing; the process that unpickles it leases the
 segment itself, through one Client per (process, socket) kept here, and each rebuilt array keeps
 its own Lease alive through its base, so that lease is released when the last array using it goes.
+An array of a reader's Frame is rebuilt the same way on a Frame this process holds
+(Channel._hold: the same slot, through a holder place of this process's), released with the last
+array that uses it.
 
 What travels (see docs/PYTHON.md, "Arrays between processes"): the daemon's socket path, the
 segment's name and identity (stat()["id"] and ["created_unix_ns"]), the lease mode, the byte
@@ -49,6 +53,11 @@ _clients_pid = os.getpid()
 # (socket, name, segment id, created_unix_ns, mode) -> a flat uint8 array of one Lease of this
 # process; arrays rebuilt from the same segment share that lease while any of them lives.
 _flat_views = None  # a weakref.WeakValueDictionary, made on first use (import cost)
+# (socket, channel id, created_unix_ns, slot, seq) -> a flat uint8 array of one Frame this process
+# holds; arrays rebuilt from the same frame share it. And (socket, channel name) -> (Client,
+# Channel handle): frames held through one handle share one holder place while any of them lives.
+_held_views = None
+_channels: dict[tuple, tuple] = {}
 _registered = False
 
 
@@ -78,53 +87,70 @@ def _pickling_error(message: str):
 # --- sending side ---------------------------------------------------------------------------
 
 def _owner_of(arr):
-    """The Lease whose memory `arr` views, and the memoryview met on the way (or None).
+    """The Lease or Frame whose memory `arr` views, and the memoryview met on the way (or None).
 
-    Walks ndarray.base and memoryview.obj: numpy 1.24 puts a memoryview of the Lease (np.asarray,
-    np.frombuffer) or the Lease itself (np.ndarray(buffer=lease)) at the end of the chain. Raises
-    PicklingError for a Frame; returns (None, None) for memory that is not a lease's.
+    Walks ndarray.base and memoryview.obj: numpy 1.24 puts a memoryview of the exporter
+    (np.asarray, np.frombuffer) or the exporter itself (np.ndarray(buffer=lease)) at the end of
+    the chain. Returns (None, None) for memory that is neither's.
     """
     import numpy as np
     obj = arr
     view = None
     for _ in range(_MAX_BASE_DEPTH):
-        if isinstance(obj, Lease):
+        if isinstance(obj, (Lease, Frame)):
             return obj, view
-        if isinstance(obj, Frame):
-            raise _pickling_error(
-                "this numpy array views a shmlease.Frame (a channel slot), which cannot be sent "
-                "to another process by reference: the slot belongs to this process's reader and "
-                "is reused by the writer once released, and another process cannot hold it. "
-                "Send a copy (arr.copy()), or put the data in a segment (Client.share).")
         if isinstance(obj, np.ndarray):
             obj = obj.base
         elif isinstance(obj, memoryview):
-            view = obj  # the last one met is the memoryview of the Lease itself
+            view = obj  # the last one met is the memoryview of the exporter itself
             obj = obj.obj
         else:
             return None, None
     return None, None
 
 
-def _lease_address(lease, view) -> int:
-    """The address of the first byte of the lease's buffer in this process."""
+def _buffer_address(owner, view, what: str) -> int:
+    """The address of the first byte of the owner's buffer in this process."""
     import numpy as np
     # A contiguous memoryview as long as the whole buffer can only start at its first byte (numpy
-    # makes such a view of the Lease itself); it stays usable after the Lease's with block ends.
-    if view is not None and view.contiguous and view.nbytes == lease.nbytes:
+    # makes such a view of the exporter itself); it stays usable after the owner's with block ends.
+    if view is not None and view.contiguous and view.nbytes == owner.nbytes:
         return np.frombuffer(view, np.uint8).__array_interface__["data"][0]
-    if lease.released:
+    if owner.released:
         raise _pickling_error(
-            f"cannot send an array of the released lease of '{lease.name}' by reference: its "
-            "memory is no longer leased. Keep the lease (and its arrays) until the receiver "
-            "has it, or send a copy (arr.copy()).")
-    return np.frombuffer(lease, np.uint8).__array_interface__["data"][0]
+            f"cannot send an array of the released {what} by reference: its memory is no longer "
+            "held. Keep "
+            "it (and its arrays) until the receiver has it, or send a copy (arr.copy()).")
+    return np.frombuffer(owner, np.uint8).__array_interface__["data"][0]
+
+
+def _offset_in(arr, owner, view, what: str) -> int:
+    offset = arr.__array_interface__["data"][0] - _buffer_address(owner, view, what)
+    if not 0 <= offset <= owner.nbytes:
+        raise _pickling_error(f"array data is outside the {what}")
+    return offset
+
+
+def _reduce_frame_array(arr, frame, view):
+    try:
+        socket, channel, channel_id, created_ns, slot, seq = frame._location()
+    except (ValueError, InvalidArgumentError) as e:
+        raise _pickling_error(
+            f"cannot send an array of this frame to another process by reference: {e}. Send a "
+            "copy (arr.copy()).") from None
+    what = f"frame {seq} of channel '{channel}'"
+    return _rebuild_frame, (_WIRE_VERSION, socket, channel, channel_id, created_ns, slot, seq,
+                            _offset_in(arr, frame, view, what), arr.shape, arr.strides,
+                            arr.dtype)
 
 
 def _reduce_ndarray(arr):
-    lease, view = _owner_of(arr)
-    if lease is None:
+    owner, view = _owner_of(arr)
+    if owner is None:
         return arr.__reduce_ex__(4)  # an ordinary array: by value, as before
+    if isinstance(owner, Frame):
+        return _reduce_frame_array(arr, owner, view)
+    lease = owner
     if lease.exclusive:
         raise _pickling_error(
             f"cannot send an array of an exclusive lease of '{lease.name}' to another process: "
@@ -134,9 +160,7 @@ def _reduce_ndarray(arr):
     socket = lease.socket_path
     if not socket:
         raise _pickling_error(f"the lease of '{lease.name}' does not know its daemon's socket")
-    offset = arr.__array_interface__["data"][0] - _lease_address(lease, view)
-    if not 0 <= offset <= lease.nbytes:
-        raise _pickling_error(f"array data is outside the lease of '{lease.name}'")
+    offset = _offset_in(arr, lease, view, f"lease of '{lease.name}'")
     info = lease.info
     return _rebuild, (_WIRE_VERSION, socket, lease.name, info["id"], info["created_unix_ns"],
                       lease.mode, offset, arr.shape, arr.strides, arr.dtype,
@@ -230,8 +254,10 @@ def _client(socket: str):
     if _clients_pid != os.getpid():
         # A forked child: the parent's connections are not ours (Client refuses them anyway).
         _clients.clear()
-        if _flat_views is not None:
-            _flat_views.clear()
+        _channels.clear()
+        for views in (_flat_views, _held_views):
+            if views is not None:
+                views.clear()
         _clients_pid = os.getpid()
     c = _clients.get(socket)
     if c is None or c.closed:
@@ -267,8 +293,31 @@ def _flat_view(socket, name, seg_id, created_ns, mode):
         return flat
 
 
-def _checked_layout(nbytes, offset, shape, strides, dtype):
-    """Raises InvalidArgumentError unless the view lies within nbytes bytes; returns dtype."""
+def _held_flat(socket, channel, channel_id, created_ns, slot, seq):
+    """A flat uint8 array of this process's hold on the frame another process took."""
+    global _held_views
+    import numpy as np
+    key = (socket, channel_id, created_ns, slot, seq)
+    with _lock:
+        if _held_views is None:
+            import weakref
+            _held_views = weakref.WeakValueDictionary()
+        client = _client(socket)  # (forgets the parent's holds in a forked child)
+        flat = _held_views.get(key)
+        if flat is not None:
+            return flat
+        known = _channels.get((socket, channel))
+        if known is None or known[0] is not client:
+            known = (client, client.channel(channel))
+            _channels[(socket, channel)] = known
+        frame = known[1]._hold(channel_id, created_ns, slot, seq)
+        flat = np.frombuffer(frame, np.uint8)  # holds an export: the frame lives as long as it
+        _held_views[key] = flat
+        return flat
+
+
+def _checked_layout(nbytes, offset, shape, strides, dtype, what="the segment's"):
+    """Raises InvalidArgumentError unless the view lies within nbytes bytes."""
     import numpy as np
 
     def bad(why):
@@ -287,7 +336,7 @@ def _checked_layout(nbytes, offset, shape, strides, dtype):
             not all(map(is_int, shape)) or not all(map(is_int, strides)):
         raise bad("shape and strides must be tuples of as many ints (at most 32)")
     if not is_int(offset) or not 0 <= offset <= nbytes:
-        raise bad(f"offset {offset!r} is outside the segment's {nbytes} bytes")
+        raise bad(f"offset {offset!r} is outside {what} {nbytes} bytes")
     if any(n < 0 for n in shape):
         raise bad(f"negative dimension in shape {shape}")
     if 0 in shape:
@@ -300,7 +349,7 @@ def _checked_layout(nbytes, offset, shape, strides, dtype):
             low += s * (n - 1)
     if low < 0 or high + dtype.itemsize > nbytes:
         raise bad(f"shape {shape}, strides {strides} and offset {offset} of {dtype} reach bytes "
-                  f"[{low}, {high + dtype.itemsize}) outside the segment's {nbytes}")
+                  f"[{low}, {high + dtype.itemsize}) outside {what} {nbytes} bytes")
 
 
 class UnavailableArray:
@@ -357,16 +406,18 @@ for _special in _RAISING_SPECIALS:
 del _special
 
 
-def _rebuild(*fields):
-    """Unpickles a lease-backed array: a view of this process's own lease on the same segment.
-
-    Returns an UnavailableArray holding the error when the array cannot be rebuilt.
-    """
+def _rebuilt_or_unavailable(rebuild_view, fields):
+    """rebuild_view(*fields), or an UnavailableArray holding the error when it fails."""
     try:
-        return _rebuild_view(*fields)
+        return rebuild_view(*fields)
     except Exception as e:  # noqa: BLE001 - every refusal is delivered on use
-        # Its traceback's frames would keep this process's lease (a local) alive with the error.
+        # Its traceback's frames would keep this process's lease or hold (a local) alive.
         return UnavailableArray(e.with_traceback(None))
+
+
+def _rebuild(*fields):
+    """Unpickles a lease-backed array: a view of this process's own lease on the same segment."""
+    return _rebuilt_or_unavailable(_rebuild_view, fields)
 
 
 def _rebuild_view(version, socket, name, seg_id, created_ns, mode, offset, shape, strides,
@@ -384,6 +435,33 @@ def _rebuild_view(version, socket, name, seg_id, created_ns, mode, offset, shape
     arr = np.ndarray(shape, dtype, buffer=flat, offset=offset, strides=strides)
     if not writeable:
         arr.flags.writeable = False
+    return arr
+
+
+def _rebuild_frame(*fields):
+    """Unpickles an array of a frame: a view of this process's own hold on the same frame."""
+    return _rebuilt_or_unavailable(_rebuild_frame_view, fields)
+
+
+def _rebuild_frame_view(version, socket, channel, channel_id, created_ns, slot, seq, offset,
+                        shape, strides, dtype):
+    import numpy as np
+    if version != _WIRE_VERSION:
+        raise _error(InvalidArgumentError, "invalid_argument",
+                     f"refusing a pickled shmlease array of wire version {version!r} "
+                     f"(this shmlease reads {_WIRE_VERSION})")
+    if not isinstance(socket, str) or not isinstance(channel, str) or \
+            not all(type(v) is int for v in (channel_id, created_ns, slot, seq)):
+        raise _error(InvalidArgumentError, "invalid_argument",
+                     "refusing a pickled shmlease array: bad socket, channel or frame location")
+    if not (0 <= channel_id < 2**64 and -2**63 <= created_ns < 2**63 and 0 <= slot < 2**32
+            and 0 <= seq < 2**64):
+        raise _error(InvalidArgumentError, "invalid_argument",
+                     "refusing a pickled shmlease array: frame location out of range")
+    flat = _held_flat(socket, channel, channel_id, created_ns, slot, seq)
+    _checked_layout(flat.nbytes, offset, shape, strides, dtype, "the frame's")
+    arr = np.ndarray(shape, dtype, buffer=flat, offset=offset, strides=strides)
+    arr.flags.writeable = False  # a reader's memory: the kernel maps it read-only anyway
     return arr
 
 

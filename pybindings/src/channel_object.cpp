@@ -180,6 +180,35 @@ PyObject* Frame_exit(PyObject* self, PyObject*) {
   Py_RETURN_FALSE;
 }
 
+// (socket_path, channel name, channel id, channel created_unix_ns, slot, seq): where a reader's
+// frame is, for Channel._hold in another process (shmlease._sharing pickles arrays of frames).
+PyObject* Frame_location(PyObject* self, PyObject*) {
+  FrameObject* f = AsFrame(self);
+  // A frame whose `with` block ended while exports live still holds its slot (closed only to
+  // new exports): its arrays travel, as a lease's do after its block.
+  if (f->frame == nullptr || !f->frame->held() ||
+      (f->client != nullptr && ClientIsClosed(f->client))) {
+    PyErr_SetString(PyExc_ValueError,
+                    "the frame holds no slot any more (released, its reader evicted, or the "
+                    "connection closed)");
+    return nullptr;
+  }
+  FrameLocation where;
+  try {
+    where = f->frame->location();
+  } catch (...) {
+    return RaiseFromException(std::current_exception());
+  }
+  PyObject* socket = PyObject_GetAttrString(f->client, "socket_path");
+  if (socket == nullptr) return nullptr;
+  return Py_BuildValue("(Ns#KLkK)", socket, where.channel_name.data(),
+                       static_cast<Py_ssize_t>(where.channel_name.size()),
+                       static_cast<unsigned long long>(where.channel_id),
+                       static_cast<long long>(where.channel_created_unix_ns),
+                       static_cast<unsigned long>(where.slot),
+                       static_cast<unsigned long long>(where.seq));
+}
+
 PyMethodDef frame_methods[] = {
     {"release", Frame_release, METH_NOARGS,
      "release($self, /)\n--\n\nGive the slot back. Raises BufferError while buffer exports are\n"
@@ -187,6 +216,10 @@ PyMethodDef frame_methods[] = {
     {"__enter__", Frame_enter, METH_NOARGS, "Return the frame itself."},
     {"__exit__", Frame_exit, METH_VARARGS,
      "Release the frame (deferred to deallocation while exports made inside the block live)."},
+    {"_location", Frame_location, METH_NOARGS,
+     "_location($self, /)\n--\n\n(socket_path, channel, channel_id, created_unix_ns, slot, seq)\n"
+     "of a reader's frame, for another process to hold it (pickled arrays). InvalidArgumentError\n"
+     "for a claimed frame."},
     SHMLEASE_EXPORTER_METHODS(FrameSlots),
     {nullptr, nullptr, 0, nullptr},
 };
@@ -342,6 +375,25 @@ PyObject* Channel_reader(PyObject* self, PyObject* args, PyObject* kwds) {
   return reinterpret_cast<PyObject*>(obj);
 }
 
+// _hold(channel_id, created_unix_ns, slot, seq): Channel::Hold, the frame another process took.
+PyObject* Channel_hold(PyObject* self, PyObject* args) {
+  FrameLocation where;
+  unsigned long long id = 0, seq = 0;
+  long long created = 0;
+  unsigned int slot = 0;
+  if (!PyArg_ParseTuple(args, "KLIK:_hold", &id, &created, &slot, &seq)) return nullptr;
+  ChannelObject* c = AsChannel(self);
+  where.channel_name = c->channel->name();
+  where.channel_id = id;
+  where.channel_created_unix_ns = created;
+  where.slot = slot;
+  where.seq = seq;
+  Frame f;
+  std::exception_ptr error = CallWithoutGil([&] { f = c->channel->Hold(where); });
+  if (error) return RaiseFromException(error);
+  return NewFrameObject(c->owner, std::move(f), *c->channel);
+}
+
 // The daemon's view of the channel (one round trip), without the GIL; false with an exception set.
 bool StatChannel(PyObject* self, ChannelInfo* out) {
   ChannelObject* c = AsChannel(self);
@@ -373,6 +425,10 @@ PyMethodDef channel_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "reader($self, /, *, busy_poll=False)\n--\n\nAttach a reader: it receives the frames\n"
      "published from now on."},
+    {"_hold", Channel_hold, METH_VARARGS,
+     "_hold($self, channel_id, created_unix_ns, slot, seq, /)\n--\n\nHold the frame another\n"
+     "process took (Frame._location()): a read-only Frame of the same slot. NotFoundError when\n"
+     "the slot no longer has it or the channel is another one. Used by pickled arrays."},
     {"info", Channel_info, METH_NOARGS,
      "info($self, /)\n--\n\nWhat the daemon knows of the channel now, as a dict (see\n"
      "Client.channels())."},

@@ -460,7 +460,7 @@ PyObject* ChannelInfoToDict(const ChannelInfo& info) {
     Py_INCREF(writer_pid);
   }
   // N: the dict takes our references (also when Py_BuildValue fails).
-  return Py_BuildValue("{s:s#,s:s#,s:N,s:O,s:K,s:k,s:s,s:N,s:K,s:N,s:k,s:k,s:k,s:k,s:L}",    //
+  return Py_BuildValue("{s:s#,s:s#,s:N,s:O,s:K,s:k,s:s,s:N,s:K,s:N,s:k,s:k,s:k,s:k,s:k,s:L}",  //
                        "name", info.name.data(), static_cast<Py_ssize_t>(info.name.size()),  //
                        "format", info.format.data(),
                        static_cast<Py_ssize_t>(info.format.size()),                           //
@@ -473,6 +473,7 @@ PyObject* ChannelInfoToDict(const ChannelInfo& info) {
                        "nbytes", static_cast<unsigned long long>(info.bytes),                 //
                        "writer_pid", writer_pid,                                              //
                        "readers", static_cast<unsigned long>(info.readers),                   //
+                       "holders", static_cast<unsigned long>(info.holders),                   //
                        "owner_uid", static_cast<unsigned long>(info.owner_uid),               //
                        "owner_gid", static_cast<unsigned long>(info.owner_gid),               //
                        "mode", static_cast<unsigned long>(info.mode),                         //

@@ -406,7 +406,7 @@ def test_info_and_channels_say_what_the_daemon_knows(client, chan):
     assert info == {
         "name": ch.name, "format": "f", "shape": (2, 3), "variable": False, "frame_nbytes": 24,
         "slots": 3, "policy": "latest", "reader_timeout": 0.5, "nbytes": info["nbytes"],
-        "writer_pid": None, "readers": 0, "owner_uid": os.geteuid(), "owner_gid": os.getegid(),
+        "writer_pid": None, "readers": 0, "holders": 0, "owner_uid": os.geteuid(), "owner_gid": os.getegid(),
         "mode": 0o640, "created_unix_ns": info["created_unix_ns"]}
     assert info["nbytes"] >= 3 * 24 and 0 < info["created_unix_ns"] <= time.time_ns()
     assert ch.reader_timeout == 0.5

@@ -441,30 +441,203 @@ def test_exclusive_lease_array_is_refused_at_pickling(client, seg, pool_factory)
     assert pool.apply(w_sum, (a.copy(),)) == float(a.sum())  # a copy travels by value
 
 
-def test_frame_array_is_refused_with_advice_to_copy(client, seg):
-    name = seg("chan")
-    ch = client.channel(name, shape=(4, 3), dtype="f", slots=2)
+# --- arrays of channel frames ---------------------------------------------------------------
+
+def w_held_values():
+    return [x.tolist() for x in _held]
+
+
+def w_frame_of(x):
+    """The seq of the Frame the received array views, and whether it is read-only."""
+    owner, _ = _sharing._owner_of(x)
+    return type(owner).__name__, owner.seq, bool(x.flags.writeable), x.tolist()
+
+
+def _frame_channel(client, name, value=2.0, **kwargs):
+    """A channel of (4, 3) float32 frames, its writer and reader, and frame 1 taken (all `value`)."""
+    ch = client.channel(name, shape=(4, 3), dtype="f", **kwargs)
+    w = ch.writer()
+    r = ch.reader()
+    _publish(w, value)
+    return ch, w, r, r.next(timeout=5.0)
+
+
+def _publish(w, value):
+    f = w.claim(timeout=5.0)
+    x = np.asarray(f)
+    x[:] = value
+    del x
+    return w.publish(f)
+
+
+def _end(ch, *participants):
+    for p in participants:
+        p.close()
+    ch.remove()
+
+
+def test_claimed_frame_array_is_refused_with_advice_to_copy(client, seg):
+    ch = client.channel(seg("chan"), shape=(4, 3), dtype="f", slots=2)
+    w = ch.writer()
+    f = w.claim(timeout=1.0)
+    x = np.asarray(f)
+    with pytest.raises(pickle.PicklingError, match=r"claimed frame is the writer's.*arr\.copy\(\)"):
+        _dumps(x[1:])
+    x[:] = 2.0
+    assert pickle.loads(_dumps(x.copy())).tolist() == [[2.0] * 3] * 4  # a copy goes by value
+    del x
+    f.release()
+    _end(ch, w)
+
+
+def _released(frame) -> bool:
     try:
-        w = ch.writer()
-        f = w.claim(timeout=1.0)
-        x = np.asarray(f)
-        with pytest.raises(pickle.PicklingError, match=r"Frame.*arr\.copy\(\)"):
-            _dumps(x[1:])
-        x[:] = 2.0
-        del x
-        r = ch.reader()
-        w.publish(f)
-        got = r.next(timeout=1.0)
-        y = np.asarray(got)
-        with pytest.raises(pickle.PicklingError, match="copy"):
-            _dumps(y)
-        assert pickle.loads(_dumps(y.copy())).tolist() == [[2.0] * 3] * 4
-        del y
-        got.release()
-        w.close()
-        r.close()
-    finally:
-        ch.remove()
+        frame.release()
+    except BufferError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_frame_array_travels_by_reference_and_the_worker_holds_its_slot(
+        client, seg, pool_factory, method):
+    ch, w, r, got = _frame_channel(client, seg("chan"), slots=3, policy="block")
+    y = np.asarray(got)
+    pool = pool_factory(method)
+    kind, seq, writeable, values = pool.apply(w_frame_of, (y[1:],))
+    assert (kind, seq, writeable, values) == ("Frame", got.seq, False, [[2.0] * 3] * 3)
+    pool.apply(w_hold, (y[::2, 1:],))
+    info = ch.info()
+    assert (info["readers"], info["holders"]) == (1, 1)  # a holder is not a reader
+    assert w.readers == 1
+    del y
+    # multiprocessing's task-handler thread lets go of the last task's arguments (a view of y) a
+    # moment after apply() has returned; only then is got's last export gone.
+    wait_until(lambda: _released(got), what="the pool's task handler dropping the last view")
+    # Only the worker holds frame 1 now.
+    # The writer goes on through the two other slots (the holder never makes it wait for
+    # frames it has not read), and never into the held one.
+    for value in range(3, 23):
+        _publish(w, float(value))
+        f = r.next(timeout=5.0)
+        assert np.asarray(f)[0, 0] == value
+        f.release()
+    assert pool.apply(w_held_values) == [[[2.0, 2.0], [2.0, 2.0]]]
+    pool.apply(w_drop)
+    wait_until(lambda: ch.info()["holders"] == 0, what="the worker's holder place given back")
+    _end(ch, w, r)
+
+
+def test_frame_array_returned_from_a_worker_is_held_by_the_parent(client, seg, pool_factory):
+    ch, w, r, got = _frame_channel(client, seg("chan"), value=5.0, slots=2, policy="latest")
+    back = pool_factory("fork").apply(w_return_slice, (np.asarray(got)[None],))
+    owner = _sharing._owner_of(back)[0]
+    assert isinstance(owner, shmlease.Frame) and owner is not got and owner.seq == got.seq
+    assert back.tolist() == [] and back.shape == (0, 1, 3)  # x[2:5, 1::3] of a (1, 4, 3) array
+    back2 = pickle.loads(_dumps(np.asarray(got)[1:3]))
+    got.release()
+    _publish(w, 6.0)  # into the other slot; the held one stays
+    second = r.next(timeout=5.0)
+    with pytest.raises(shmlease.LeaseTimeoutError):
+        w.claim(timeout=0.2)  # 'latest' waits only when every slot is held, as now
+    assert back2.tolist() == [[5.0] * 3] * 2
+    del back, back2, owner
+    gc.collect()
+    f = w.claim(timeout=5.0)  # the held slot is free again
+    f.release()
+    second.release()
+    _end(ch, w, r)
+
+
+def test_arrays_of_one_frame_unpickled_together_share_one_hold(client, seg):
+    ch, w, r, got = _frame_channel(client, seg("chan"), slots=2, policy="latest")
+    a, b = pickle.loads(_dumps((np.asarray(got), np.asarray(got)[2:])))
+    assert _sharing._owner_of(a)[0] is _sharing._owner_of(b)[0]
+    assert ch.info()["holders"] == 1
+    got.release()
+    del a
+    gc.collect()
+    _publish(w, 3.0)
+    second = r.next(timeout=5.0)
+    with pytest.raises(shmlease.LeaseTimeoutError):
+        w.claim(timeout=0.2)  # b still holds frame 1's slot, the reader frame 2's
+    assert b.tolist() == [[2.0] * 3] * 2
+    del b
+    gc.collect()
+    w.claim(timeout=5.0).release()
+    second.release()
+    wait_until(lambda: ch.info()["holders"] == 0, what="the holder place given back")
+    _end(ch, w, r)
+
+
+def test_frame_reused_before_the_receiver_holds_it_is_not_found(client, seg):
+    ch, w, r, got = _frame_channel(client, seg("chan"), slots=2, policy="block")
+    data = _dumps(np.asarray(got))
+    got.release()  # nobody holds frame 1 while it is "in flight"
+    for value in (3.0, 4.0):
+        _publish(w, value)
+        r.next(timeout=5.0).release()
+    error = _refusal(data)
+    assert isinstance(error, shmlease.NotFoundError)
+    assert "frame 1 is no longer in slot" in str(error)
+    _end(ch, w, r)
+
+
+def test_frame_of_a_channel_created_again_is_refused(client, seg):
+    name = seg("chan")
+    ch, w, r, got = _frame_channel(client, name, slots=2)
+    data = _dumps(np.asarray(got))
+    got.release()
+    _end(ch, w, r)
+    ch = client.channel(name, shape=(4, 3), dtype="f", slots=2)
+    w = ch.writer()
+    _publish(w, 9.0)  # the new channel's frame 1, in the same slot
+    error = _refusal(data)
+    assert isinstance(error, shmlease.NotFoundError)
+    assert "removed and created again" in str(error)
+    assert ch.info()["holders"] == 0
+    _end(ch, w)
+    error = _refusal(data)  # and gone: no channel of that name
+    assert isinstance(error, shmlease.NotFoundError)
+
+
+class _ForgedFrame(_Forged):
+    def __reduce__(self):
+        return _sharing._rebuild_frame, self.args
+
+
+def test_forged_frame_pickles_are_refused(client, seg):
+    ch, w, r, got = _frame_channel(client, seg("chan"), slots=2)
+    fn, fields = _sharing._reduce_ndarray(np.asarray(got))
+    assert fn is _sharing._rebuild_frame
+    good = dict(zip(("version", "socket", "channel", "channel_id", "created_ns", "slot", "seq",
+                     "offset", "shape", "strides", "dtype"), fields))
+
+    def forged(**change):
+        return _refusal(pickle.dumps(_ForgedFrame(*{**good, **change}.values())))
+
+    cases = [
+        (dict(slot=7), shmlease.InvalidArgumentError, "there is no slot 7"),
+        (dict(slot=-1), shmlease.InvalidArgumentError, "out of range"),
+        (dict(seq="1"), shmlease.InvalidArgumentError, "frame location"),
+        (dict(seq=99), shmlease.NotFoundError, "frame 99 is no longer in slot"),
+        (dict(channel_id=good["channel_id"] + 1), shmlease.NotFoundError,
+         "removed and created again"),
+        (dict(offset=49), shmlease.InvalidArgumentError, "outside the frame's 48 bytes"),
+        (dict(shape=(5, 3)), shmlease.InvalidArgumentError, "outside the frame's 48"),
+        (dict(strides=(-12, 4)), shmlease.InvalidArgumentError, "outside the frame's 48"),
+        (dict(dtype=np.dtype(object)), shmlease.InvalidArgumentError, "Python objects"),
+        (dict(version=2), shmlease.InvalidArgumentError, "wire version 2"),
+    ]
+    for change, cls, text in cases:
+        error = forged(**change)
+        assert isinstance(error, cls), (change, error)
+        assert text in str(error), (change, error)
+    assert pickle.loads(pickle.dumps(_ForgedFrame(*good.values()))).tolist() == [[2.0] * 3] * 4
+    gc.collect()
+    wait_until(lambda: ch.info()["holders"] == 0, what="the forged holds given back")
+    got.release()
+    _end(ch, w, r)
 
 
 def test_import_shmlease_imports_neither_numpy_nor_multiprocessing_and_registers_later(daemon):
