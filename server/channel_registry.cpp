@@ -178,6 +178,17 @@ ChannelObject* ChannelRegistry::FindById(uint64_t id) {
   return it == by_id_.end() ? nullptr : it->second.get();
 }
 
+Holdings ChannelRegistry::HoldingsOf(std::optional<uint32_t> uid) const {
+  if (!uid) return {by_id_.size(), total_bytes_};
+  Holdings owned;
+  for (const auto& [id, ch] : by_id_) {
+    if (ch->info.owner_uid != *uid) continue;
+    ++owned.objects;
+    owned.bytes += ch->frames->size();
+  }
+  return owned;
+}
+
 ChannelObject* ChannelRegistry::Create(proto::ChannelInfo info, Errc& code, std::string& error) {
   auto ch = std::make_unique<ChannelObject>();
   ch->frames = SealedPart::Make("shmlease-channel", info.frames_bytes, code, error);

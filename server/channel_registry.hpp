@@ -17,6 +17,7 @@
 #include "shmlease/channel_layout.hpp"
 #include "shmlease/errc.hpp"
 #include "shmlease/protocol.hpp"
+#include "segment_registry.hpp"
 
 namespace shmlease::server {
 
@@ -95,6 +96,9 @@ class ChannelRegistry {
   std::vector<const ChannelObject*> Named() const;
   size_t count() const { return by_name_.size(); }
   uint64_t total_bytes() const { return total_bytes_; }
+  // Channels that exist (removed ones still attached too) and their frames' bytes: all of them,
+  // or those `uid` created. What they count against the limits and quotas.
+  Holdings HoldingsOf(std::optional<uint32_t> uid) const;
 
  private:
   std::map<std::string, uint64_t> by_name_;

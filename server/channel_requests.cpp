@@ -132,21 +132,16 @@ void RequestHandler::OnChannelCreate(const SessionPtr& s, uint32_t id,
     return refuse(Errc::kAlreadyExists, "a segment named '" + m.name +
                                             "' exists; a channel cannot take a segment's name");
   }
-  if (registry_.count() + channels_.count() >= config_.max_segments) {
-    return refuse(Errc::kLimitSegments, "the daemon holds " + std::to_string(config_.max_segments) +
-                                            " segments and channels already (max-segments)");
-  }
   if (g.frames_bytes > config_.max_segment_size) {
     return refuse(Errc::kLimitSegmentSize,
                   "channel '" + m.name + "' needs " + FormatSize(g.frames_bytes) +
                       ", above max-segment-size " + FormatSize(config_.max_segment_size));
   }
-  const uint64_t used = registry_.total_bytes() + channels_.total_bytes();
-  if (g.frames_bytes > config_.max_total_bytes - std::min(used, config_.max_total_bytes)) {
-    return refuse(Errc::kLimitBytes, "channel '" + m.name + "' needs " +
-                                         FormatSize(g.frames_bytes) + ", above the total limit " +
-                                         FormatSize(config_.max_total_bytes) + " (" +
-                                         FormatSize(used) + " in use)");
+  Errc code = Errc::kOk;
+  std::string error;
+  if (!registry_.CheckRoom(g.frames_bytes, code, error) ||
+      !registry_.CheckQuota(s->peer().uid, g.frames_bytes, code, error)) {
+    return refuse(code, "channel '" + m.name + "': " + error);
   }
   want.slot_stride = g.slot_stride;
   want.data_offset = g.data_offset;
@@ -157,8 +152,6 @@ void RequestHandler::OnChannelCreate(const SessionPtr& s, uint32_t id,
   want.owner_uid = s->peer().uid;
   want.owner_gid = s->peer().gid;
   want.mode = m.mode;
-  Errc code = Errc::kOk;
-  std::string error;
   ChannelObject* ch = channels_.Create(std::move(want), code, error);
   if (ch == nullptr) return refuse(code, error);
   spdlog::info("created channel '{}' ({}, {}) for pid {}", m.name, Describe(ch->info),

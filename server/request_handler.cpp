@@ -22,6 +22,8 @@ RequestHandler::RequestHandler(boost::asio::io_context& io, const Config& config
     }
     return uids;
   });
+  registry_.set_channel_holdings(
+      [this](std::optional<uint32_t> uid) { return channels_.HoldingsOf(uid); });
 }
 
 void RequestHandler::Handle(const SessionPtr& s, const proto::Header& header,

@@ -94,6 +94,54 @@ bool SegmentRegistry::Charged(const Segment& segment, uint32_t uid) const {
   return std::find(holders.begin(), holders.end(), uid) != holders.end();
 }
 
+bool SegmentRegistry::CheckRoom(uint64_t bytes, Errc& error, std::string& message) const {
+  const Holdings channels = channel_holdings_ ? channel_holdings_(std::nullopt) : Holdings{};
+  if (by_id_.size() + channels.objects >= config_.max_segments) {
+    return Fail(Errc::kLimitSegments,
+                "the daemon already holds its limit of " + std::to_string(config_.max_segments) +
+                    " segments and channels (max-segments; removed ones still in use counted)",
+                error, message);
+  }
+  const uint64_t used = total_bytes_ + channels.bytes;
+  if (bytes > config_.max_total_bytes - std::min(used, config_.max_total_bytes)) {
+    return Fail(Errc::kLimitBytes,
+                "creating " + FormatSize(bytes) + " would pass the total limit of " +
+                    FormatSize(config_.max_total_bytes) + " (" + FormatSize(used) +
+                    " in use by segments and channels)",
+                error, message);
+  }
+  return true;
+}
+
+bool SegmentRegistry::CheckQuota(uint32_t uid, uint64_t bytes, Errc& error,
+                                 std::string& message) const {
+  if (config_.quota_bytes == 0 && config_.quota_segments == 0) return true;
+  Holdings owned = channel_holdings_ ? channel_holdings_(uid) : Holdings{};
+  for (const auto& [id, segment] : by_id_) {
+    if (!Charged(*segment, uid)) continue;
+    owned.bytes += segment->size;
+    ++owned.objects;
+  }
+  if (config_.quota_segments != 0 && owned.objects >= config_.quota_segments) {
+    return Fail(Errc::kQuotaSegments,
+                "uid " + std::to_string(uid) + " already owns its quota of " +
+                    std::to_string(config_.quota_segments) +
+                    " segments and channels (removed segments it still holds leases on counted)",
+                error, message);
+  }
+  if (config_.quota_bytes != 0 &&
+      bytes > config_.quota_bytes - std::min(owned.bytes, config_.quota_bytes)) {
+    return Fail(Errc::kQuotaBytes,
+                "creating " + FormatSize(bytes) + " would pass uid " + std::to_string(uid) +
+                    "'s quota of " + FormatSize(config_.quota_bytes) + " (" +
+                    FormatSize(owned.bytes) +
+                    " owned in segments and channels, removed segments it still holds leases "
+                    "on counted)",
+                error, message);
+  }
+  return true;
+}
+
 Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator, Errc& error,
                                   std::string& message) {
   proto::Create c = request;
@@ -155,47 +203,8 @@ Segment* SegmentRegistry::Reserve(const proto::Create& request, Creator creator,
          error, message);
     return nullptr;
   }
-  if (by_id_.size() >= config_.max_segments) {
-    Fail(Errc::kLimitSegments,
-         "the daemon already holds its limit of " + std::to_string(config_.max_segments) +
-             " segments",
-         error, message);
+  if (!CheckRoom(counted, error, message) || !CheckQuota(creator.uid, c.size, error, message)) {
     return nullptr;
-  }
-  if (counted > config_.max_total_bytes - std::min(total_bytes_, config_.max_total_bytes)) {
-    Fail(Errc::kLimitBytes,
-         "creating " + FormatSize(c.size) +
-             (counted != c.size ? " (" + FormatSize(counted) + " in whole huge pages)" : "") +
-             " would pass the total limit of " +
-             FormatSize(config_.max_total_bytes) + " (" + FormatSize(total_bytes_) + " in use)",
-         error, message);
-    return nullptr;
-  }
-
-  if (config_.quota_bytes != 0 || config_.quota_segments != 0) {
-    uint64_t owned_bytes = 0;
-    uint64_t owned_segments = 0;
-    for (const auto& [other_id, other] : by_id_) {
-      if (!Charged(*other, creator.uid)) continue;
-      owned_bytes += other->size;
-      ++owned_segments;
-    }
-    if (config_.quota_segments != 0 && owned_segments >= config_.quota_segments) {
-      Fail(Errc::kQuotaSegments,
-           "uid " + std::to_string(creator.uid) + " already owns its quota of " +
-               std::to_string(config_.quota_segments) +
-               " segments (removed ones it still holds leases on counted)",
-           error, message);
-      return nullptr;
-    }
-    if (config_.quota_bytes != 0 && c.size > config_.quota_bytes - std::min(owned_bytes, config_.quota_bytes)) {
-      Fail(Errc::kQuotaBytes,
-           "creating " + FormatSize(c.size) + " would pass uid " + std::to_string(creator.uid) +
-               "'s quota of " + FormatSize(config_.quota_bytes) + " (" + FormatSize(owned_bytes) +
-               " owned, removed segments it still holds leases on counted)",
-           error, message);
-      return nullptr;
-    }
   }
   uint64_t id = next_id_++;
   auto segment = std::make_unique<Segment>();

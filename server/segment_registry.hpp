@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -33,6 +34,13 @@ struct Segment : PersistedSegment {
   uint64_t page_size = 0;       // set by Complete()
   bool huge_fallback = false;   // set by Complete()
   std::unique_ptr<ShmObject> shm;
+};
+
+// Objects and bytes held outside this registry (the daemon's channels): they count against the
+// same limits and quotas as segments.
+struct Holdings {
+  uint64_t objects = 0;
+  uint64_t bytes = 0;
 };
 
 struct Creator {
@@ -85,6 +93,19 @@ class SegmentRegistry {
   // True when `segment` counts against `uid`'s quotas (by the rule above).
   bool Charged(const Segment& segment, uint32_t uid) const;
 
+  // What the daemon's channels hold, told by their registry's owner (RequestHandler): all of
+  // them (no uid), or those `uid` created. Counted with the segments by the two checks below.
+  void set_channel_holdings(std::function<Holdings(std::optional<uint32_t> uid)> holdings) {
+    channel_holdings_ = std::move(holdings);
+  }
+  // True if one more segment or channel of `bytes` fits max-segments and max-total-bytes (every
+  // segment and channel until freed); else false with kLimitSegments or kLimitBytes.
+  bool CheckRoom(uint64_t bytes, Errc& error, std::string& message) const;
+  // True if `uid` may own one more segment or channel of `bytes`: the segments it pays for
+  // (Charged) and the channels it created, against quota-segments and quota-bytes; else false
+  // with kQuotaSegments or kQuotaBytes.
+  bool CheckQuota(uint32_t uid, uint64_t bytes, Errc& error, std::string& message) const;
+
   // --- Durable state (docs/RESTART.md) ---
   // Called after every change the state file records: a segment completed, removed or freed.
   void set_on_change(std::function<void()> on_change) { on_change_ = std::move(on_change); }
@@ -122,6 +143,7 @@ class SegmentRegistry {
   std::function<void()> on_change_;
   std::function<void(const Segment&, bool)> on_backing_;
   std::function<std::vector<uint32_t>(uint64_t)> lease_holders_;
+  std::function<Holdings(std::optional<uint32_t>)> channel_holdings_;
   bool preserved_ = false;
 };
 

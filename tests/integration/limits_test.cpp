@@ -1,5 +1,6 @@
 // Every limit refuses with its own error code, and the daemon keeps serving within the limits.
 #include "shmlease/client.hpp"
+#include "shmlease/channel.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -22,6 +23,7 @@ namespace shmlease {
 namespace {
 
 using testing::CodeOf;
+using testing::FailureOf;
 using testing::DaemonProcess;
 using testing::RawSocket;
 
@@ -62,6 +64,29 @@ TEST_F(LimitsTest, SegmentCountCountsRemovedButLeasedSegments) {
   c.Remove("s2");
   c.Remove("s3");
   c.Remove("s4");
+}
+
+// A channel of `slots` frames of `bytes` bytes each.
+ChannelOptions Frames(uint32_t bytes, uint32_t slots = 2) {
+  return {.format = "B", .shape = {bytes}, .slots = slots};
+}
+
+TEST_F(LimitsTest, ChannelsCountAgainstTheLimitsOfSegmentsToo) {
+  Client c(daemon_.socket_path());
+  Channel ch(c, "ch", Frames(200 << 10));  // about 400 KiB of frames
+  EXPECT_GE(Channel::Stat(c, "ch").bytes, 400u << 10);
+  c.Create("a", 512 << 10);
+  const auto total = FailureOf([&] { c.Create("b", 200 << 10); });
+  EXPECT_EQ(total.code, Errc::kLimitBytes);
+  EXPECT_TRUE(total.Says("in use by segments and channels")) << total.message;
+  c.Create("b", 4096);  // three objects: the channel and two segments
+  const auto count = FailureOf([&] { c.Create("c", 4096); });
+  EXPECT_EQ(count.code, Errc::kLimitSegments);
+  EXPECT_TRUE(count.Says("3 segments and channels")) << count.message;
+  EXPECT_EQ(CodeOf([&] { Channel(c, "ch2", Frames(64)); }), Errc::kLimitSegments);
+  Channel::Remove(c, "ch");
+  c.Create("c", 4096);  // the channel's place is free again (nobody was attached)
+  for (const char* name : {"a", "b", "c"}) c.Remove(name);
 }
 
 TEST_F(LimitsTest, LeasesPerConnection) {
@@ -193,6 +218,35 @@ TEST_F(LimitsTest, MessageSize) {
   ASSERT_TRUE(reply.has_value());
   EXPECT_EQ(std::get<proto::ErrorReply>(*reply).code, Errc::kMessageTooLarge);
   EXPECT_TRUE(raw.PeerClosed());
+}
+
+TEST(Quota, ChannelsCountAgainstTheCreatorsQuotas) {
+  DaemonProcess daemon({"--quota-bytes", "1MiB", "--quota-segments", "3"});
+  Client c(daemon.socket_path());
+  {
+    Channel ch(c, "ch", Frames(200 << 10));  // about 400 KiB
+    c.Create("a", 512 << 10);
+    const auto bytes = FailureOf([&] { c.Create("b", 200 << 10); });
+    EXPECT_EQ(bytes.code, Errc::kQuotaBytes);
+    EXPECT_TRUE(bytes.Says("owned in segments and channels")) << bytes.message;
+    const auto channel_bytes = FailureOf([&] { Channel(c, "ch2", Frames(100 << 10)); });
+    EXPECT_EQ(channel_bytes.code, Errc::kQuotaBytes);
+    EXPECT_TRUE(channel_bytes.Says("channel 'ch2': creating")) << channel_bytes.message;
+    Channel small(c, "ch2", Frames(4096));  // the third object
+    EXPECT_EQ(CodeOf([&] { c.Create("b", 4096); }), Errc::kQuotaSegments);
+    EXPECT_EQ(CodeOf([&] { Channel(c, "ch3", Frames(64)); }), Errc::kQuotaSegments);
+    Reader reader = small.reader();
+    Channel::Remove(c, "ch2");
+    // Removed, but its reader is still attached: its memory lives and still counts.
+    EXPECT_EQ(CodeOf([&] { c.Create("b", 4096); }), Errc::kQuotaSegments);
+  }  // the reader left: the removed channel is freed
+  for (int i = 0; i < 100 && CodeOf([&] { c.Create("b", 4096); }) != Errc::kOk; ++i) {
+    ::usleep(10000);  // a reader leaves with a one-way message
+  }
+  EXPECT_EQ(c.Stat("b").size, 4096u);
+  Channel::Remove(c, "ch");
+  c.Remove("a");
+  c.Remove("b");
 }
 
 TEST(NoSpace, ReservationFailsCleanlyInsteadOfSigbusLater) {
