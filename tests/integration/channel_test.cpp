@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -394,6 +395,40 @@ TEST_F(ChannelTest, BusyPollReader) {
   });
   for (uint64_t s = 1; s <= 100; ++s) EXPECT_EQ(r.Next(2s).seq(), s);
   t.join();
+}
+
+// With two slots and a reader that always holds one, every claim is of the slot of the newest
+// frame, the one the header's record describes: the writer marks the slot `claimed` first, so a
+// reader taking that frame by the record never gets the bytes of the next one.
+TEST_F(ChannelTest, AWriterReusingTheNewestFramesSlotNeverShowsAFrameThatChanges) {
+  Client c = Connect();
+  Channel ch(c, "reuse", Small(ChannelPolicy::kLatest, 2));
+  Reader r = ch.reader({.busy_poll = true});
+  Writer w = ch.writer();
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (uint32_t i = 1; !stop.load(); ++i) Send(w, i);
+    w.Close();
+  });
+  uint64_t taken = 0, last = 0;
+  // Stops at the first wrong frame (the writer thread must still be stopped and joined).
+  for (const auto end = std::chrono::steady_clock::now() + 500ms;
+       std::chrono::steady_clock::now() < end && !HasFailure(); ++taken) {
+    Frame f = r.Next(2s);
+    EXPECT_GT(f.seq(), last);
+    last = f.seq();
+    const uint32_t value = ValueOf(f);
+    EXPECT_EQ(value, f.seq());  // the bytes of the frame taken, not of a later one
+    uint32_t meta = 0;
+    EXPECT_EQ(f.meta().size(), sizeof(meta));
+    std::memcpy(&meta, f.meta().data(), std::min(sizeof(meta), f.meta().size()));
+    EXPECT_EQ(meta, value);
+    if (taken % 2 == 0) std::this_thread::sleep_for(20us);  // the writer goes on meanwhile
+    EXPECT_EQ(ValueOf(f), value) << "a held frame changed";
+  }
+  stop.store(true);
+  writer.join();
+  EXPECT_GT(taken, 100u);
 }
 
 // --- Holding another process's frame (Channel::Hold): how arrays of frames travel ---------------
