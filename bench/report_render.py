@@ -578,7 +578,9 @@ def summary_section(results: dict, keys: dict, images: dict, img_rel: str, comma
                        f"1 GiB by reference {med['ref_1g'] * 1e6:.0f} µs, "
                        f"{fmt_ratio(p['flat_ratio'])} the time of 4 KiB; pickled by value the "
                        f"same 1 GiB takes **{p['speedup']:,.0f}x** as long "
-                       f"({med['plain_1g']:.1f} s).")
+                       f"({med['plain_1g']:.1f} s)"
+                       + (f"; an 8 MiB channel frame by reference {med['ref_frame_8m'] * 1e6:.0f} µs"
+                          if "ref_frame_8m" in med else "") + ".")
     quick = " **Quick mode: too few repetitions to quote.**" if results.get("quick") else ""
     run_loads = list(m.get("load_start", [])[:1]) + list(m.get("load_end", [])[:1])
     if noisy_steps or (run_loads and max(run_loads) > cores):
