@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 SECTION = ("<!-- build-compare:begin -->", "<!-- build-compare:end -->")
-LEASE_FILTER = "^BM_(RawUnixRoundTrip/request:40/reply:123|LeaseAcquireRelease)/real_time$"
+# The split placement (lease_bench: client and shmleased on different CPUs).
+LEASE_FILTER = ("^BM_(RawUnixRoundTrip/request:40/reply:123|LeaseAcquireRelease)"
+                "/same_core:0/real_time$")
 SIZES = (64, 1 << 20)
 UNIT_US = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
 

@@ -1,6 +1,9 @@
 // Issue 2's benchmark: lease acquire + release of an already-mapped segment against a real
 // shmleased, and, in the same binary and run, the baseline it is judged by: a raw blocking
 // Unix-socket round trip of the same request and reply sizes with an echo peer in another process.
+// Placement is controlled (issue 15): this process runs on the first allowed CPU, and every row
+// runs twice, its peer (shmleased's threads, or the echo peer) on the second CPU (same_core:0)
+// and on the first (same_core:1), so that a row is compared with a baseline placed alike.
 // Owns: the spawned daemon and its one segment (removed, and the daemon stopped, before main
 // returns, or on SIGINT/SIGTERM), and one forked echo peer per raw benchmark run (reaped at its
 // end). bench/run_benchmarks.sh runs this and writes the figures to docs/BENCHMARKS.md.
@@ -22,6 +25,7 @@
 #include <vector>
 
 #include "daemon_process.hpp"
+#include "oneway.hpp"
 #include "shmlease/client.hpp"
 #include "shmlease/codec.hpp"
 #include "shmlease/fd_io.hpp"
@@ -34,6 +38,11 @@ namespace {
 using bench::MeasureWireSizes;
 using bench::WireSizes;
 using testing::DaemonProcess;
+
+// The CPUs of this process (first) and of the peer when it runs apart (second): PickCpus().
+bench::CpuPair g_cpus;
+// The CPU a benchmark's peer runs on, by its same_core argument.
+int PeerCpu(int64_t same_core) { return same_core != 0 ? g_cpus.writer : g_cpus.reader; }
 
 constexpr char kSegmentName[] = "bench-frames";
 // A float32 512x512 frame: a format and shape make the reply as large as a typical one.
@@ -63,7 +72,7 @@ void OnFatalSignal(int signo) {
 // all with blocking reads and writes; it exits when the socket closes.
 class EchoPeer {
  public:
-  EchoPeer(size_t request, size_t reply, size_t oneway = 0) {
+  EchoPeer(size_t request, size_t reply, size_t oneway, int cpu) {
     int fds[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return;
     pid_t pid = ::fork();
@@ -75,6 +84,7 @@ class EchoPeer {
     if (pid == 0) {
       // The parent cleans up on these; the peer just dies (it also sees end-of-file).
       for (int signo : {SIGINT, SIGTERM, SIGHUP}) ::signal(signo, SIG_DFL);
+      bench::PinTo(cpu);
       ::close(fds[0]);
       std::vector<std::byte> in(request), out(reply, std::byte{0x5A}), last(oneway);
       while (ReadAll(fds[1], in.data(), in.size()) && WriteAll(fds[1], out.data(), out.size()) &&
@@ -105,7 +115,7 @@ class EchoPeer {
 void BM_RawUnixRoundTrip(benchmark::State& state) {
   const auto request_bytes = static_cast<size_t>(state.range(0));
   const auto reply_bytes = static_cast<size_t>(state.range(1));
-  EchoPeer peer(request_bytes, reply_bytes);
+  EchoPeer peer(request_bytes, reply_bytes, 0, PeerCpu(state.range(2)));
   if (peer.fd() < 0) {
     state.SkipWithError("cannot start the echo peer");
     return;
@@ -128,7 +138,7 @@ void BM_RawUnixRoundTripThenSend(benchmark::State& state) {
   const auto request_bytes = static_cast<size_t>(state.range(0));
   const auto reply_bytes = static_cast<size_t>(state.range(1));
   const auto send_bytes = static_cast<size_t>(state.range(2));
-  EchoPeer peer(request_bytes, reply_bytes, send_bytes);
+  EchoPeer peer(request_bytes, reply_bytes, send_bytes, PeerCpu(state.range(3)));
   if (peer.fd() < 0) {
     state.SkipWithError("cannot start the echo peer");
     return;
@@ -189,6 +199,8 @@ class LeaseFixture {
 
   Client& client() { return *client_; }
   const SegmentInfo& info() const { return info_; }
+  // Moves every thread of shmleased to the CPU of `same_core`; false if it could not.
+  bool PlaceDaemon(int64_t same_core) { return bench::PinProcess(daemon_.pid(), PeerCpu(same_core)); }
 
  private:
   DaemonProcess daemon_;
@@ -198,9 +210,18 @@ class LeaseFixture {
 
 LeaseFixture* g_fixture = nullptr;
 
+// Places shmleased for a lease benchmark (its only argument, same_core); false after
+// SkipWithError.
+bool PlaceDaemon(benchmark::State& state) {
+  if (g_fixture->PlaceDaemon(state.range(0))) return true;
+  state.SkipWithError("cannot pin shmleased's threads");
+  return false;
+}
+
 // Acquire + Release in `mode`: one round trip plus one one-way send.
 void LeaseAcquireRelease(benchmark::State& state, Mode mode) {
   try {
+    if (!PlaceDaemon(state)) return;
     Client& client = g_fixture->client();
     client.Acquire(kSegmentName, mode).Release();  // the mapping is cached: no descriptor below
     for (auto _ : state) {
@@ -221,6 +242,7 @@ void BM_LeaseAcquireReleaseWrite(benchmark::State& state) {
 // One request and its reply, with a reply as large as an acquire's: the daemon's bare round trip.
 void BM_Stat(benchmark::State& state) {
   try {
+    if (!PlaceDaemon(state)) return;
     Client& client = g_fixture->client();
     for (auto _ : state) {
       SegmentInfo info = client.Stat(kSegmentName);
@@ -255,24 +277,40 @@ int main(int argc, char** argv) {
   g_fixture = fixture.get();
 
   const WireSizes sizes = MeasureWireSizes(fixture->info());
+  // This process (its client threads too) on the first CPU; the peers where each row says.
+  g_cpus = bench::PickCpus();
+  if (!bench::PinProcess(::getpid(), g_cpus.writer)) {
+    std::fprintf(stderr, "lease_bench: cannot pin this process to CPU %d\n", g_cpus.writer);
+    return 1;
+  }
+  // With one CPU allowed both placements are the same: the same-core rows only.
+  std::vector<int64_t> placements = {0, 1};
+  if (g_cpus.writer == g_cpus.reader) placements = {1};
+  const auto request = static_cast<int64_t>(sizes.acquire_request);
+  const auto reply = static_cast<int64_t>(sizes.acquire_reply);
+  const auto release = static_cast<int64_t>(sizes.release_request);
   // The benchmark thread sleeps in recv: wall time, not its CPU time, is the latency.
   auto wall_time = [](benchmark::internal::Benchmark* b) { b->UseRealTime(); };
   // The baseline: the acquire's request and reply sizes. A symmetric 64-byte trip for comparison
   // with other measurements of these machines.
-  wall_time(benchmark::RegisterBenchmark("BM_RawUnixRoundTrip", BM_RawUnixRoundTrip)
-                ->Args({static_cast<int64_t>(sizes.acquire_request),
-                        static_cast<int64_t>(sizes.acquire_reply)})
-                ->Args({64, 64})
-                ->ArgNames({"request", "reply"}));
-  wall_time(benchmark::RegisterBenchmark("BM_RawUnixRoundTripThenSend", BM_RawUnixRoundTripThenSend)
-                ->Args({static_cast<int64_t>(sizes.acquire_request),
-                        static_cast<int64_t>(sizes.acquire_reply),
-                        static_cast<int64_t>(sizes.release_request)})
-                ->ArgNames({"request", "reply", "send"}));
-  wall_time(benchmark::RegisterBenchmark("BM_LeaseAcquireRelease", BM_LeaseAcquireRelease));
-  wall_time(
-      benchmark::RegisterBenchmark("BM_LeaseAcquireReleaseWrite", BM_LeaseAcquireReleaseWrite));
-  wall_time(benchmark::RegisterBenchmark("BM_Stat", BM_Stat));
+  auto* raw = benchmark::RegisterBenchmark("BM_RawUnixRoundTrip", BM_RawUnixRoundTrip);
+  auto* then_send =
+      benchmark::RegisterBenchmark("BM_RawUnixRoundTripThenSend", BM_RawUnixRoundTripThenSend);
+  std::vector<benchmark::internal::Benchmark*> lease_rows = {
+      benchmark::RegisterBenchmark("BM_LeaseAcquireRelease", BM_LeaseAcquireRelease),
+      benchmark::RegisterBenchmark("BM_LeaseAcquireReleaseWrite", BM_LeaseAcquireReleaseWrite),
+      benchmark::RegisterBenchmark("BM_Stat", BM_Stat)};
+  for (int64_t same_core : placements) {
+    raw->Args({request, reply, same_core});
+    if (same_core == placements.front()) raw->Args({64, 64, same_core});
+    then_send->Args({request, reply, release, same_core});
+    for (auto* row : lease_rows) row->Arg(same_core);
+  }
+  wall_time(raw->ArgNames({"request", "reply", "same_core"}));
+  wall_time(then_send->ArgNames({"request", "reply", "send", "same_core"}));
+  for (auto* row : lease_rows) wall_time(row->ArgName("same_core"));
+  benchmark::AddCustomContext("client_cpu", std::to_string(g_cpus.writer));
+  benchmark::AddCustomContext("peer_cpu", std::to_string(g_cpus.reader));
   benchmark::AddCustomContext("acquire_request_bytes", std::to_string(sizes.acquire_request));
   benchmark::AddCustomContext("acquire_reply_bytes", std::to_string(sizes.acquire_reply));
   benchmark::AddCustomContext("release_request_bytes", std::to_string(sizes.release_request));

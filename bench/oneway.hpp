@@ -5,6 +5,7 @@
 // a forked reader writes its samples into it before it exits.
 #pragma once
 
+#include <dirent.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <new>
+#include <string>
 #include <vector>
 
 namespace shmlease::bench {
@@ -108,6 +110,26 @@ inline void PinTo(int cpu) {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   if (sched_setaffinity(0, sizeof(set), &set) != 0) std::perror("sched_setaffinity");
+}
+
+// Pins every thread process `pid` has now (and those it creates afterwards) to `cpu`; false if
+// one could not be pinned. -1 leaves it where it is.
+inline bool PinProcess(pid_t pid, int cpu) {
+  if (cpu < 0) return true;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* dir = opendir(tasks.c_str());
+  if (dir == nullptr) return false;
+  bool ok = true;
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    const pid_t tid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (sched_setaffinity(tid, sizeof(set), &set) != 0) ok = false;
+  }
+  closedir(dir);
+  return ok;
 }
 
 // Waits for a forked reader or writer; false (and a message naming `what`) unless it exited 0.
